@@ -10,7 +10,7 @@ import sys
 
 from ..errors import ActTailError
 
-COMMANDS = ("fetch",)
+COMMANDS = ("fetch", "allocate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,35 @@
+"""Turn per-projection alphas into per-projection sparsity budgets (pure: tables in, tables out).
+
+``allocate(table, strategy, target, **options)`` returns one sparsity per
+projection whose parameter-weighted mean equals ``target`` exactly. Strategies
+(``strategies.py``) only shape the relative budget; ``solver.solve_scale``
+scales it to the target, clipping at ``s_max`` and re-solving so the clipped
+mass goes to the other projections. See METHOD.md, "Alpha -> sparsity".
+"""
+from .core import allocate
+from .presets import STRATEGY_PRESETS, StrategySpec, parse_strategies, parse_strategy, presets_help
+from .solver import max_achievable, solve_scale, weighted_mean
+from .strategies import (
+    DEFAULT_S_MAX,
+    STRATEGIES,
+    acttail_ratios,
+    kind_ratios,
+    shuffled_ratios,
+    uniform_ratios,
+)
+from .tables import (
+    check_matches,
+    load_alpha_table,
+    load_allocation,
+    save_allocation,
+    summary,
+    validate_table,
+    with_alphas,
+)
+
+__all__ = [
+    "allocate", "STRATEGY_PRESETS", "StrategySpec", "parse_strategies", "parse_strategy", "presets_help",
+    "max_achievable", "solve_scale", "weighted_mean", "DEFAULT_S_MAX", "STRATEGIES", "acttail_ratios",
+    "kind_ratios", "shuffled_ratios", "uniform_ratios", "check_matches", "load_alpha_table",
+    "load_allocation", "save_allocation", "summary", "validate_table", "with_alphas",
+]

@@ -1,0 +1,67 @@
+"""``allocate``: a projection table in, an allocation table out."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..errors import AllocationError
+from .presets import StrategySpec, make_spec
+from .solver import solve_scale
+from .strategies import get_strategy, option_columns, resolve_options
+from .tables import IDENTITY_COLUMNS, validate_table
+
+
+def _check_target(target) -> float:
+    if isinstance(target, bool) or not isinstance(target, (int, float, np.number)) or not math.isfinite(target):
+        raise AllocationError(f"target={target!r} must be a number in [0, 1). Fix: pass e.g. target=0.5.")
+    if not 0.0 <= target < 1.0:
+        raise AllocationError(f"target={target} is outside [0, 1): it is the mean fraction of inputs zeroed. "
+                              "Fix: pass e.g. 0.5 for 50% sparsity.")
+    return float(target)
+
+
+def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *,
+             label: str | None = None, **options) -> pd.DataFrame:
+    """Per-projection sparsities whose parameter-weighted mean is exactly ``target``.
+
+    Inputs: ``table`` with columns layer, projection, n_params (and alpha for
+    alpha-based strategies); ``strategy``: a strategy name (uniform, acttail,
+    shuffled, kind), a preset of ``STRATEGY_PRESETS``, ``NAME[k=v;...]`` text or
+    a StrategySpec; ``target`` in [0, 1); ``options`` override the strategy's
+    (e.g. ``epsilon=0.2, granularity="block"``). ``label`` names the result
+    (default: the preset / strategy name, with the overrides in brackets).
+
+    Output: one row per input row with the identity columns present (layer,
+    projection, name, d_out, d_in, n_params, alpha, xmin_rule), ``ratio`` (the
+    relative budget), ``sparsity``, then label, strategy, target and every
+    option used. The weighted mean of sparsity by n_params equals ``target``
+    within 1e-9, with no value above ``s_max``.
+    """
+    target = _check_target(target)
+    spec = make_spec(strategy, options, label)
+    resolved = resolve_options(spec.strategy, spec.options)
+    info = get_strategy(spec.strategy)
+    validate_table(table, info.needs_alpha)
+    ratio_options = {k: v for k, v in resolved.items() if k != "s_max"}
+    ratios = info.ratios(table, **ratio_options)
+    sparsity = solve_scale(ratios, table["n_params"].to_numpy(dtype=float), target,
+                           resolved.get("s_max", 1.0))
+    return _allocation_frame(table, ratios, sparsity, spec, target, resolved)
+
+
+def _allocation_frame(table: pd.DataFrame, ratios: np.ndarray, sparsity: np.ndarray, spec: StrategySpec,
+                      target: float, resolved: dict) -> pd.DataFrame:
+    out = table[[c for c in IDENTITY_COLUMNS if c in table.columns]].reset_index(drop=True).copy()
+    if "xmin_rule" not in out and "xmin_rule" in table.attrs:
+        out["xmin_rule"] = table.attrs["xmin_rule"]
+    out["ratio"] = ratios
+    out["sparsity"] = sparsity
+    out["label"] = spec.label
+    out["strategy"] = spec.strategy
+    out["target"] = target
+    for name, value in option_columns(resolved).items():
+        out[name] = value
+    out.attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float))}
+    return out

@@ -1,0 +1,153 @@
+"""Named strategies, and the small text syntax the command lines use.
+
+A strategy is written ``NAME`` or ``NAME[key=value;key=value]`` where NAME is
+a preset (``acttail-block``) or a strategy (``acttail``). Options are separated
+by ``;`` because ``,`` separates strategies in ``--strategies a,b,c``. ``eps``
+is accepted for ``epsilon``; for ``kind``, keys that are projection kinds set
+the per-kind budgets: ``kind[q=0.5;k=0.5;v=0.5;o=0.6;gate=0.45;up=0.4;down=0.6]``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from ..errors import AllocationError
+from ..models import PROJECTIONS
+from .strategies import STRATEGIES, resolve_options
+
+_ALIASES = {"eps": "epsilon"}
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy with options and the label that names it in result tables."""
+
+    label: str
+    strategy: str
+    options: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+def _preset(label: str, strategy: str, **options) -> StrategySpec:
+    return StrategySpec(label, strategy, options)
+
+
+STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
+    _preset("uniform", "uniform"),
+    _preset("acttail", "acttail", epsilon=0.3, granularity="projection", direction="alpha_up", mapping="linear"),
+    _preset("acttail-block", "acttail", epsilon=0.3, granularity="block"),
+    _preset("acttail-rev", "acttail", epsilon=0.3, direction="alpha_down"),
+    _preset("acttail-eps0.1", "acttail", epsilon=0.1),
+    _preset("acttail-eps0.5", "acttail", epsilon=0.5),
+    _preset("acttail-rank", "acttail", epsilon=0.3, mapping="rank"),
+    _preset("acttail-power", "acttail", epsilon=0.3, mapping="power", power=2.0),
+    _preset("shuffled", "shuffled", epsilon=0.3, seed=0),
+    _preset("teal-kind", "kind"),
+]}
+"""Readable names used in result tables -> StrategySpec."""
+
+_SPEC_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def _value(text: str):
+    """'0.2' -> 0.2, '3' -> 3, 'true' -> True, anything else stays a string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def _parse_options(strategy: str, body: str) -> dict[str, object]:
+    options: dict[str, object] = {}
+    budgets: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in body.split(";"))):
+        key, sep, raw = item.partition("=")
+        key = _ALIASES.get(key.strip(), key.strip())
+        if not sep or not key:
+            raise AllocationError(f"Option {item!r} is not key=value. Fix: write e.g. acttail[eps=0.2;granularity=block].")
+        if strategy == "kind" and key in PROJECTIONS:
+            budgets[key] = _value(raw)
+        else:
+            options[key] = _value(raw)
+    if budgets:
+        options["budgets"] = budgets
+    return options
+
+
+def spec_label(base: str, overrides: Mapping[str, object]) -> str:
+    """``base`` alone, or ``base[k=v;...]`` when options were added on top of it."""
+    if not overrides:
+        return base
+    added = ";".join(f"{k}={v}" for k, v in overrides.items())
+    return f"{base[:-1]};{added}]" if base.endswith("]") else f"{base}[{added}]"
+
+
+def make_spec(strategy: str | StrategySpec, options: Mapping[str, object] | None = None,
+              label: str | None = None) -> StrategySpec:
+    """A checked StrategySpec from a preset, strategy name, ``NAME[...]`` text or spec, plus options."""
+    base = strategy if isinstance(strategy, StrategySpec) else parse_strategy(strategy)
+    options = dict(options or {})
+    merged = {**base.options, **options}
+    resolve_options(base.strategy, merged)  # fail early on unknown options or bad values
+    return StrategySpec(label or spec_label(base.label, options), base.strategy, merged)
+
+
+def parse_strategy(text: str) -> StrategySpec:
+    """Parse ``NAME`` or ``NAME[key=value;...]`` into a checked StrategySpec.
+
+    NAME is a preset (its options are the starting point) or a strategy.
+    The label is NAME, or the text itself when options were given.
+    """
+    match = _SPEC_RE.match(text or "")
+    name = match.group(1) if match else None
+    if name in STRATEGY_PRESETS:
+        base = STRATEGY_PRESETS[name]
+    elif name in STRATEGIES:
+        base = StrategySpec(name, name, {})
+    else:
+        raise AllocationError(
+            f"Unknown strategy {text!r}. Presets: {', '.join(STRATEGY_PRESETS)}; strategies: "
+            f"{', '.join(STRATEGIES)}; options go in brackets, e.g. acttail[eps=0.2;granularity=block]."
+        )
+    overrides = _parse_options(base.strategy, match.group(2) or "")
+    return make_spec(base, overrides)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside [...]."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p.strip() for p in parts + [current] if p.strip()]
+
+
+def parse_strategies(text: str) -> list[StrategySpec]:
+    """``"uniform,acttail[eps=0.2],teal-kind"`` -> one StrategySpec each; labels must be unique."""
+    specs = [parse_strategy(part) for part in _split_top_level(text)]
+    labels = [spec.label for spec in specs]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise AllocationError(f"Strategy labels repeat: {duplicates}. Fix: list each strategy once.")
+    if not specs:
+        raise AllocationError("No strategy given. Fix: e.g. --strategies uniform,acttail.")
+    return specs
+
+
+def presets_help() -> str:
+    """One line per preset: label = strategy[options]."""
+    return "\n".join(f"{label:15s} {spec_label(spec.strategy, spec.options)}" for label, spec in STRATEGY_PRESETS.items())
