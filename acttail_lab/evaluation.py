@@ -240,6 +240,17 @@ def _projection_table_for(model: nn.Module, specs, xmin, progress: bool = False)
     return projection_table(model)
 
 
+def _cost_table_for(lm: LoadedModel, specs, corpus: str, progress: bool = False) -> pd.DataFrame | None:
+    """The calibration cost table (cached by ``sensitivity``) when a strategy is solved from it."""
+    from .allocation.strategies import get_strategy
+
+    if not any(get_strategy(spec.strategy).needs_cost for spec in specs):
+        return None
+    from .sensitivity import cost_table
+
+    return cost_table(lm, corpus=corpus, progress=progress)
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -290,10 +301,11 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
     common = dict(protocol=protocol, window=window, model=lm.name, corpus=str(corpus), split=split,
                   dtype=_dtype_name(model_dtype))
 
+    cost = _cost_table_for(lm, specs, corpus, progress)
     jobs = [("dense", 0.0, None, None)] if include_dense else []
     for spec in specs:
         for target in sparsities:
-            jobs.append((spec.label, float(target), spec, allocate(table, spec, float(target))))
+            jobs.append((spec.label, float(target), spec, allocate(table, spec, float(target), cost=cost)))
 
     rows = []
     for label, target, spec, allocation in jobs:

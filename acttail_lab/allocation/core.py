@@ -23,7 +23,7 @@ def _check_target(target) -> float:
 
 
 def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *,
-             label: str | None = None, **options) -> pd.DataFrame:
+             label: str | None = None, cost: pd.DataFrame | None = None, **options) -> pd.DataFrame:
     """Per-projection sparsities whose parameter-weighted mean is exactly ``target``.
 
     Inputs: ``table`` with columns layer, projection, n_params (and alpha for
@@ -38,12 +38,17 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
     relative budget), ``sparsity``, then label, strategy, target and every
     option used. The weighted mean of sparsity by n_params equals ``target``
     within 1e-9, with no value above ``s_max``.
+
+    ``cost``: the measured cost table (``sensitivity.cost_table``, calibration
+    data) that the ``optimal`` and ``hybrid`` strategies are solved from.
     """
     target = _check_target(target)
     spec = make_spec(strategy, options, label)
     resolved = resolve_options(spec.strategy, spec.options)
     info = get_strategy(spec.strategy)
     validate_table(table, info.needs_alpha)
+    if info.needs_cost:
+        return _allocate_from_cost(table, spec, target, resolved, cost)
     ratio_options = {k: v for k, v in resolved.items() if k != "s_max"}
     ratios = info.ratios(table, **ratio_options)
     sparsity = solve_scale(ratios, table["n_params"].to_numpy(dtype=float), target,
@@ -64,4 +69,23 @@ def _allocation_frame(table: pd.DataFrame, ratios: np.ndarray, sparsity: np.ndar
     for name, value in option_columns(resolved).items():
         out[name] = value
     out.attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float))}
+    return out
+
+
+def _allocate_from_cost(table: pd.DataFrame, spec: StrategySpec, target: float, resolved: dict,
+                        cost: pd.DataFrame | None) -> pd.DataFrame:
+    """``optimal`` / ``hybrid``: solved from a measured cost table (see ``acttail_lab.optimal``)."""
+    from .. import optimal
+
+    if cost is None:
+        raise AllocationError(
+            f"Strategy {spec.strategy!r} is solved from measured costs, and no cost table was given. "
+            "Fix: pass cost=acttail_lab.sensitivity.cost_table(model) (calibration data)."
+        )
+    if spec.strategy == "optimal":
+        out = optimal.optimal_allocation(cost, target, label=spec.label, **resolved)
+    else:
+        out = optimal.hybrid_allocation(table, cost, target, label=spec.label, **resolved)
+    if "name" in table.columns:  # same row order as the input table
+        out = out.set_index("name").loc[table["name"]].reset_index()
     return out

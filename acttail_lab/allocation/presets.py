@@ -47,6 +47,8 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("acttail-power", "acttail", epsilon=0.3, mapping="power", power=2.0),
     _preset("shuffled", "shuffled", epsilon=0.3, seed=0),
     _preset("teal-kind", "kind"),
+    _preset("optimal", "optimal"),
+    _preset("hybrid", "hybrid"),
 ]}
 """Readable names used in result tables -> StrategySpec."""
 

@@ -174,6 +174,8 @@ _VALIDATORS: dict[str, Callable] = {
     "s_max": _number("s_max", 0.0, 1.0, low_open=True, high_open=True),
     "seed": _seed,
     "budgets": _budgets,
+    "value": _choice("value", ("rel_error", "rel_error_token")),
+    "weight": _choice("weight", ("n_params", "uniform")),
 }
 
 _ACTTAIL_DEFAULTS = dict(epsilon=0.3, granularity="projection", direction="alpha_up", mapping="linear",
@@ -182,11 +184,17 @@ _ACTTAIL_DEFAULTS = dict(epsilon=0.3, granularity="projection", direction="alpha
 
 @dataclass(frozen=True)
 class Strategy:
-    """A strategy's ratio function, its options with defaults, and whether it reads alpha."""
+    """A strategy's ratio function, its options with defaults, and what it reads.
 
-    ratios: Callable[..., np.ndarray]
+    ``needs_cost`` strategies (optimal, hybrid) are solved from a measured cost
+    table (``sensitivity.cost_table``, calibration data) instead of ratios; they
+    have no ratio function.
+    """
+
+    ratios: Callable[..., np.ndarray] | None
     defaults: Mapping[str, object]
     needs_alpha: bool
+    needs_cost: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -194,6 +202,10 @@ STRATEGIES: dict[str, Strategy] = {
     "acttail": Strategy(acttail_ratios, _ACTTAIL_DEFAULTS, needs_alpha=True),
     "shuffled": Strategy(shuffled_ratios, {**_ACTTAIL_DEFAULTS, "seed": 0}, needs_alpha=True),
     "kind": Strategy(kind_ratios, {"budgets": None, "s_max": DEFAULT_S_MAX}, needs_alpha=False),
+    "optimal": Strategy(None, {"s_max": 0.95, "value": "rel_error", "weight": "n_params"},
+                        needs_alpha=False, needs_cost=True),
+    "hybrid": Strategy(None, {"epsilon": 0.3, "s_max": 0.95, "value": "rel_error", "weight": "n_params"},
+                       needs_alpha=True, needs_cost=True),
 }
 
 
