@@ -10,7 +10,7 @@ import sys
 
 from ..errors import ActTailError
 
-COMMANDS = ("fetch", "allocate")
+COMMANDS = ("fetch", "spectra", "allocate", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
