@@ -24,10 +24,14 @@ from acttail_lab.evaluation import evaluate_grid, write_results
 from acttail_lab.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-KS_STRATEGIES = ("uniform", "acttail", "acttail-block", "shuffled", "acttail-rev",
-                 "acttail-block[direction=alpha_down]", "optimal", "teal-kind", "hybrid",
-                 "acttail-eps0.1", "acttail-eps0.5", "acttail-rank")
-PEAK_STRATEGIES = ("acttail", "acttail-block")
+# (xmin rule, strategies) in priority order; the CSV is rewritten after each tier,
+# so a run cut short still leaves every finished tier on disk.
+TIERS = (
+    ("ks", ("uniform", "acttail", "acttail-block", "shuffled", "acttail-rev", "optimal", "teal-kind")),
+    ("ks", ("acttail-block[direction=alpha_down]", "hybrid", "acttail-eps0.1", "acttail-eps0.5")),
+    ("peak", ("acttail", "acttail-block")),
+    ("ks", ("acttail-rank",)),
+)
 SPARSITIES = (0.5, 0.6, 0.7, 0.8)
 
 
@@ -36,20 +40,25 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--out", default=str(ROOT / "data/results/perplexity_smollm2-135m.csv"))
+    parser.add_argument("--tiers", type=int, default=len(TIERS), help="run only the first N tiers")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     start = time.time()
     lm = load_model("smollm2-135m")
     common = dict(sparsities=SPARSITIES, tokens=args.tokens, window=args.window, seed=0)
-    ks = evaluate_grid(lm, strategies=KS_STRATEGIES, xmin="ks", **common)
-    peak = evaluate_grid(lm, strategies=PEAK_STRATEGIES, xmin="peak", include_dense=False, **common)
-    peak["strategy"] = peak["strategy"] + "-peak"
-    df = pd.concat([ks, peak], ignore_index=True).drop(columns=["cached"])
-    write_results(df, args.out, seed=0, device="cpu",
-                  command="python scripts/reproduce_perplexity.py " + " ".join(argv or sys.argv[1:]),
-                  model="smollm2-135m", corpus="austen", split="evaluation", tokens=args.tokens,
-                  window=args.window, protocol="all", note="alphas: ks rule unless the label ends in -peak")
-    print(f"wrote {args.out} ({len(df)} rows) in {time.time() - start:.0f} s")
+    parts = []
+    for number, (rule, strategies) in enumerate(TIERS[:args.tiers]):
+        part = evaluate_grid(lm, strategies=strategies, xmin=rule, include_dense=number == 0, **common)
+        if rule != "ks":
+            part["strategy"] = part["strategy"] + f"-{rule}"
+        parts.append(part)
+        df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
+        write_results(df, args.out, seed=0, device="cpu",
+                      command="python scripts/reproduce_perplexity.py " + " ".join(argv or sys.argv[1:]),
+                      model="smollm2-135m", corpus="austen", split="evaluation", tokens=args.tokens,
+                      window=args.window, protocol="all", tiers_done=number + 1,
+                      note="alphas: ks rule unless the label ends in -peak")
+        print(f"wrote {args.out} ({len(df)} rows, tier {number + 1}) at {time.time() - start:.0f} s", flush=True)
     return 0
 
 
