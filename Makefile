@@ -9,13 +9,17 @@ EXTRAS ?= notebooks,test
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
+# In CI (CI=true) a missing browser fails the browser test instead of skipping it.
+ifeq ($(CI),true)
+export ACTTAIL_REQUIRE_BROWSER ?= 1
+endif
 
-.PHONY: lab test setup fetch unit notebooks bench strip clean
+.PHONY: lab test setup fetch browser unit notebooks bench strip clean
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
-test: setup unit notebooks
+test: setup browser unit notebooks
 
 setup: $(VENV)/.installed fetch
 
@@ -33,6 +37,11 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 fetch: $(VENV)/.installed
 	$(BIN)/acttail-lab fetch
 
+# The real-browser test needs Debian chromium (apt-get) and playwright in the venv
+# (never `playwright install`); the script says what is missing when it cannot install it.
+browser: $(VENV)/.installed
+	VENV=$(VENV) bash scripts/install_browser.sh
+
 unit: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
@@ -44,6 +53,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_spectra.py
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_topk_throughput.py
+	$(BIN)/python benchmarks/bench_cost_table.py
+	$(BIN)/python benchmarks/bench_explorer.py
 
 strip:
 	$(BIN)/nbstripout --drop-empty-cells notebooks/*.ipynb
