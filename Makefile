@@ -14,7 +14,7 @@ ifeq ($(CI),true)
 export ACTTAIL_REQUIRE_BROWSER ?= 1
 endif
 
-.PHONY: lab test setup fetch browser unit notebooks bench strip clean
+.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu strip clean
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/
@@ -55,6 +55,13 @@ bench: setup
 	$(BIN)/python benchmarks/bench_topk_throughput.py
 	$(BIN)/python benchmarks/bench_cost_table.py
 	$(BIN)/python benchmarks/bench_explorer.py
+	$(BIN)/python benchmarks/bench_gemv.py --device cpu
+	$(BIN)/python benchmarks/bench_decode.py --device cpu
+
+# On a GPU machine: per-GEMV and end-to-end decode speed (writes data/results/*_gpu.csv).
+bench-gpu: setup
+	$(BIN)/python benchmarks/bench_gemv.py --device cuda --tune
+	$(BIN)/python benchmarks/bench_decode.py --device cuda --tune
 
 strip:
 	$(BIN)/nbstripout --drop-empty-cells notebooks/*.ipynb
