@@ -57,6 +57,20 @@ def read_sidecar(path: str | os.PathLike) -> dict | None:
     return json.loads(side.read_text(encoding="utf-8"))
 
 
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Any committed result CSV with its provenance sidecar in ``attrs["provenance"]`` (dict or None).
+
+    Raises FileNotFoundError naming the file when it is missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No results file at {path}. Fix: regenerate it with the command in its "
+                                "notebook or README (scripts/reproduce_*.py).")
+    table = pd.read_csv(path)
+    table.attrs.update(path=str(path), provenance=read_sidecar(path))
+    return table
+
+
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """A runs CSV with its sidecar: ``attrs["provenance"]`` (dict or None) and ``attrs["path"]``.
 
