@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +41,9 @@ import pandas as pd
 from .allocation import allocate, parse_strategy
 from .errors import ActTailError, AllocationError, ModelNotFoundError
 from .models import PROJECTIONS
-from .reference import DATA_DIR, MODEL_SHAPES, published_alphas
+from .reference import MODEL_SHAPES, published_alphas
+from .results import DEFAULT_MODEL, RESULTS_DIR, perplexity_path
 
-RESULTS_DIR = Path(os.environ.get("ACTTAIL_RESULTS_DIR") or DATA_DIR / "results")
-"""Where the committed result CSVs are read (``$ACTTAIL_RESULTS_DIR`` overrides ``<repo>/data/results``)."""
-DEFAULT_MODEL = "smollm2-135m"
 XMIN_RULES = ("ks", "peak", "median")
 PUBLISHED_PREFIX = "published:"
 HIST_EDGES = np.linspace(0.0, 1.0, 41)
@@ -67,7 +64,7 @@ def cost_csv_path(model: str = DEFAULT_MODEL, results_dir: str | Path = RESULTS_
 
 def perplexity_csv_path(model: str = DEFAULT_MODEL, results_dir: str | Path = RESULTS_DIR) -> Path:
     """``<results_dir>/perplexity_<model>.csv``: columns strategy, sparsity, perplexity, ..."""
-    return Path(results_dir) / f"perplexity_{model}.csv"
+    return perplexity_path(model, results_dir)
 
 
 @functools.lru_cache(maxsize=2)
