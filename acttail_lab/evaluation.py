@@ -244,11 +244,23 @@ def _cost_table_for(lm: LoadedModel, specs, corpus: str, progress: bool = False)
     """The calibration cost table (cached by ``sensitivity``) when a strategy is solved from it."""
     from .allocation.strategies import get_strategy
 
-    if not any(get_strategy(spec.strategy).needs_cost for spec in specs):
+    if not any(get_strategy(spec.strategy).needs_cost and spec.strategy != "teal-greedy" for spec in specs):
         return None
     from .sensitivity import cost_table
 
     return cost_table(lm, corpus=corpus, progress=progress)
+
+
+def _greedy_path_for(lm: LoadedModel, specs, corpus: str, progress: bool = False) -> pd.DataFrame | None:
+    """TEAL's greedy path on calibration text (cached by ``teal_greedy``) when a strategy reads it."""
+    greedy = [spec for spec in specs if spec.strategy == "teal-greedy"]
+    if not greedy:
+        return None
+    from .allocation.strategies import resolve_options
+    from .teal_greedy import greedy_path
+
+    s_max = resolve_options(greedy[0].strategy, greedy[0].options)["s_max"]
+    return greedy_path(lm, corpus=corpus, s_max=s_max, progress=progress)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -302,10 +314,12 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
                   dtype=_dtype_name(model_dtype))
 
     cost = _cost_table_for(lm, specs, corpus, progress)
+    path = _greedy_path_for(lm, specs, corpus, progress)
     jobs = [("dense", 0.0, None, None)] if include_dense else []
     for spec in specs:
         for target in sparsities:
-            jobs.append((spec.label, float(target), spec, allocate(table, spec, float(target), cost=cost)))
+            alloc = allocate(table, spec, float(target), cost=cost, greedy_path=path)
+            jobs.append((spec.label, float(target), spec, alloc))
 
     rows = []
     for label, target, spec, allocation in jobs:

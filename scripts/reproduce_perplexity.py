@@ -5,7 +5,8 @@ split; 512-token windows, protocol "all": every token's input is sparsified),
 dense and for each allocation strategy at 50/60/70/80% parameter-weighted
 TopK activation sparsity. Alphas use the KS xmin rule; the "-peak" rows repeat
 the alpha strategies with AlphaPruning's xmin_peak rule. optimal / hybrid are
-solved from the calibration cost table (Sense and Sensibility).
+solved from the calibration cost table (Sense and Sensibility), teal-greedy
+from TEAL's greedy block path on the same text.
 
 Every row is cached (content-keyed), so an interrupted run resumes where it
 stopped. Usage:  python scripts/reproduce_perplexity.py [--tokens 16384] [--out FILE]
@@ -31,6 +32,7 @@ TIERS = (
     ("ks", ("acttail-block[direction=alpha_down]", "hybrid", "acttail-eps0.1", "acttail-eps0.5")),
     ("peak", ("acttail", "acttail-block")),
     ("ks", ("acttail-rank",)),
+    ("ks", ("teal-greedy",)),
 )
 SPARSITIES = (0.5, 0.6, 0.7, 0.8)
 

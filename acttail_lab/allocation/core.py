@@ -23,7 +23,8 @@ def _check_target(target) -> float:
 
 
 def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *,
-             label: str | None = None, cost: pd.DataFrame | None = None, **options) -> pd.DataFrame:
+             label: str | None = None, cost: pd.DataFrame | None = None,
+             greedy_path: pd.DataFrame | None = None, **options) -> pd.DataFrame:
     """Per-projection sparsities whose parameter-weighted mean is exactly ``target``.
 
     Inputs: ``table`` with columns layer, projection, n_params (and alpha for
@@ -41,12 +42,16 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
 
     ``cost``: the measured cost table (``sensitivity.cost_table``, calibration
     data) that the ``optimal`` and ``hybrid`` strategies are solved from.
+    ``greedy_path``: the path of ``teal_greedy.greedy_path`` (calibration data)
+    that the ``teal-greedy`` strategy reads its sparsities from.
     """
     target = _check_target(target)
     spec = make_spec(strategy, options, label)
     resolved = resolve_options(spec.strategy, spec.options)
     info = get_strategy(spec.strategy)
     validate_table(table, info.needs_alpha)
+    if spec.strategy == "teal-greedy":
+        return _allocate_from_path(table, spec, target, resolved, greedy_path)
     if info.needs_cost:
         return _allocate_from_cost(table, spec, target, resolved, cost)
     ratio_options = {k: v for k, v in resolved.items() if k != "s_max"}
@@ -87,5 +92,30 @@ def _allocate_from_cost(table: pd.DataFrame, spec: StrategySpec, target: float, 
     else:
         out = optimal.hybrid_allocation(table, cost, target, label=spec.label, **resolved)
     if "name" in table.columns:  # same row order as the input table
+        out = out.set_index("name").loc[table["name"]].reset_index()
+    return out
+
+
+def _allocate_from_path(table: pd.DataFrame, spec: StrategySpec, target: float, resolved: dict,
+                        path: pd.DataFrame | None) -> pd.DataFrame:
+    """``teal-greedy``: read off TEAL's greedy path (see ``acttail_lab.teal_greedy``)."""
+    from .. import teal_greedy
+
+    if path is None:
+        raise AllocationError(
+            "Strategy 'teal-greedy' is read off a measured greedy path, and no path was given. "
+            "Fix: pass greedy_path=acttail_lab.teal_greedy.greedy_path(model) (calibration data)."
+        )
+    if float(path["sparsity"].max()) > resolved["s_max"] + 1e-12:
+        raise AllocationError(f"The greedy path goes above s_max={resolved['s_max']}. "
+                              "Fix: recompute it with greedy_path(model, s_max=...) at the same s_max.")
+    out = teal_greedy.teal_greedy_allocation(path, target, label=spec.label)
+    for name, value in option_columns(resolved).items():
+        out[name] = value
+    if "name" in table.columns:  # same row order as the input table
+        missing = sorted(set(table["name"]) - set(out["name"]))
+        if missing:
+            raise AllocationError(f"The greedy path has no rows for {missing[:3]}. "
+                                  "Fix: compute greedy_path on the same model as the table.")
         out = out.set_index("name").loc[table["name"]].reset_index()
     return out

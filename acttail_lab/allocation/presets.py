@@ -49,6 +49,7 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("teal-kind", "kind"),
     _preset("optimal", "optimal"),
     _preset("hybrid", "hybrid"),
+    _preset("teal-greedy", "teal-greedy"),
 ]}
 """Readable names used in result tables -> StrategySpec."""
 

@@ -186,9 +186,9 @@ _ACTTAIL_DEFAULTS = dict(epsilon=0.3, granularity="projection", direction="alpha
 class Strategy:
     """A strategy's ratio function, its options with defaults, and what it reads.
 
-    ``needs_cost`` strategies (optimal, hybrid) are solved from a measured cost
-    table (``sensitivity.cost_table``, calibration data) instead of ratios; they
-    have no ratio function.
+    ``needs_cost`` strategies are solved from a measured table (calibration
+    data) instead of ratios and have no ratio function: optimal and hybrid from
+    ``sensitivity.cost_table``, teal-greedy from ``teal_greedy.greedy_path``.
     """
 
     ratios: Callable[..., np.ndarray] | None
@@ -206,6 +206,7 @@ STRATEGIES: dict[str, Strategy] = {
                         needs_alpha=False, needs_cost=True),
     "hybrid": Strategy(None, {"epsilon": 0.3, "s_max": 0.95, "value": "rel_error", "weight": "n_params"},
                        needs_alpha=True, needs_cost=True),
+    "teal-greedy": Strategy(None, {"s_max": 0.99}, needs_alpha=False, needs_cost=True),
 }
 
 
