@@ -23,3 +23,22 @@ def tiny_model():
     from acttail_lab.models import random_model
 
     return random_model("llama-tiny", seed=0)
+
+
+class CharTokenizer:
+    """A tiny stand-in tokenizer: one id per character (1..250), optional BOS."""
+
+    def __init__(self, bos=None):
+        self.bos_token_id = bos
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [ord(c) % 250 + 1 for c in text]
+        if add_special_tokens and self.bos_token_id is not None:
+            ids = [self.bos_token_id] + ids
+        return {"input_ids": ids}
+
+
+@pytest.fixture
+def char_tokenizer():
+    """The CharTokenizer class: ``char_tokenizer()`` or ``char_tokenizer(bos=0)``."""
+    return CharTokenizer

@@ -5,37 +5,24 @@ from acttail_lab.corpus import _ar_members, bos_id, corpus_text, load_corpus, to
 from acttail_lab.errors import CorpusError
 
 
-class CharTokenizer:
-    """A tiny stand-in tokenizer: one id per character, optional BOS."""
-
-    def __init__(self, bos=None):
-        self.bos_token_id = bos
-
-    def __call__(self, text, add_special_tokens=True):
-        ids = [ord(c) % 250 + 1 for c in text]
-        if add_special_tokens and self.bos_token_id is not None:
-            ids = [self.bos_token_id] + ids
-        return {"input_ids": ids}
-
-
-def test_windows_without_bos():
-    tok = CharTokenizer()
+def test_windows_without_bos(char_tokenizer):
+    tok = char_tokenizer()
     w = token_windows(tok, "abcdefghij" * 10, window=8)
     assert w.shape == (12, 8)
     assert w[0, 0].item() == ord("a") % 250 + 1
 
 
-def test_windows_with_bos_prepend_each_window():
-    tok = CharTokenizer(bos=0)
+def test_windows_with_bos_prepend_each_window(char_tokenizer):
+    tok = char_tokenizer(bos=0)
     assert bos_id(tok) == 0
     w = token_windows(tok, "x" * 70, window=8, n_tokens=24)
     assert w.shape == (3, 8)
     assert (w[:, 0] == 0).all() and (w[:, 1:] != 0).all()
 
 
-def test_text_too_short_is_a_clear_error():
+def test_text_too_short_is_a_clear_error(char_tokenizer):
     with pytest.raises(CorpusError, match="too short"):
-        token_windows(CharTokenizer(), "abc", window=8)
+        token_windows(char_tokenizer(), "abc", window=8)
 
 
 def test_local_text_file_split(tmp_path):

@@ -96,16 +96,7 @@ def test_cost_table_cache_hit(model, windows, monkeypatch, tmp_path):
         cost_table(model, windows, sparsities=(0.5, 0.8), progress=False)
 
 
-class CharTokenizer:
-    """Tiny stand-in tokenizer: one token per character (ids < 256), no BOS."""
-
-    bos_token_id = None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [ord(c) % 256 for c in text]}
-
-
-def test_default_windows_come_from_the_calibration_split(model, monkeypatch):
+def test_default_windows_come_from_the_calibration_split(model, monkeypatch, char_tokenizer):
     seen = []
 
     def fake_corpus_text(name="austen", split="evaluation"):
@@ -113,7 +104,7 @@ def test_default_windows_come_from_the_calibration_split(model, monkeypatch):
         return "calibration text " * 50
 
     monkeypatch.setattr(sensitivity, "corpus_text", fake_corpus_text)
-    loaded = LoadedModel(model=model, tokenizer=CharTokenizer(), name="tiny", source="random")
+    loaded = LoadedModel(model=model, tokenizer=char_tokenizer(), name="tiny", source="random")
     cost_table(loaded, sparsities=(0.5,), window=32, n_tokens=64, cache=False, progress=False)
     loss_increase_table(loaded, names=[], window=32, n_tokens=32, cache=False, progress=False)
     assert seen == ["calibration", "calibration"]

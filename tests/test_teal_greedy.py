@@ -130,16 +130,7 @@ def test_allocation_meets_target_exactly_and_interpolates(path):
         teal_greedy_allocation(path, 0.7)
 
 
-class CharTokenizer:
-    """Tiny stand-in tokenizer: one token per character (ids < 256), no BOS."""
-
-    bos_token_id = None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": [ord(c) % 256 for c in text]}
-
-
-def test_default_windows_come_from_the_calibration_split(model, monkeypatch):
+def test_default_windows_come_from_the_calibration_split(model, monkeypatch, char_tokenizer):
     seen = []
 
     def fake_corpus_text(name="austen", split="evaluation"):
@@ -147,7 +138,7 @@ def test_default_windows_come_from_the_calibration_split(model, monkeypatch):
         return "calibration text " * 50
 
     monkeypatch.setattr(sensitivity, "corpus_text", fake_corpus_text)
-    loaded = LoadedModel(model=model, tokenizer=CharTokenizer(), name="tiny", source="random")
+    loaded = LoadedModel(model=model, tokenizer=char_tokenizer(), name="tiny", source="random")
     inputs = block_inputs(loaded, max_tokens=32)
     assert inputs[0].hidden_states.shape[:2] == (1, 32)
     greedy_path(loaded, delta=0.1, max_target=0.2, max_tokens=32, progress=False, cache=False)
