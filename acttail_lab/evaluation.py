@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from .cache import atomic_path, atomic_write_text, cache_dir, hash_bytes, stable_hash
 from .corpus import corpus_text, token_windows
 from .errors import AllocationError
+from .methods import calibration_for, make_sparsifier
 from .models import LoadedModel, load_model, projection_table
 from .provenance import describe_device, write_sidecar
 from .sparsity import PROTOCOLS, TopKSparsifier, weighted_sparsity
@@ -48,7 +49,12 @@ CACHE_VERSION = 1
 """Bump when the cached row format or the scoring changes (old rows are then ignored)."""
 
 GRID_COLUMNS = ("strategy", "sparsity", "perplexity", "nll", "tokens", "realised_sparsity", "protocol",
-                "window", "model", "corpus", "split", "xmin_rule", "options", "wall_s", "device", "dtype", "cached")
+                "window", "model", "corpus", "split", "xmin_rule", "options", "wall_s", "device", "dtype", "cached",
+                "method", "kinds", "realised_std")
+"""Columns of :func:`evaluate_grid`. ``sparsity`` is the target over the projections that get a budget
+(``kinds``; all when empty); ``realised_sparsity`` is always the parameter-weighted fraction of *all*
+projection weights the run skips; ``realised_std`` the parameter-weighted mean of the per-token standard
+deviation of each projection's sparsity (0 for TopK, which is exact per token)."""
 
 
 # --------------------------------------------------------------------------- one perplexity
@@ -108,7 +114,7 @@ def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool)
 
 
 def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "all", batch_size: int = 4,
-               progress: bool = True, seed: int = 0, desc: str = "perplexity") -> PerplexityResult:
+               progress: bool = True, seed: int = 0, desc: str = "perplexity", sparsifier=None) -> PerplexityResult:
     """Perplexity of ``model`` on ``windows``, dense or TopK-sparsified.
 
     Args:
@@ -120,6 +126,8 @@ def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "a
         batch_size: windows per forward pass.
         progress: show a tqdm bar over batches.
         seed: ``torch.manual_seed`` before the passes (eval mode has no randomness; kept for safety).
+        sparsifier: instead of ``allocation``, a ready context manager with ``realised()``
+            (``methods.make_sparsifier``: rotated TopK, thresholds, CATS).
     Returns:
         :class:`PerplexityResult`.
     """
@@ -134,7 +142,8 @@ def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "a
     device = input_device(model)
     start = _scored_start(protocol, windows.shape[1])
     keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-    sparsifier = TopKSparsifier(model, allocation, protocol=protocol) if allocation is not None else None
+    if sparsifier is None and allocation is not None:
+        sparsifier = TopKSparsifier(model, allocation, protocol=protocol)
     total_nll, total_tokens = 0.0, 0
     t0 = time.perf_counter()
     try:
@@ -189,12 +198,23 @@ def allocation_vector(allocation) -> list | None:
     return [[str(n), round(float(s), 12)] for n, s in pairs]
 
 
-def row_key(context: dict, allocation) -> str:
-    """Cache key of one grid row: the run context plus a hash of the sparsity vector."""
-    return stable_hash({"v": CACHE_VERSION, **context, "allocation": stable_hash(allocation_vector(allocation))}, 32)
+def row_key(context: dict, allocation, method: str = "topk", calibration: str | None = None) -> str:
+    """Cache key of one grid row: the run context, a hash of the sparsity vector and, for methods other
+    than TopK, the method and the key of its calibration statistics."""
+    extra = {} if method == "topk" else {"method": method, "calibration": calibration}
+    return stable_hash({"v": CACHE_VERSION, **context, **extra,
+                        "allocation": stable_hash(allocation_vector(allocation))}, 32)
+
+
+def token_spread(projections: pd.DataFrame | None) -> float:
+    """Parameter-weighted mean of the per-token sparsity std of each projection (0 without the column)."""
+    if projections is None or "realised_std" not in projections:
+        return 0.0
+    return weighted_sparsity(projections, "realised_std")
 
 
 _MEASURED = ("perplexity", "nll", "tokens", "realised_sparsity", "wall_s", "device")
+_OPTIONAL = ("realised_std",)
 
 
 def _read_cached(path: Path, key: str) -> dict | None:
@@ -212,7 +232,7 @@ def _read_cached(path: Path, key: str) -> dict | None:
     if not ok:
         warnings.warn(f"Ignoring unreadable or inconsistent cache file {path}; recomputing that row.", stacklevel=3)
         return None
-    return {f: data[f] for f in _MEASURED}
+    return {**{f: data[f] for f in _MEASURED}, **{f: data.get(f, 0.0) for f in _OPTIONAL}}
 
 
 def _write_cached(path: Path, key: str, measured: dict, context: dict) -> None:
@@ -271,7 +291,8 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
                   tokens: int = 16384, window: int = 512, corpus: str = "austen", split: str = "evaluation",
                   xmin: str = "ks", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
                   seed: int = 0, cache: bool = True, progress: bool = True, include_dense: bool = True,
-                  batch_size: int = 4, device_map: str | None = None) -> pd.DataFrame:
+                  batch_size: int = 4, device_map: str | None = None,
+                  calibration_tokens: int = 8192) -> pd.DataFrame:
     """Perplexity for every (strategy, target sparsity) pair, plus a dense row, on the same windows.
 
     Args:
@@ -287,6 +308,8 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
         device, dtype, device_map: passed to ``load_model`` (``device_map="auto"`` for big models).
         seed: torch seed. cache: read/write the per-row JSON cache. progress: tqdm bar + one log line per row.
         include_dense: add the dense row (strategy ``"dense"``, sparsity 0).
+        calibration_tokens: calibration-split tokens for methods that need statistics
+            (rotated, threshold, cats; ``acttail_lab.methods``).
     Returns:
         DataFrame, one row per run, columns :data:`GRID_COLUMNS`. ``tokens`` is the
         number of scored tokens; ``options`` the strategy options as JSON.
@@ -315,6 +338,8 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
 
     cost = _cost_table_for(lm, specs, corpus, progress)
     path = _greedy_path_for(lm, specs, corpus, progress)
+    stats = calibration_for(lm, [spec.method for spec in specs], corpus=corpus, tokens=calibration_tokens,
+                            window=window, progress=progress)
     jobs = [("dense", 0.0, None, None)] if include_dense else []
     for spec in specs:
         for target in sparsities:
@@ -323,22 +348,27 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
 
     rows = []
     for label, target, spec, allocation in jobs:
-        key = row_key(context, None if allocation is None else allocation[["name", "sparsity"]])
+        method = spec.method if spec is not None else "topk"
+        key = row_key(context, None if allocation is None else allocation[["name", "sparsity"]], method,
+                      stats.key if stats is not None and method != "topk" else None)
         path = cache_dir("eval") / f"{key}.json"
         measured = _read_cached(path, key) if cache else None
         cached = measured is not None
         if measured is None:
+            sparsifier = (None if allocation is None else
+                          make_sparsifier(model, allocation, method, protocol=protocol, stats=stats, progress=progress))
             result = perplexity(model, windows, allocation, protocol=protocol, batch_size=batch_size,
-                                progress=progress, seed=seed, desc=f"{label} @ {target:g}")
+                                progress=progress, seed=seed, desc=f"{label} @ {target:g}", sparsifier=sparsifier)
             measured = {**{f: getattr(result, f) for f in _MEASURED if f != "device"},
-                        "device": describe_device(dev)}
+                        "device": describe_device(dev), "realised_std": token_spread(result.projections)}
             if cache:
                 _write_cached(path, key, measured, context)
         needs_alpha = spec is not None and get_strategy(spec.strategy).needs_alpha
         row = {"strategy": label, "sparsity": target, **measured, **common,
                "xmin_rule": xmin if needs_alpha else None,
                "options": json.dumps(dict(spec.options) if spec else {}, sort_keys=True, default=str),
-               "cached": cached}
+               "cached": cached, "method": method if spec is not None else None,
+               "kinds": "+".join(spec.kinds) if spec is not None and spec.kinds else None}
         rows.append(row)
         if progress:
             print(f"[evaluate] {label:>14s} s={target:.3f}: ppl {row['perplexity']:.4f} "

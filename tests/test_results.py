@@ -26,13 +26,15 @@ ALPHA_BASED = {"acttail", "acttail-block", "acttail-rev", "shuffled"}
 def make_runs(ppl=PPL, dense=DENSE_PPL, xmin="ks", **setting):
     """A runs table with evaluate_grid's columns (a dense row first, like evaluate_grid)."""
     base = dict(protocol="all", window=256, model="smollm2-135m", corpus="austen", split="evaluation",
-                tokens=1020, options="{}", wall_s=1.0, device="cpu", dtype="float32", cached=False)
+                tokens=1020, options="{}", wall_s=1.0, device="cpu", dtype="float32", cached=False, kinds=float("nan"),
+                realised_std=0.0)
     base.update(setting)
-    rows = [dict(strategy="dense", sparsity=0.0, perplexity=dense, realised_sparsity=0.0, xmin_rule=None, **base)]
+    rows = [dict(strategy="dense", sparsity=0.0, perplexity=dense, realised_sparsity=0.0, xmin_rule=None,
+                 method=None, **base)]
     for strategy, by_s in ppl.items():
         for s, p in by_s.items():
             rows.append(dict(strategy=strategy, sparsity=s, perplexity=p, realised_sparsity=s,
-                             xmin_rule=xmin if strategy in ALPHA_BASED else None, **base))
+                             xmin_rule=xmin if strategy in ALPHA_BASED else None, method="topk", **base))
     df = pd.DataFrame(rows)
     df["nll"] = np.log(df["perplexity"])
     return df[list(GRID_COLUMNS)]

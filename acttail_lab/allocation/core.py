@@ -50,15 +50,32 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
     resolved = resolve_options(spec.strategy, spec.options)
     info = get_strategy(spec.strategy)
     validate_table(table, info.needs_alpha)
+    if spec.kinds is not None and info.needs_cost:
+        raise AllocationError(f"kinds= restricts ratio strategies only; {spec.strategy!r} is solved over every "
+                              "projection. Fix: drop kinds=, or use uniform / acttail / shuffled / kind.")
     if spec.strategy == "teal-greedy":
         return _allocate_from_path(table, spec, target, resolved, greedy_path)
     if info.needs_cost:
         return _allocate_from_cost(table, spec, target, resolved, cost)
     ratio_options = {k: v for k, v in resolved.items() if k != "s_max"}
-    ratios = info.ratios(table, **ratio_options)
-    sparsity = solve_scale(ratios, table["n_params"].to_numpy(dtype=float), target,
-                           resolved.get("s_max", 1.0))
+    selected = _selected_rows(table, spec.kinds)
+    ratios = np.zeros(len(table))
+    sparsity = np.zeros(len(table))
+    part = table[selected].reset_index(drop=True)
+    ratios[selected] = info.ratios(part, **ratio_options)
+    sparsity[selected] = solve_scale(ratios[selected], part["n_params"].to_numpy(dtype=float), target,
+                                     resolved.get("s_max", 1.0))
     return _allocation_frame(table, ratios, sparsity, spec, target, resolved)
+
+
+def _selected_rows(table: pd.DataFrame, kinds) -> np.ndarray:
+    """Boolean mask of the rows whose projection kind gets a budget (all rows when ``kinds`` is None)."""
+    if kinds is None:
+        return np.ones(len(table), dtype=bool)
+    mask = table["projection"].isin(kinds).to_numpy()
+    if not mask.any():
+        raise AllocationError(f"No projection of kinds {list(kinds)} in the table. Fix: list kinds the model has.")
+    return mask
 
 
 def _allocation_frame(table: pd.DataFrame, ratios: np.ndarray, sparsity: np.ndarray, spec: StrategySpec,
@@ -73,6 +90,10 @@ def _allocation_frame(table: pd.DataFrame, ratios: np.ndarray, sparsity: np.ndar
     out["target"] = target
     for name, value in option_columns(resolved).items():
         out[name] = value
+    if spec.method != "topk":
+        out["method"] = spec.method
+    if spec.kinds is not None:
+        out["kinds"] = "+".join(spec.kinds)
     out.attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float))}
     return out
 

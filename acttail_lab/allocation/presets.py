@@ -5,6 +5,19 @@ a preset (``acttail-block``) or a strategy (``acttail``). Options are separated
 by ``;`` because ``,`` separates strategies in ``--strategies a,b,c``. ``eps``
 is accepted for ``epsilon``; for ``kind``, keys that are projection kinds set
 the per-kind budgets: ``kind[q=0.5;k=0.5;v=0.5;o=0.6;gate=0.45;up=0.4;down=0.6]``.
+
+Two options belong to every strategy:
+
+* ``method``: how the budgets are applied when a model runs (:data:`METHODS`):
+  ``topk`` (exact TopK, the default), ``rotated`` (TopK on LaRoSA-rotated
+  inputs), ``threshold`` (TEAL-style calibrated magnitude thresholds) or
+  ``cats`` (threshold on the MLP gate activation; budget on ``down`` only).
+* ``kinds``: the projection kinds that get a budget, joined by ``+``
+  (``kinds=gate+up+down`` for FFN only); the others stay dense and the target
+  is then the parameter-weighted mean over the listed kinds only.
+
+``allocate`` itself only uses ``kinds``; ``method`` travels with the spec to
+the evaluation (``acttail_lab.methods``).
 """
 from __future__ import annotations
 
@@ -18,6 +31,8 @@ from ..models import PROJECTIONS
 from .strategies import STRATEGIES, resolve_options
 
 _ALIASES = {"eps": "epsilon"}
+METHODS = ("topk", "rotated", "threshold", "cats")
+"""How a budget is applied: exact TopK, TopK on rotated inputs, calibrated thresholds, CATS gate thresholds."""
 
 
 @dataclass(frozen=True)
@@ -27,13 +42,42 @@ class StrategySpec:
     label: str
     strategy: str
     options: Mapping[str, object] = field(default_factory=dict, hash=False)
+    method: str = "topk"
+    kinds: tuple[str, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "method", check_method(self.method))
+        object.__setattr__(self, "kinds", check_kinds(self.kinds))
 
 
-def _preset(label: str, strategy: str, **options) -> StrategySpec:
-    return StrategySpec(label, strategy, options)
+def check_method(method) -> str:
+    """``method`` if it is one of :data:`METHODS`, else a clear AllocationError."""
+    if method not in METHODS:
+        raise AllocationError(f"Unknown method {method!r}. Fix: choose one of {METHODS} "
+                              "(e.g. uniform[method=threshold]).")
+    return method
+
+
+def check_kinds(kinds) -> tuple[str, ...] | None:
+    """``kinds`` as a tuple of projection kinds (from ``"gate+up+down"`` or a sequence), or None for all."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.replace(",", "+").split("+") if k.strip()]
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in PROJECTIONS]
+    if bad or not kinds:
+        raise AllocationError(f"kinds={kinds!r} must list projection kinds from {PROJECTIONS}. "
+                              "Fix: e.g. kinds=gate+up+down.")
+    return tuple(k for k in PROJECTIONS if k in kinds)
+
+
+def _preset(label: str, strategy: str, method: str = "topk", kinds=None, **options) -> StrategySpec:
+    return StrategySpec(label, strategy, options, method=method, kinds=check_kinds(kinds))
+
+
+_FFN = ("gate", "up", "down")
 
 
 STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
@@ -50,6 +94,13 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("optimal", "optimal"),
     _preset("hybrid", "hybrid"),
     _preset("teal-greedy", "teal-greedy"),
+    _preset("rotated-uniform", "uniform", method="rotated"),
+    _preset("rotated-acttail", "acttail", method="rotated", epsilon=0.3),
+    _preset("teal-threshold", "uniform", method="threshold"),
+    _preset("acttail-threshold", "acttail", method="threshold", epsilon=0.3),
+    _preset("cats", "uniform", method="cats", kinds=("down",)),
+    _preset("ffn-threshold", "uniform", method="threshold", kinds=_FFN),
+    _preset("ffn-topk", "uniform", kinds=_FFN),
 ]}
 """Readable names used in result tables -> StrategySpec."""
 
@@ -100,8 +151,11 @@ def make_spec(strategy: str | StrategySpec, options: Mapping[str, object] | None
     base = strategy if isinstance(strategy, StrategySpec) else parse_strategy(strategy)
     options = dict(options or {})
     merged = {**base.options, **options}
+    method = merged.pop("method", base.method)
+    kinds = merged.pop("kinds", base.kinds)
     resolve_options(base.strategy, merged)  # fail early on unknown options or bad values
-    return StrategySpec(label or spec_label(base.label, options), base.strategy, merged)
+    return StrategySpec(label or spec_label(base.label, options), base.strategy, merged, method=method,
+                        kinds=check_kinds(kinds))
 
 
 def parse_strategy(text: str) -> StrategySpec:
@@ -153,4 +207,9 @@ def parse_strategies(text: str) -> list[StrategySpec]:
 
 def presets_help() -> str:
     """One line per preset: label = strategy[options]."""
-    return "\n".join(f"{label:15s} {spec_label(spec.strategy, spec.options)}" for label, spec in STRATEGY_PRESETS.items())
+    def text(spec):
+        extra = {**spec.options, **({"method": spec.method} if spec.method != "topk" else {}),
+                 **({"kinds": "+".join(spec.kinds)} if spec.kinds else {})}
+        return spec_label(spec.strategy, extra)
+
+    return "\n".join(f"{label:17s} {text(spec)}" for label, spec in STRATEGY_PRESETS.items())

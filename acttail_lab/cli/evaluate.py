@@ -20,8 +20,9 @@ def _floats(text: str) -> list[float]:
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="built-in name, Hugging Face id, folder or .gguf")
     parser.add_argument("--strategies", default="uniform,acttail",
-                        help="comma-separated presets or NAME[key=value;...] (e.g. uniform,acttail,acttail[eps=0.2]); "
-                             "'none' for the dense row only")
+                        help="comma-separated presets or NAME[key=value;...] (e.g. uniform,acttail,acttail[eps=0.2], "
+                             "rotated-acttail, teal-threshold, cats, ffn-threshold, uniform[method=threshold;"
+                             "kinds=gate+up+down]); 'none' for the dense row only")
     parser.add_argument("--sparsities", type=_floats, default=[0.5, 0.6, 0.7, 0.8],
                         help="comma-separated target sparsities in [0, 1) (default 0.5,0.6,0.7,0.8)")
     parser.add_argument("--tokens", type=int, default=16384, help="evaluation tokens, whole windows (default 16384)")
@@ -31,6 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protocol", default="all", choices=("all", "last_half"),
                         help="all: sparsify and score every position; last_half: TEAL prefill rule")
     parser.add_argument("--xmin", default="ks", help="xmin rule for the alphas (default ks)")
+    parser.add_argument("--calibration-tokens", type=int, default=8192,
+                        help="calibration-split tokens for rotated / threshold / cats strategies (default 8192)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
     parser.add_argument("--device-map", default=None, help="e.g. auto: spread a large model over GPUs")
@@ -73,15 +76,17 @@ def run(args) -> int:
         corpus=args.corpus, split=args.split, xmin=args.xmin, protocol=args.protocol, device=args.device,
         dtype=dtype, seed=args.seed, cache=not args.no_cache, progress=not args.quiet,
         include_dense=not args.no_dense, batch_size=args.batch_size, device_map=args.device_map,
+        calibration_tokens=args.calibration_tokens,
     )
     device = "cuda" if args.device_map else resolve_device(args.device)
     path = write_results(
         df, args.out, seed=args.seed, device=device, command=command_line(args),
         model=args.model, strategies=args.strategies, sparsities=args.sparsities, tokens=args.tokens,
         window=args.window, corpus=args.corpus, split=args.split, protocol=args.protocol, xmin=args.xmin,
-        dtype=args.dtype, device_map=args.device_map,
+        dtype=args.dtype, device_map=args.device_map, calibration_tokens=args.calibration_tokens,
     )
-    cols = ["strategy", "sparsity", "perplexity", "realised_sparsity", "tokens", "wall_s", "cached"]
+    cols = ["strategy", "method", "sparsity", "perplexity", "realised_sparsity", "realised_std", "tokens", "wall_s",
+            "cached"]
     print(df[cols].to_string(index=False))
     print(f"wrote {path} and {path}.json")
     return 0

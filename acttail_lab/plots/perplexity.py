@@ -30,6 +30,13 @@ STRATEGY_STYLES: dict[str, dict] = {
     "acttail-power": dict(color="tab:olive", marker="X"),
     "shuffled": dict(color="tab:gray", marker="x", ls="--"),
     "teal-kind": dict(color="tab:brown", marker="*"),
+    "rotated-uniform": dict(color="0.35", marker="o", ls="-."),
+    "rotated-acttail": dict(color="tab:blue", marker="s", ls="-.", mfc="white"),
+    "teal-threshold": dict(color="tab:brown", marker="d"),
+    "acttail-threshold": dict(color="tab:cyan", marker="d", ls="--"),
+    "cats": dict(color="tab:pink", marker="h"),
+    "ffn-threshold": dict(color="tab:olive", marker="p"),
+    "ffn-topk": dict(color="tab:olive", marker="p", ls=":", mfc="white"),
 }
 """Colour, marker and line style of the preset strategies (controls are dashed)."""
 _SPARE_COLORS = ("tab:pink", "#17becf", "#bcbd22", "#8c564b", "#1f77b4", "#ff7f0e")
@@ -64,7 +71,8 @@ def _labelled(runs: pd.DataFrame, strategies: Sequence[str] | None) -> tuple[pd.
 
 # --------------------------------------------------------------------------- perplexity
 def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, strategies: Sequence[str] | None = None,
-                                dense: bool = True, logy: bool = True, title: str | None = None) -> Axes:
+                                dense: bool = True, logy: bool = True, title: str | None = None,
+                                x: str = "sparsity") -> Axes:
     """Perplexity against target sparsity, one line per strategy (ActTail's headline figure).
 
     Args:
@@ -72,8 +80,10 @@ def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, stra
         strategies: labels to draw, in order (default: all, in table order).
         dense: draw the dense perplexity as a dotted horizontal line.
         logy: log-scale perplexity axis (errors grow multiplicatively with sparsity).
+        x: ``"sparsity"`` (each strategy's target) or ``"realised_sparsity"`` (fraction of all
+            projection weights skipped: the fair axis when some methods cover only the FFN).
     Returns:
-        The Axes: one line per strategy (x = sparsity ascending, y = perplexity,
+        The Axes: one line per strategy (x = the ``x`` column ascending, y = perplexity,
         label = strategy), then the dense line when drawn (label ``"dense"``).
     """
     check_runs(runs)
@@ -81,15 +91,16 @@ def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, stra
     runs, labels = _labelled(runs, strategies)
     ax = _new_ax(ax, figsize=(6.5, 4.5))
     for i, label in enumerate(labels):
-        rows = runs[runs["label"] == label].sort_values("sparsity")
-        ax.plot(rows["sparsity"].to_numpy(float), rows["perplexity"].to_numpy(float), lw=1.8, ms=6,
+        rows = runs[runs["label"] == label].sort_values(x)
+        ax.plot(rows[x].to_numpy(float), rows["perplexity"].to_numpy(float), lw=1.8, ms=6,
                 label=label, **strategy_style(label, i))
     dense_rows = runs[runs["strategy"] == DENSE]
     if dense and not dense_rows.empty:
         ax.axhline(float(dense_rows["perplexity"].iloc[0]), color="0.45", ls=":", lw=1.5, label=DENSE)
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel("target sparsity (parameter-weighted mean)")
+    ax.set_xlabel("target sparsity (parameter-weighted mean)" if x == "sparsity"
+                  else "realised sparsity (fraction of all projection weights skipped)")
     ax.set_ylabel("perplexity" + (" (log scale)" if logy else ""))
     ax.set_title(title if title is not None else _setting_title(runs))
     ax.grid(True, which="major", alpha=0.3)

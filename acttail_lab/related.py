@@ -1,0 +1,112 @@
+"""The related methods side by side (notebook 05): committed tables, spreads, fair comparisons.
+
+The perplexity grid of the related methods (``scripts/reproduce_related.py``,
+``data/results/perplexity_related_smollm2-135m.csv``) is an ordinary runs
+table (:func:`acttail_lab.evaluation.evaluate_grid`) with a ``method`` column
+(topk, rotated, threshold, cats) and a ``kinds`` column (empty = all seven
+projections; ``gate+up+down`` = FFN only; ``down`` = CATS). Its ``sparsity``
+is each method's own knob (the target over the kinds that get a budget);
+``realised_sparsity`` is the fraction of *all* projection weights the run
+skips, the fair axis across methods: :func:`at_realised` reads every method's
+perplexity at common realised sparsities.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from .results import DEFAULT_MODEL, RESULTS_DIR, load_results, load_table
+
+
+def related_path(model: str = DEFAULT_MODEL, results_dir=None):
+    """``<results_dir>/perplexity_related_<model>.csv``."""
+    from pathlib import Path
+
+    return Path(results_dir or RESULTS_DIR) / f"perplexity_related_{model}.csv"
+
+
+def load_related(model: str = DEFAULT_MODEL, results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The committed related-methods perplexity grid (with its provenance in ``attrs``)."""
+    return load_results(related_path(model, results_dir))
+
+
+def load_spread(model: str = DEFAULT_MODEL, results_dir=None) -> pd.DataFrame:
+    """Committed per-projection realised sparsity of the threshold methods (:func:`threshold_spread`)."""
+    from pathlib import Path
+
+    return load_table(Path(results_dir or RESULTS_DIR) / f"{model}_threshold_spread.csv")
+
+
+def load_active_sets(model: str = DEFAULT_MODEL, results_dir=None) -> pd.DataFrame:
+    """Committed FFN active-set overlap table (:func:`acttail_lab.active_sets.active_set_overlap`)."""
+    from pathlib import Path
+
+    return load_table(Path(results_dir or RESULTS_DIR) / f"{model}_active_sets.csv")
+
+
+def method_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (strategy, sparsity): method, kinds, perplexity, realised sparsity and its per-token spread."""
+    cols = ["strategy", "method", "kinds", "sparsity", "perplexity", "realised_sparsity", "realised_std"]
+    present = [c for c in cols if c in runs.columns]
+    return runs.loc[runs["strategy"] != "dense", present].reset_index(drop=True)
+
+
+def at_realised(runs: pd.DataFrame, levels=(0.3, 0.4, 0.5, 0.6)) -> pd.DataFrame:
+    """Perplexity of each strategy at common *realised* sparsities (log-linear interpolation).
+
+    Input: a runs table. Output: one row per strategy, one column per level
+    (perplexity, NaN outside the strategy's measured range), so methods whose
+    knob covers only part of the model (FFN only, CATS) compare with the
+    others at the same fraction of weights skipped.
+    """
+    rows = []
+    for label, group in runs[runs["strategy"] != "dense"].groupby("strategy", sort=False):
+        group = group.sort_values("realised_sparsity")
+        x = group["realised_sparsity"].to_numpy(float)
+        y = np.log(group["perplexity"].to_numpy(float))
+        values = {f"{lvl:g}": float(np.exp(np.interp(lvl, x, y))) if x.min() - 1e-9 <= lvl <= x.max() + 1e-9
+                  else float("nan") for lvl in levels}
+        rows.append({"strategy": label, **values})
+    return pd.DataFrame(rows)
+
+
+def threshold_spread(lm, strategies=("teal-threshold",), sparsities=(0.5,), tokens: int = 4096, window: int = 512,
+                     corpus: str = "austen", calibration_tokens: int = 8192, progress: bool = True) -> pd.DataFrame:
+    """Per projection, how the realised sparsity of calibrated-threshold methods varies from token to token.
+
+    Runs each (strategy, target) on ``tokens`` evaluation tokens with thresholds
+    calibrated on ``calibration_tokens`` of the calibration split. Output: one row
+    per (strategy, target, projection): layer, projection, name, n_params,
+    target_sparsity, threshold, realised_sparsity (mean over tokens), realised_std,
+    realised_p05, realised_p95, tokens, strategy, target.
+    """
+    from .allocation import allocate, parse_strategy
+    from .corpus import corpus_text, token_windows
+    from .evaluation import perplexity
+    from .methods import calibration_for, make_sparsifier
+    from .models import projection_table
+
+    specs = [parse_strategy(s) for s in strategies]
+    windows = token_windows(lm.tokenizer, corpus_text(corpus, "evaluation"), window=window, n_tokens=tokens)
+    stats = calibration_for(lm, [s.method for s in specs], corpus=corpus, tokens=calibration_tokens, window=window,
+                            progress=progress)
+    table = projection_table(lm.model)
+    parts = []
+    for spec in specs:
+        for target in sparsities:
+            allocation = allocate(table, spec, float(target))
+            sparsifier = make_sparsifier(lm.model, allocation, spec.method, stats=stats)
+            result = perplexity(lm.model, windows, sparsifier=sparsifier, progress=progress,
+                                desc=f"{spec.label} @ {target:g}")
+            parts.append(result.projections.assign(strategy=spec.label, target=float(target),
+                                                   perplexity=result.perplexity))
+    return pd.concat(parts, ignore_index=True)
+
+
+def spread_by_kind(spread: pd.DataFrame) -> pd.DataFrame:
+    """Mean over layers, per (strategy, target, projection kind), of the realised sparsity and its spread."""
+    cols = ["target_sparsity", "realised_sparsity", "realised_std", "realised_p05", "realised_p95"]
+    live = spread[spread["target_sparsity"] > 0]
+    return live.groupby(["strategy", "target", "projection"], sort=False)[cols].mean().reset_index()
