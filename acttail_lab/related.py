@@ -110,3 +110,70 @@ def spread_by_kind(spread: pd.DataFrame) -> pd.DataFrame:
     cols = ["target_sparsity", "realised_sparsity", "realised_std", "realised_p05", "realised_p95"]
     live = spread[spread["target_sparsity"] > 0]
     return live.groupby(["strategy", "target", "projection"], sort=False)[cols].mean().reset_index()
+
+
+def rotation_check(model, stats, windows) -> dict:
+    """Does the rotation change nothing without sparsity? Max |logit difference| and max orthogonality error.
+
+    ``stats`` must hold second moments (``activation_stats(..., moments=True)``);
+    ``windows`` are evaluation token ids [n, T].
+    """
+    import torch
+
+    from .rotation import Rotation, orthogonality_error, rotations_for
+
+    rotations = rotations_for(model, stats, progress=False)
+    with torch.inference_mode():
+        reference = model(input_ids=windows, use_cache=False).logits
+        with Rotation(model, rotations):
+            rotated = model(input_ids=windows, use_cache=False).logits
+    return {"max_abs_logit_diff": float((reference - rotated).abs().max()),
+            "max_abs_logit": float(reference.abs().max()),
+            "max_orthogonality_error": max(orthogonality_error(q) for q in rotations.values()),
+            "rotations": len(rotations)}
+
+
+def _ratio_sentence(runs: pd.DataFrame, label: str, reference: str, target: float) -> str | None:
+    table = runs.set_index(["strategy", "sparsity"])["perplexity"]
+    if (label, target) not in table.index or (reference, target) not in table.index:
+        return None
+    ratio = table[(label, target)] / table[(reference, target)]
+    word = "lower" if ratio < 1 else "higher"
+    return (f"At {target:.0%} target sparsity, {label} has perplexity {table[(label, target)]:.1f}, "
+            f"{abs(1 - ratio):.0%} {word} than {reference} ({table[(reference, target)]:.1f}).")
+
+
+def conclusions(runs: pd.DataFrame, spread: pd.DataFrame | None = None,
+                overlap: pd.DataFrame | None = None, targets=(0.5, 0.8)) -> list[str]:
+    """Plain sentences computed from the committed tables (nothing typed by hand)."""
+    lines = []
+    pairs = [("rotated-uniform", "uniform"), ("rotated-acttail", "acttail"), ("teal-threshold", "uniform"),
+             ("acttail", "uniform")]
+    for target in targets:
+        lines += [s for s in (_ratio_sentence(runs, a, b, target) for a, b in pairs) if s]
+    fair = at_realised(runs, levels=(0.4,)).dropna()
+    if not fair.empty:
+        best = fair.sort_values("0.4").iloc[0]
+        lines.append(f"At 40% of all projection weights skipped, the lowest perplexity is {best['strategy']} "
+                     f"({best['0.4']:.1f}) among {len(fair)} strategies that reach it.")
+    if spread is not None and not spread.empty:
+        live = spread[spread["target_sparsity"] > 0]
+        for label, part in live.groupby("strategy", sort=False):
+            lines.append(f"{label}: per-token sparsity varies with a mean standard deviation of "
+                         f"{part['realised_std'].mean():.3f} across projections (5-95% range "
+                         f"{(part['realised_p95'] - part['realised_p05']).mean():.2f}).")
+    if overlap is not None and not overlap.empty:
+        for row in overlap_summary_rows(overlap):
+            lines.append(row)
+    return lines
+
+
+def overlap_summary_rows(overlap: pd.DataFrame, sparsity: float = 0.5) -> list[str]:
+    """Sentences on FFN active-set predictability at one sparsity."""
+    from .active_sets import overlap_summary
+
+    summary = overlap_summary(overlap)
+    summary = summary[np.isclose(summary["sparsity"], sparsity)]
+    return [f"FFN {row.site} at {sparsity:.0%}: {row.token_hit:.0%} of the next token's active entries are already "
+            f"active (chance {row.token_hit_chance:.0%}); next layer {row.layer_hit:.0%} (chance "
+            f"{row.layer_hit_chance:.0%})." for row in summary.itertuples()]

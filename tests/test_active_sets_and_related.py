@@ -115,3 +115,29 @@ def test_active_set_plot_draws_token_layer_and_chance_lines():
     assert "down: next token" in labels and "mlp_in: next layer" in labels and "chance (same set sizes)" in labels
     with pytest.raises(ValueError, match="No rows at sparsity"):
         plot_active_set_overlap(pd.DataFrame(rows), 0.9)
+
+
+def test_rotation_check_on_the_tiny_model():
+    from acttail_lab import rotation
+    from acttail_lab.related import rotation_check
+
+    model = random_model("llama-tiny", seed=0).eval()
+    g = torch.Generator().manual_seed(3)
+    stats = collect_stats(model, torch.randint(0, 256, (6, 64), generator=g), moments=True, progress=False, key="rc")
+    rotation._MEMO.clear()
+    out = rotation_check(model, stats, torch.randint(0, 256, (2, 32), generator=g))
+    assert out["rotations"] == 2 * 4
+    assert out["max_orthogonality_error"] < 1e-10
+    assert out["max_abs_logit_diff"] < 1e-4 * max(1.0, out["max_abs_logit"])
+
+
+def test_conclusions_are_computed_from_the_tables():
+    from acttail_lab.related import conclusions
+
+    runs = runs_table()
+    lines = conclusions(runs, spread_table(), targets=(0.4, 0.8))
+    assert any("ffn-threshold" in line for line in lines) or any("teal-threshold" in line for line in lines)
+    assert any("At 40% of all projection weights skipped, the lowest perplexity is uniform" in line for line in lines)
+    # change a number: the sentence changes with it
+    runs.loc[runs["strategy"] == "ffn-threshold", "perplexity"] = 1.0
+    assert any("lowest perplexity is ffn-threshold" in line for line in conclusions(runs, targets=(0.4,)))
