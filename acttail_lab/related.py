@@ -112,11 +112,13 @@ def spread_by_kind(spread: pd.DataFrame) -> pd.DataFrame:
     return live.groupby(["strategy", "target", "projection"], sort=False)[cols].mean().reset_index()
 
 
-def rotation_check(model, stats, windows) -> dict:
+def rotation_check(model, stats, windows, tolerance: float = 1e-4) -> dict:
     """Does the rotation change nothing without sparsity? Max |logit difference| and max orthogonality error.
 
     ``stats`` must hold second moments (``activation_stats(..., moments=True)``);
-    ``windows`` are evaluation token ids [n, T].
+    ``windows`` are evaluation token ids [n, T]. Raises RotationError when the
+    logits differ by more than ``tolerance`` x max(1, max |logit|) or a Q is not
+    orthogonal to 1e-8 (so a notebook running this fails loudly).
     """
     import torch
 
@@ -127,10 +129,16 @@ def rotation_check(model, stats, windows) -> dict:
         reference = model(input_ids=windows, use_cache=False).logits
         with Rotation(model, rotations):
             rotated = model(input_ids=windows, use_cache=False).logits
-    return {"max_abs_logit_diff": float((reference - rotated).abs().max()),
-            "max_abs_logit": float(reference.abs().max()),
-            "max_orthogonality_error": max(orthogonality_error(q) for q in rotations.values()),
-            "rotations": len(rotations)}
+    out = {"max_abs_logit_diff": float((reference - rotated).abs().max()),
+           "max_abs_logit": float(reference.abs().max()),
+           "max_orthogonality_error": max(orthogonality_error(q) for q in rotations.values()),
+           "rotations": len(rotations)}
+    if out["max_abs_logit_diff"] > tolerance * max(1.0, out["max_abs_logit"]) or out["max_orthogonality_error"] > 1e-8:
+        from .rotation import RotationError
+
+        raise RotationError(f"The rotated dense model does not reproduce the original: {out}. "
+                            "Fix: this is a bug; report it with the model name.")
+    return out
 
 
 def _ratio_sentence(runs: pd.DataFrame, label: str, reference: str, target: float) -> str | None:

@@ -141,3 +141,16 @@ def test_conclusions_are_computed_from_the_tables():
     # change a number: the sentence changes with it
     runs.loc[runs["strategy"] == "ffn-threshold", "perplexity"] = 1.0
     assert any("lowest perplexity is ffn-threshold" in line for line in conclusions(runs, targets=(0.4,)))
+
+
+def test_rotation_check_fails_loudly_when_the_rotation_is_wrong(monkeypatch):
+    from acttail_lab import related, rotation
+
+    model = random_model("llama-tiny", seed=0).eval()
+    g = torch.Generator().manual_seed(4)
+    stats = collect_stats(model, torch.randint(0, 256, (6, 64), generator=g), moments=True, progress=False, key="bad")
+    good = rotation.rotations_from_stats(stats, range(2), progress=False)
+    broken = {k: q * 1.5 for k, q in good.items()}  # not orthogonal
+    monkeypatch.setattr(rotation, "rotations_for", lambda *a, **k: broken)
+    with pytest.raises(rotation.RotationError, match="does not reproduce"):
+        related.rotation_check(model, stats, torch.randint(0, 256, (2, 32), generator=g))
