@@ -1,0 +1,139 @@
+"""Matplotlib figures of depth utilisation (``acttail_lab.depth``): per-layer scores, variance
+profiles under sparsity, and budget-vs-score scatters.
+
+Every helper takes ``ax=None`` and returns the Axes (a new ``matplotlib.figure.Figure``
+without pyplot state when no ``ax`` is given), like ``plots.esd`` and ``plots.sensitivity``.
+Inputs: the per-layer table of ``depth.depth_table`` / ``depth.load_depth()[0]`` and the
+long table of ``depth.variance_under_sparsity`` / ``depth.load_depth()[1]``.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.axes import Axes
+from scipy.stats import spearmanr
+
+from .esd import _new_ax
+
+STRATEGY_STYLES = {"dense": dict(color="black", ls="-", lw=2.0), "uniform": dict(ls="--"), "acttail": dict(ls="-")}
+"""Line style per strategy in :func:`plot_variance_profiles` (others: dotted)."""
+
+LABELS = {
+    "delta_nll": "NLL increase when skipped (nats)", "jacobian_gap": "Jacobian gap ||Jv - v|| / ||v||",
+    "block_influence": "1 - cos(h_in, h_out)", "rel_update": "||h_out - h_in|| / ||h_in||",
+    "growth": "variance growth var_out / var_in", "growth_median": "variance growth (per-token medians)",
+    "var_out": "var_out (mean over tokens)", "var_out_median": "var_out (median over tokens)",
+    "alpha_mean": "mean alpha of the layer", "alpha_weighted": "parameter-weighted mean alpha",
+}
+"""Axis labels of the known columns (others are labelled by their name)."""
+
+
+def _label(column: str) -> str:
+    if column.startswith("budget_"):
+        strategy, _, target = column[len("budget_"):].partition("@")
+        return f"{strategy} budget of the layer at {target}"
+    return LABELS.get(column, column)
+
+
+def _require(df: pd.DataFrame, *columns: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise KeyError(f"The table has no column(s) {missing} (it has {list(df.columns)}). "
+                       "Fix: pass depth.depth_table(...) / depth.load_depth() tables.")
+
+
+def plot_layer_scores(df: pd.DataFrame, score: str = "delta_nll", overlay: str | None = "alpha_mean",
+                      ax: Axes | None = None, logy: bool = False, color: str = "tab:blue") -> Axes:
+    """One bar per layer for ``score``, and ``overlay`` as a line on a twin y-axis.
+
+    Args:
+        df: per-layer table (columns layer, ``score`` and ``overlay``).
+        score: the bar height (e.g. delta_nll, jacobian_gap, block_influence, growth).
+        overlay: a second per-layer column drawn on the right axis (None: none).
+        logy: log-scaled score axis (bars <= 0 are then not visible).
+    Returns:
+        The score Axes: ``len(df)`` bars in layer order (``ax.patches``). The twin
+        axes (when drawn) is ``ax.overlay_axes``, with one line (x = layer, y = overlay).
+    """
+    _require(df, "layer", score, *([overlay] if overlay else []))
+    df = df.sort_values("layer")
+    ax = _new_ax(ax, figsize=(7.0, 3.6))
+    ax.bar(df["layer"], df[score], color=color, alpha=0.75, label=_label(score))
+    ax.set_xlabel("layer")
+    ax.set_ylabel(_label(score), color=color)
+    if logy:
+        ax.set_yscale("log")
+    ax.overlay_axes = None
+    if overlay:
+        twin = ax.twinx()
+        twin.plot(df["layer"], df[overlay], color="tab:red", marker="o", ms=3, lw=1.2, label=_label(overlay))
+        twin.set_ylabel(_label(overlay), color="tab:red")
+        ax.overlay_axes = twin
+    return ax
+
+
+def plot_variance_profiles(long_df: pd.DataFrame, ax: Axes | None = None, value: str = "var_out",
+                           relative_to: str | None = None, logy: bool = True) -> Axes:
+    """``value`` against layer, one line per condition (dense, uniform@0.5, acttail@0.5, ...).
+
+    Args:
+        long_df: ``depth.variance_under_sparsity`` table (condition, strategy, target, layer, ``value``).
+        value: var_out, var_out_median, growth, growth_median, rel_update, ...
+        relative_to: a condition (e.g. "dense"): draw ``value`` divided by that
+            condition's, layer by layer (that condition becomes the line y = 1).
+        logy: log-scaled y axis.
+    Returns:
+        The Axes: one line per condition in order of appearance, labelled by the
+        condition; dense black, uniform dashed, acttail solid; colour by target.
+    """
+    _require(long_df, "condition", "layer", value)
+    ax = _new_ax(ax, figsize=(6.5, 4.0))
+    conditions = list(dict.fromkeys(long_df["condition"]))
+    if relative_to is not None and relative_to not in conditions:
+        raise KeyError(f"No condition {relative_to!r} to divide by (have {conditions}).")
+    reference = (long_df[long_df["condition"] == relative_to].set_index("layer")[value]
+                 if relative_to is not None else None)
+    targets = sorted({float(t) for t in long_df.get("target", pd.Series([0.0])) if float(t) > 0})
+    colors = dict(zip(targets, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")))
+    for condition in conditions:
+        part = long_df[long_df["condition"] == condition].sort_values("layer")
+        y = part[value].to_numpy(dtype=float)
+        if reference is not None:
+            y = y / reference.reindex(part["layer"]).to_numpy(dtype=float)
+        strategy = str(part["strategy"].iloc[0]) if "strategy" in part else condition
+        style = {"ls": ":", **STRATEGY_STYLES.get(strategy, {})}
+        target = float(part["target"].iloc[0]) if "target" in part else 0.0
+        style.setdefault("color", colors.get(target, "gray"))
+        ax.plot(part["layer"], y, marker="o", ms=2.5, label=condition, **style)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(_label(value) + (f" / {relative_to}" if relative_to else ""))
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_budget_vs_score(df: pd.DataFrame, x: str = "budget_acttail@0.5", y: str = "delta_nll",
+                         ax: Axes | None = None, annotate: bool = True, logy: bool = False) -> Axes:
+    """One dot per layer: ``x`` (e.g. ActTail's budget or mean alpha) against ``y`` (a utilisation score).
+
+    Returns the Axes: one scatter collection of ``len(df)`` points (x, y), each
+    annotated with its layer index when ``annotate``; the title gives Spearman's
+    rho over the layers (the same value as ``depth.depth_correlations``).
+    """
+    _require(df, "layer", x, y)
+    ax = _new_ax(ax, figsize=(5.0, 4.0))
+    ax.scatter(df[x], df[y], s=20, color="tab:blue", zorder=3)
+    if annotate:
+        for layer, xv, yv in zip(df["layer"], df[x], df[y]):
+            ax.annotate(str(int(layer)), (xv, yv), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+    pair = df[[x, y]].astype(float).dropna()
+    rho = spearmanr(pair[x], pair[y]).statistic if len(pair) > 2 else float("nan")
+    ax.set_title(f"Spearman rho = {rho:+.2f} (n = {len(pair)} layers)", fontsize="medium")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y))
+    return ax
+
+
+__all__ = ["plot_layer_scores", "plot_variance_profiles", "plot_budget_vs_score"]
