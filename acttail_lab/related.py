@@ -152,18 +152,23 @@ def _ratio_sentence(runs: pd.DataFrame, label: str, reference: str, target: floa
 
 
 def conclusions(runs: pd.DataFrame, spread: pd.DataFrame | None = None,
-                overlap: pd.DataFrame | None = None, targets=(0.5, 0.8)) -> list[str]:
-    """Plain sentences computed from the committed tables (nothing typed by hand)."""
+                overlap: pd.DataFrame | None = None, targets=(0.5, 0.8), realised_levels=(0.3, 0.5)) -> list[str]:
+    """Plain sentences computed from the committed tables (nothing typed by hand).
+
+    Compares methods at equal targets (rotation and thresholds against their TopK
+    counterpart) and at equal realised sparsity (every strategy that reaches the level).
+    """
     lines = []
     pairs = [("rotated-uniform", "uniform"), ("rotated-acttail", "acttail"), ("teal-threshold", "uniform"),
              ("acttail", "uniform")]
     for target in targets:
         lines += [s for s in (_ratio_sentence(runs, a, b, target) for a, b in pairs) if s]
-    fair = at_realised(runs, levels=(0.4,)).dropna()
-    if not fair.empty:
-        best = fair.sort_values("0.4").iloc[0]
-        lines.append(f"At 40% of all projection weights skipped, the lowest perplexity is {best['strategy']} "
-                     f"({best['0.4']:.1f}) among {len(fair)} strategies that reach it.")
+    for level in realised_levels:
+        fair = at_realised(runs, levels=(level,)).dropna().sort_values(f"{level:g}")
+        if len(fair) > 1:
+            ranking = ", ".join(f"{r.strategy} {getattr(r, '_2'):.1f}" for r in fair.itertuples())
+            lines.append(f"At {level:.0%} of all projection weights skipped (interpolated), perplexity from best to "
+                         f"worst: {ranking}.")
     if spread is not None and not spread.empty:
         live = spread[spread["target_sparsity"] > 0]
         for label, part in live.groupby("strategy", sort=False):

@@ -7,8 +7,8 @@ evaluation = Pride and Prejudice, 512-token windows, protocol "all"):
   uniform, acttail (TopK), rotated-uniform, rotated-acttail (LaRoSA rotation + TopK),
   teal-threshold, acttail-threshold (calibrated thresholds), cats (gate threshold,
   MLP only), ffn-threshold and ffn-topk (FFN only) at 40/50/60/70/80% on 16384
-  evaluation tokens, in the priority tiers of TIERS. Rows are cached, so an
-  interrupted run resumes.
+  evaluation tokens (uniform and rotated-uniform also at 20/30%), in the priority
+  tiers of TIERS. Rows are cached, so an interrupted run resumes.
 * ``spread`` -> data/results/smollm2-135m_threshold_spread.csv: per projection, the
   realised per-token sparsity (mean, std, p05, p95) of teal-threshold, ffn-threshold
   and cats at 50% and 80% (4096 evaluation tokens).
@@ -30,12 +30,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "data/results"
 SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8)
+LOW = (0.2, 0.3)
 TIERS = (
-    ("uniform", "acttail", "rotated-uniform", "teal-threshold", "cats", "ffn-threshold"),
-    ("rotated-acttail",),
-    ("ffn-topk", "acttail-threshold"),
+    (("uniform", "acttail", "rotated-uniform", "teal-threshold", "cats", "ffn-threshold"), SPARSITIES),
+    (("rotated-acttail",), SPARSITIES),
+    (("ffn-topk", "acttail-threshold"), SPARSITIES),
+    (("uniform", "rotated-uniform"), LOW),
 )
-"""Strategies in priority order; the CSV is rewritten after each tier (``--tiers N`` runs the first N)."""
+"""(strategies, targets) in priority order; the CSV is rewritten after each tier (``--tiers N`` runs the first N).
+The last tier puts uniform and rotated-uniform at 20/30% so that CATS and FFN-only runs (which skip at most ~40% of
+all weights) have all-projection runs to compare with at the same realised sparsity."""
 CALIBRATION_TOKENS = 8192
 
 
@@ -43,8 +47,8 @@ def run_perplexity(lm, args, command: str) -> None:
     from acttail_lab.evaluation import evaluate_grid, write_results
 
     parts = []
-    for number, strategies in enumerate(TIERS[:args.tiers]):
-        part = evaluate_grid(lm, strategies=strategies, sparsities=SPARSITIES, tokens=args.tokens, window=512,
+    for number, (strategies, sparsities) in enumerate(TIERS[:args.tiers]):
+        part = evaluate_grid(lm, strategies=strategies, sparsities=sparsities, tokens=args.tokens, window=512,
                              seed=0, include_dense=number == 0, calibration_tokens=CALIBRATION_TOKENS)
         parts.append(part)
         df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
