@@ -53,21 +53,22 @@ def method_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.loc[runs["strategy"] != "dense", present].reset_index(drop=True)
 
 
-def at_realised(runs: pd.DataFrame, levels=(0.3, 0.4, 0.5, 0.6)) -> pd.DataFrame:
+def at_realised(runs: pd.DataFrame, levels=(0.3, 0.4, 0.5, 0.6), tolerance: float = 0.01) -> pd.DataFrame:
     """Perplexity of each strategy at common *realised* sparsities (log-linear interpolation).
 
     Input: a runs table. Output: one row per strategy, one column per level
-    (perplexity, NaN outside the strategy's measured range), so methods whose
-    knob covers only part of the model (FFN only, CATS) compare with the
-    others at the same fraction of weights skipped.
+    (perplexity, NaN more than ``tolerance`` outside the strategy's measured
+    range; within it the end point is used, since rounding k makes e.g. a 30%
+    target realise 30.05%), so methods whose knob covers only part of the model
+    (FFN only, CATS) compare with the others at the same fraction of weights skipped.
     """
     rows = []
     for label, group in runs[runs["strategy"] != "dense"].groupby("strategy", sort=False):
         group = group.sort_values("realised_sparsity")
         x = group["realised_sparsity"].to_numpy(float)
         y = np.log(group["perplexity"].to_numpy(float))
-        values = {f"{lvl:g}": float(np.exp(np.interp(lvl, x, y))) if x.min() - 1e-9 <= lvl <= x.max() + 1e-9
-                  else float("nan") for lvl in levels}
+        values = {f"{lvl:g}": float(np.exp(np.interp(lvl, x, y)))
+                  if x.min() - tolerance <= lvl <= x.max() + tolerance else float("nan") for lvl in levels}
         rows.append({"strategy": label, **values})
     return pd.DataFrame(rows)
 
