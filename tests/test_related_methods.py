@@ -28,13 +28,6 @@ TEXT = ("It is a truth universally acknowledged, that a single man in possession
         "must be in want of a wife. ") * 40
 
 
-class ByteTokenizer:
-    bos_token_id = None
-
-    def __call__(self, text, add_special_tokens=True):
-        return {"input_ids": list(text.encode("utf-8"))}
-
-
 @pytest.fixture(scope="module")
 def model():
     return random_model("llama-tiny", seed=0).eval()
@@ -115,14 +108,14 @@ def test_stats_cover_every_site_and_count_tokens(stats, windows, model):
     assert (summary["threshold_80"] > summary["threshold_50"]).all()
 
 
-def test_too_little_calibration_text_is_a_clear_error(model, windows):
+def test_too_little_calibration_text_is_a_clear_error(model, windows, char_tokenizer):
     short = collect_stats(model, windows[:1, :32], moments=True, progress=False)
     with pytest.raises(CalibrationError, match="at least 64"):
         short.threshold(0, "down", 0.5)
     with pytest.raises(CalibrationError, match="rank-deficient"):
         short.second_moment(0, "down")  # 32 tokens for a 160-dim input
     with pytest.raises(CalibrationError, match="too short"):
-        activation_stats(LoadedModel(model, ByteTokenizer(), "t", "t"), corpus=_write(TEXT[:40]), tokens=512,
+        activation_stats(LoadedModel(model, char_tokenizer(), "t", "t"), corpus=_write(TEXT[:40]), tokens=512,
                          window=64, cache=False)
     no_moments = collect_stats(model, windows[:2], moments=False, progress=False)
     with pytest.raises(CalibrationError, match="moments"):
@@ -296,10 +289,10 @@ def test_sparsified_perplexity_rises_for_every_method(model, stats, eval_windows
 
 
 # --------------------------------------------------------------------------- the grid
-def test_grid_runs_every_method_and_keys_the_cache_by_method(model, tmp_path, monkeypatch):
+def test_grid_runs_every_method_and_keys_the_cache_by_method(model, tmp_path, monkeypatch, char_tokenizer):
     monkeypatch.setenv("ACTTAIL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(calib, "_MEMORY", {})
-    lm = LoadedModel(model=model, tokenizer=ByteTokenizer(), name="tiny", source="random:tiny")
+    lm = LoadedModel(model=model, tokenizer=char_tokenizer(), name="tiny", source="random:tiny")
     corpus = _write(TEXT)
     strategies = ("uniform", "rotated-uniform", "teal-threshold", "cats", "ffn-threshold")
     df = evaluate_grid(lm, strategies=strategies, sparsities=(0.5,), tokens=512, window=64, corpus=corpus,
