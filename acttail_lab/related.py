@@ -13,6 +13,7 @@ perplexity at common realised sparsities.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,8 @@ import pandas as pd
 from .results import DEFAULT_MODEL, RESULTS_DIR, load_results, load_table
 
 
-def related_path(model: str = DEFAULT_MODEL, results_dir=None):
+def related_path(model: str = DEFAULT_MODEL, results_dir=None) -> Path:
     """``<results_dir>/perplexity_related_<model>.csv``."""
-    from pathlib import Path
-
     return Path(results_dir or RESULTS_DIR) / f"perplexity_related_{model}.csv"
 
 
@@ -34,15 +33,11 @@ def load_related(model: str = DEFAULT_MODEL, results_dir: str | os.PathLike | No
 
 def load_spread(model: str = DEFAULT_MODEL, results_dir=None) -> pd.DataFrame:
     """Committed per-projection realised sparsity of the threshold methods (:func:`threshold_spread`)."""
-    from pathlib import Path
-
     return load_table(Path(results_dir or RESULTS_DIR) / f"{model}_threshold_spread.csv")
 
 
 def load_active_sets(model: str = DEFAULT_MODEL, results_dir=None) -> pd.DataFrame:
     """Committed FFN active-set overlap table (:func:`acttail_lab.active_sets.active_set_overlap`)."""
-    from pathlib import Path
-
     return load_table(Path(results_dir or RESULTS_DIR) / f"{model}_active_sets.csv")
 
 

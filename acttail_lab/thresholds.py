@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .calibration import ActivationStats, mlp_act_fn, site_thresholds
+from .calibration import SITE_OF, ActivationStats, mlp_act_fn, site_thresholds
 from .errors import AllocationError
 from .models import iter_projections
 from .sparsity import PROTOCOLS, resolve_allocation
@@ -94,8 +94,9 @@ class _HookedSparsifier:
         if protocol not in PROTOCOLS:
             raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
         self.model, self.table, self.protocol, self.record = model, table, protocol, record
-        self._modules = {row["name"]: module for row, module in iter_projections(model)}
-        self._by_kind = {(row["layer"], row["projection"]): module for row, module in iter_projections(model)}
+        projections = list(iter_projections(model))
+        self._modules = {row["name"]: module for row, module in projections}
+        self._by_kind = {(row["layer"], row["projection"]): module for row, module in projections}
         self.counters: dict[str, TokenSparsity] = {}
         self._handles = []
 
@@ -185,8 +186,7 @@ class CatsSparsifier(_HookedSparsifier):
             raise AllocationError(
                 f"CATS thresholds only the MLP gate activation; the allocation also gives {others['name'].iloc[0]} "
                 "a budget. Fix: allocate to down only (kinds=down), e.g. the preset 'cats'.")
-        table = site_thresholds(stats, table, site_of={"down": "gate_act", **{k: "attn_in" for k in ("q", "k", "v")},
-                                                       "o": "o", "gate": "mlp_in", "up": "mlp_in"})
+        table = site_thresholds(stats, table, site_of={**SITE_OF, "down": "gate_act"})
         budget = table.set_index(["layer", "projection"])["sparsity"]
         cuts = table.set_index(["layer", "projection"])["threshold"]
         # up rows are skipped with the same neurons: show the same target and threshold there
