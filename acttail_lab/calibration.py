@@ -37,13 +37,12 @@ from tqdm.auto import tqdm
 
 from .cache import atomic_path, cache_dir, hash_bytes, stable_hash
 from .errors import ActTailError
-from .models import LoadedModel, decoder_layers, iter_projections
+from .models import INPUT_SITES, LoadedModel, decoder_layers, iter_projections
 
 SITES = ("attn_in", "o", "mlp_in", "down", "gate_act")
 """Input sites per decoder layer (see the module doc)."""
-SITE_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in",
-           "down": "down"}
-"""The site whose entries a projection reads."""
+SITE_OF = INPUT_SITES
+"""The site whose entries a projection reads (``models.INPUT_SITES``)."""
 BINS, LOG2_LO, LOG2_HI = 2048, -24.0, 16.0
 """Histogram of log2|x|: magnitudes below 2**-24 go to the first bin, above 2**16 to the last."""
 MIN_TOKENS_HIST = 64

@@ -29,6 +29,10 @@ from .errors import DeviceError, ModelNotFoundError, UnsupportedArchitectureErro
 
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 """The seven projection kinds, in the order of the forward pass."""
+INPUT_SITES = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in",
+               "down": "down"}
+"""The input tensor each projection kind reads: q/k/v share the post-norm hidden state (``attn_in``),
+gate/up the post-attention-norm hidden state (``mlp_in``), in every supported architecture."""
 
 _PROJECTION_PATHS = {
     "q": "self_attn.q_proj",

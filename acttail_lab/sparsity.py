@@ -44,13 +44,13 @@ import torch
 from torch import nn
 
 from .errors import ActTailError, AllocationError
-from .models import iter_projections
+from .models import INPUT_SITES, iter_projections
 
 PROTOCOLS = ("all", "last_half")
 """Which sequence positions are sparsified: every one, or t >= T // 2 (TEAL prefill)."""
 
-_SHARED_INPUT = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "gate": "mlp_in", "up": "mlp_in"}
-"""Projections that read the same input tensor in every supported architecture."""
+_SHARED_INPUT = {kind: site for kind, site in INPUT_SITES.items() if site != kind}
+"""Projections that read the same input tensor in every supported architecture (q/k/v, gate/up)."""
 
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16,
              torch.bfloat16: torch.int16, torch.float64: torch.int64}
