@@ -44,15 +44,19 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from acttail_lab.allocation import allocate  # noqa: E402
-from acttail_lab.errors import ActTailError  # noqa: E402
-from acttail_lab.evaluation import write_results  # noqa: E402
-from acttail_lab.kernels.decode import SparseLinear, calibrate_thresholds, sparse_decoding  # noqa: E402
-from acttail_lab.kernels.dispatch import choose_backend  # noqa: E402
-from acttail_lab.kernels.graph_decode import GraphedDecoder, StaticDecoder  # noqa: E402
-from acttail_lab.models import projection_table, random_model, resolve_device  # noqa: E402
-from acttail_lab.provenance import describe_device  # noqa: E402
-from acttail_lab.reference import published_alphas  # noqa: E402
-from acttail_lab.speed_results import CPU_MODEL, DECODE_COLUMNS, result_path  # noqa: E402
+from acttail_lab.core.errors import ActTailError  # noqa: E402
+from acttail_lab.core.models import projection_table, random_model, resolve_device  # noqa: E402
+from acttail_lab.core.provenance import describe_device  # noqa: E402
+from acttail_lab.core.reference import published_alphas  # noqa: E402
+from acttail_lab.measure.grid import write_results  # noqa: E402
+from acttail_lab.report.speed import CPU_MODEL, DECODE_COLUMNS, result_path  # noqa: E402
+from acttail_lab.sparsify.kernels.decode import (  # noqa: E402
+    SparseLinear,
+    calibrate_thresholds,
+    sparse_decoding,
+)
+from acttail_lab.sparsify.kernels.dispatch import choose_backend  # noqa: E402
+from acttail_lab.sparsify.kernels.graph_decode import GraphedDecoder, StaticDecoder  # noqa: E402
 
 TARGETS = (0.4, 0.5, 0.6, 0.7, 0.8)
 STRATEGIES = ("uniform", "acttail")

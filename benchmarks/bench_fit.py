@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 import powerlaw  # noqa: E402
 import torch  # noqa: E402
 
-from acttail_lab.models import iter_projections, load_model  # noqa: E402
-from acttail_lab.spectra import esd  # noqa: E402
-from acttail_lab.tails import fit_power_law  # noqa: E402
+from acttail_lab.core.models import iter_projections, load_model  # noqa: E402
+from acttail_lab.spectral.spectra import esd  # noqa: E402
+from acttail_lab.spectral.tails import fit_power_law  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> tuple[object, float]:

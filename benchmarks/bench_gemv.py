@@ -47,15 +47,15 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from acttail_lab.errors import ActTailError  # noqa: E402
-from acttail_lab.evaluation import write_results  # noqa: E402
-from acttail_lab.kernels import input_major, sparse_gemv  # noqa: E402
-from acttail_lab.kernels.dispatch import choose_backend  # noqa: E402
-from acttail_lab.kernels.reference import sparse_gemv_torch, topk_indices  # noqa: E402
-from acttail_lab.models import resolve_device  # noqa: E402
-from acttail_lab.provenance import describe_device  # noqa: E402
-from acttail_lab.sparsity import keep_count  # noqa: E402
-from acttail_lab.speed_results import GEMV_COLUMNS, GEMV_SHAPES, add_limits, result_path  # noqa: E402
+from acttail_lab.core.errors import ActTailError  # noqa: E402
+from acttail_lab.core.models import resolve_device  # noqa: E402
+from acttail_lab.core.provenance import describe_device  # noqa: E402
+from acttail_lab.measure.grid import write_results  # noqa: E402
+from acttail_lab.report.speed import GEMV_COLUMNS, GEMV_SHAPES, add_limits, result_path  # noqa: E402
+from acttail_lab.sparsify.kernels import input_major, sparse_gemv  # noqa: E402
+from acttail_lab.sparsify.kernels.dispatch import choose_backend  # noqa: E402
+from acttail_lab.sparsify.kernels.reference import sparse_gemv_torch, topk_indices  # noqa: E402
+from acttail_lab.sparsify.topk import keep_count  # noqa: E402
 
 SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -92,7 +92,7 @@ def calls_for(method: str, copies: list[dict], sparsity: float, backend: str) ->
             out.append(lambda x=x, w_t=w_t: sparse_gemv(x, w_t, k=k, backend=backend))
         elif method == "topk_gemv_only":
             if backend == "triton":
-                from acttail_lab.kernels import triton_gemv as tg
+                from acttail_lab.sparsify.kernels import triton_gemv as tg
 
                 idx = tg.select_topk(x, k) if 0 < k < d_in else torch.arange(d_in, device=x.device,
                                                                                 dtype=torch.int32)[None, :k]
@@ -177,7 +177,7 @@ def gpu_rounds(calls: dict[str, list], rounds: int, reps: int) -> dict[str, list
 def tune_shape(copies: list[dict], sparsity: float, reps: int) -> None:
     """Time the Triton candidate configs on the TopK GEMV at ``sparsity``; register the fastest for this shape
     (for every dtype of the same element size)."""
-    from acttail_lab.kernels import triton_gemv as tg
+    from acttail_lab.sparsify.kernels import triton_gemv as tg
 
     x, w_t = copies[0]["x"], copies[0]["w_t"]
     k = keep_count(sparsity, x.shape[1])

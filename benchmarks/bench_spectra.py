@@ -40,8 +40,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from acttail_lab.models import load_model  # noqa: E402
-from acttail_lab.spectra import analyze  # noqa: E402
+from acttail_lab.core.models import load_model  # noqa: E402
+from acttail_lab.spectral.spectra import analyze  # noqa: E402
 
 
 def peak_rss_mb() -> float:

@@ -23,16 +23,16 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import torch  # noqa: E402
 
-from acttail_lab.corpus import corpus_text, token_windows  # noqa: E402
-from acttail_lab.models import load_model  # noqa: E402
-from acttail_lab.sparsity import TopKSparsifier, weighted_sparsity  # noqa: E402
+from acttail_lab.core.corpus import corpus_text, token_windows  # noqa: E402
+from acttail_lab.core.models import load_model  # noqa: E402
+from acttail_lab.sparsify.topk import TopKSparsifier, weighted_sparsity  # noqa: E402
 
 
 def acttail_allocation(model, target: float):
     """ActTail allocation from the model's alphas, or None (with the reason) when spectra are unavailable."""
     try:
         from acttail_lab.allocation import allocate
-        from acttail_lab.spectra import analyze
+        from acttail_lab.spectral.spectra import analyze
     except ImportError as exc:
         print(f"(no acttail row: {exc})")
         return None

@@ -36,11 +36,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from acttail_lab import depth  # noqa: E402
-from acttail_lab.corpus import corpus_text, token_windows  # noqa: E402
-from acttail_lab.evaluation import write_results  # noqa: E402
-from acttail_lab.models import load_model  # noqa: E402
-from acttail_lab.spectra import analyze  # noqa: E402
+from acttail_lab.core.corpus import corpus_text, token_windows  # noqa: E402
+from acttail_lab.core.models import load_model  # noqa: E402
+from acttail_lab.measure import depth  # noqa: E402
+from acttail_lab.measure.grid import write_results  # noqa: E402
+from acttail_lab.spectral.spectra import analyze  # noqa: E402
 
 MODEL = "smollm2-135m"
 CORPUS, SPLIT = "austen", "evaluation"

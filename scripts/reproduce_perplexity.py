@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from acttail_lab.evaluation import evaluate_grid, write_results
-from acttail_lab.models import load_model
+from acttail_lab.core.models import load_model
+from acttail_lab.measure.grid import evaluate_grid, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 # (xmin rule, strategies) in priority order; the CSV is rewritten after each tier,

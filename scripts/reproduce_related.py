@@ -13,7 +13,7 @@ evaluation = Pride and Prejudice, 512-token windows, protocol "all"):
   realised per-token sparsity (mean, std, p05, p95) of teal-threshold, ffn-threshold
   and cats at 50% and 80% (4096 evaluation tokens).
 * ``overlap`` -> data/results/smollm2-135m_active_sets.csv: overlap of FFN active sets
-  between consecutive tokens and adjacent layers (``acttail_lab.active_sets``).
+  between consecutive tokens and adjacent layers (``acttail_lab.measure.active_sets``).
 
 Usage:  python scripts/reproduce_related.py [--stages perplexity,spread,overlap] [--tokens 16384]
 """
@@ -44,7 +44,7 @@ CALIBRATION_TOKENS = 8192
 
 
 def run_perplexity(lm, args, command: str) -> None:
-    from acttail_lab.evaluation import evaluate_grid, write_results
+    from acttail_lab.measure.grid import evaluate_grid, write_results
 
     parts = []
     for number, (strategies, sparsities) in enumerate(TIERS[:args.tiers]):
@@ -62,8 +62,8 @@ def run_perplexity(lm, args, command: str) -> None:
 
 
 def run_spread(lm, command: str) -> None:
-    from acttail_lab.related import threshold_spread
-    from acttail_lab.evaluation import write_results
+    from acttail_lab.measure.grid import write_results
+    from acttail_lab.measure.related import threshold_spread
 
     df = threshold_spread(lm, ("teal-threshold", "ffn-threshold", "cats"), (0.5, 0.8), tokens=4096,
                           calibration_tokens=CALIBRATION_TOKENS)
@@ -74,8 +74,8 @@ def run_spread(lm, command: str) -> None:
 
 
 def run_overlap(lm, command: str) -> None:
-    from acttail_lab.active_sets import active_set_overlap
-    from acttail_lab.evaluation import write_results
+    from acttail_lab.measure.active_sets import active_set_overlap
+    from acttail_lab.measure.grid import write_results
 
     df = active_set_overlap(lm, sparsities=SPARSITIES, tokens=2048, calibration_tokens=CALIBRATION_TOKENS)
     write_results(df, OUT / "smollm2-135m_active_sets.csv", seed=0, device="cpu", command=command,
@@ -85,7 +85,7 @@ def run_overlap(lm, command: str) -> None:
 
 
 def main(argv=None) -> int:
-    from acttail_lab.models import load_model
+    from acttail_lab.core.models import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", default="perplexity,spread,overlap")

@@ -6,7 +6,7 @@ Usage (from the repository root, single thread)::
         [--loss-every 3] [--skip-loss] [--no-cache]
 
 Writes into ``--out`` (default ``data/results``), each CSV atomically and with a
-``<file>.json`` provenance sidecar (``acttail_lab.provenance.write_sidecar``):
+``<file>.json`` provenance sidecar (``acttail_lab.core.provenance.write_sidecar``):
 
 - ``smollm2-135m_spectra_{ks,peak,median}.csv``: ``spectra.analyze(model, xmin=rule)``,
   one row per projection (210).
@@ -27,7 +27,7 @@ Writes into ``--out`` (default ``data/results``), each CSV atomically and with a
 
 Floats are written with 6 significant digits (files stay well under 1 MB).
 Everything is computed on the CALIBRATION split; the evaluation split is never read.
-The cost and loss tables are cached by ``acttail_lab.sensitivity`` (keyed by the
+The cost and loss tables are cached by ``acttail_lab.measure.sensitivity`` (keyed by the
 weights and token ids), so a re-run only recomputes what changed.
 """
 from __future__ import annotations
@@ -45,10 +45,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from acttail_lab import sensitivity, spectra  # noqa: E402
-from acttail_lab.cache import atomic_path  # noqa: E402
-from acttail_lab.models import load_model, projection_table  # noqa: E402
-from acttail_lab.provenance import write_sidecar  # noqa: E402
+from acttail_lab.core.cache import atomic_path  # noqa: E402
+from acttail_lab.core.models import load_model, projection_table  # noqa: E402
+from acttail_lab.core.provenance import write_sidecar  # noqa: E402
+from acttail_lab.measure import sensitivity
+from acttail_lab.spectral import spectra
 
 MODEL = "smollm2-135m"
 CORPUS = "austen"

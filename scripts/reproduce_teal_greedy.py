@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from acttail_lab import teal_greedy
-from acttail_lab.cache import atomic_path
-from acttail_lab.models import load_model
-from acttail_lab.provenance import write_sidecar
-from acttail_lab.reference import TEAL_LLAMA2_7B_50
+from acttail_lab.core.cache import atomic_path
+from acttail_lab.core.models import load_model
+from acttail_lab.core.provenance import write_sidecar
+from acttail_lab.core.reference import TEAL_LLAMA2_7B_50
+from acttail_lab.measure import teal_greedy
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "data/results/smollm2-135m_teal_greedy_path.csv"

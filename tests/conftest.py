@@ -13,14 +13,14 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def real_model():
     """The real SmolLM2-135M (fetched by `make setup`), loaded once per test session."""
-    from acttail_lab.models import load_model
+    from acttail_lab.core.models import load_model
 
     return load_model("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from acttail_lab.models import random_model
+    from acttail_lab.core.models import random_model
 
     return random_model("llama-tiny", seed=0)
 

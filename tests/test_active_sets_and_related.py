@@ -4,12 +4,17 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab.active_sets import _pair_stats, capture_ffn_inputs, overlap_rows, overlap_summary
-from acttail_lab.calibration import collect_stats
-from acttail_lab.models import random_model
+from acttail_lab.core.models import random_model
+from acttail_lab.measure.active_sets import (
+    _pair_stats,
+    capture_ffn_inputs,
+    overlap_rows,
+    overlap_summary,
+)
+from acttail_lab.measure.related import at_realised, method_summary, spread_by_kind
 from acttail_lab.plots.perplexity import plot_perplexity_vs_sparsity
 from acttail_lab.plots.related import plot_active_set_overlap, plot_token_spread
-from acttail_lab.related import at_realised, method_summary, spread_by_kind
+from acttail_lab.sparsify.calibration import collect_stats
 
 
 def test_pair_stats_on_hand_made_sets():
@@ -118,8 +123,8 @@ def test_active_set_plot_draws_token_layer_and_chance_lines():
 
 
 def test_rotation_check_on_the_tiny_model():
-    from acttail_lab import rotation
-    from acttail_lab.related import rotation_check
+    from acttail_lab.measure.related import rotation_check
+    from acttail_lab.sparsify import rotation
 
     model = random_model("llama-tiny", seed=0).eval()
     g = torch.Generator().manual_seed(3)
@@ -132,7 +137,7 @@ def test_rotation_check_on_the_tiny_model():
 
 
 def test_conclusions_are_computed_from_the_tables():
-    from acttail_lab.related import conclusions
+    from acttail_lab.measure.related import conclusions
 
     runs = runs_table()
     lines = conclusions(runs, spread_table(), targets=(0.4, 0.8), realised_levels=(0.4,))
@@ -146,7 +151,8 @@ def test_conclusions_are_computed_from_the_tables():
 
 
 def test_rotation_check_fails_loudly_when_the_rotation_is_wrong(monkeypatch):
-    from acttail_lab import related, rotation
+    from acttail_lab.measure import related
+    from acttail_lab.sparsify import rotation
 
     model = random_model("llama-tiny", seed=0).eval()
     g = torch.Generator().manual_seed(4)

@@ -9,8 +9,8 @@ from acttail_lab.allocation import (
     acttail_ratios,
     allocate,
     check_matches,
-    load_alpha_table,
     load_allocation,
+    load_alpha_table,
     parse_strategies,
     parse_strategy,
     save_allocation,
@@ -21,9 +21,14 @@ from acttail_lab.allocation import (
 )
 from acttail_lab.allocation.strategies import get_strategy
 from acttail_lab.cli import main as cli_main
-from acttail_lab.errors import AllocationError
-from acttail_lab.models import PROJECTIONS, projection_table
-from acttail_lab.reference import PUBLISHED_ALPHAS_DIR, TEAL_LLAMA2_7B_50, published_alphas, shape_table
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import PROJECTIONS, projection_table
+from acttail_lab.core.reference import (
+    PUBLISHED_ALPHAS_DIR,
+    TEAL_LLAMA2_7B_50,
+    published_alphas,
+    shape_table,
+)
 
 TARGETS = [round(0.1 * i, 1) for i in range(1, 10)]
 LLAMA2_7B_NPY = PUBLISHED_ALPHAS_DIR / "llama2-7b-hf.alpha_peak.npy"

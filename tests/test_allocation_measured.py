@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from acttail_lab.allocation import STRATEGY_PRESETS, allocate, parse_strategy
-from acttail_lab.errors import AllocationError
-from acttail_lab.models import PROJECTIONS
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import PROJECTIONS
 
 LEVELS = (0.2, 0.4, 0.6, 0.8, 0.95)
 

@@ -302,7 +302,7 @@ def wait_until_shows(page, view, timeout_s: float = 30.0) -> float:
 # --------------------------------------------------------------------------- the tests
 def test_explorer_in_a_real_browser(lab_page, lab, tmp_path):
     page = lab_page
-    from acttail_lab.explorer import ExplorerState
+    from acttail_lab.report.explorer import ExplorerState
 
     expected_state = ExplorerState()  # same committed inputs as the kernel
     assert expected_state.view.valid, expected_state.view.message

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab import sensitivity
-from acttail_lab.models import PROJECTIONS
-from acttail_lab.sparsity import keep_count
-from acttail_lab.spectra import FIT_COLUMNS
+from acttail_lab.core.models import PROJECTIONS
+from acttail_lab.measure import sensitivity
+from acttail_lab.sparsify.topk import keep_count
+from acttail_lab.spectral.spectra import FIT_COLUMNS
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 MODEL = "smollm2-135m"

@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from acttail_lab.related import load_active_sets, load_related, load_spread
+from acttail_lab.measure.related import load_active_sets, load_related, load_spread
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 STRATEGIES = ("uniform", "acttail", "rotated-uniform", "rotated-acttail", "teal-threshold", "acttail-threshold",
@@ -85,7 +84,7 @@ def test_spread_and_overlap_tables():
 @pytest.mark.real
 def test_real_model_reproduces_a_committed_threshold_row(real_model):
     """teal-threshold at 40% on the first 1,024 evaluation tokens lands near the committed 16k-token value."""
-    from acttail_lab.evaluation import evaluate_grid
+    from acttail_lab.measure.grid import evaluate_grid
 
     df = evaluate_grid(real_model, strategies=("teal-threshold",), sparsities=(0.4,), tokens=1024, window=512,
                        calibration_tokens=1024, progress=False, include_dense=False, cache=False)

@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from acttail_lab.corpus import _ar_members, bos_id, corpus_text, load_corpus, token_windows
-from acttail_lab.errors import CorpusError
+from acttail_lab.core.corpus import (
+    _ar_members,
+    bos_id,
+    corpus_text,
+    load_corpus,
+    token_windows,
+)
+from acttail_lab.core.errors import CorpusError
 
 
 def test_windows_without_bos(char_tokenizer):
@@ -42,7 +48,7 @@ def test_missing_corpus_and_bad_deb(tmp_path):
 
 
 def test_missing_corpus_package_without_apt(tmp_path, monkeypatch):
-    import acttail_lab.corpus as corpus
+    import acttail_lab.core.corpus as corpus
 
     monkeypatch.setenv("ACTTAIL_CACHE", str(tmp_path))
     monkeypatch.delenv("ACTTAIL_AUSTEN_DEB", raising=False)

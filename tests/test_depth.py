@@ -1,4 +1,4 @@
-"""Depth utilisation (acttail_lab.depth) and its plots: checked on the random tiny model against
+"""Depth utilisation (acttail_lab.measure.depth) and its plots: checked on the random tiny model against
 independent computations (HF hidden states, a model with the layer removed, autograd's jvp),
 on an exactly-identity layer, and on synthetic tables."""
 import copy
@@ -12,11 +12,16 @@ import pytest
 import torch
 from matplotlib.axes import Axes
 
-from acttail_lab import depth, evaluation
-from acttail_lab.depth import DepthError
-from acttail_lab.evaluation import perplexity, write_results
-from acttail_lab.models import decoder_layers, projection_table, random_model
-from acttail_lab.plots.depth import plot_budget_vs_score, plot_layer_scores, plot_variance_profiles
+from acttail_lab.core.models import decoder_layers, projection_table, random_model
+from acttail_lab.measure import depth
+from acttail_lab.measure import grid as evaluation
+from acttail_lab.measure.depth import DepthError
+from acttail_lab.measure.grid import perplexity, write_results
+from acttail_lab.plots.depth import (
+    plot_budget_vs_score,
+    plot_layer_scores,
+    plot_variance_profiles,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -493,7 +498,7 @@ def test_plot_budget_vs_score(layer_table):
 @pytest.mark.real
 def test_real_profile_grows_with_depth(real_model):
     installed = hooks(real_model.model)
-    from acttail_lab.corpus import corpus_text, token_windows
+    from acttail_lab.core.corpus import corpus_text, token_windows
 
     windows = token_windows(real_model.tokenizer, corpus_text("austen", "evaluation"), window=128, n_tokens=128)
     profile = depth.layer_profile(real_model, windows, progress=False)

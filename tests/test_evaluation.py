@@ -7,10 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acttail_lab import evaluation
 from acttail_lab.cli import main
-from acttail_lab.evaluation import GRID_COLUMNS, evaluate_grid, perplexity, write_results
-from acttail_lab.models import LoadedModel, random_model
+from acttail_lab.core.models import LoadedModel, random_model
+from acttail_lab.measure import grid as evaluation
+from acttail_lab.measure.grid import (
+    GRID_COLUMNS,
+    evaluate_grid,
+    perplexity,
+    write_results,
+)
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
         "must be in want of a wife. ") * 40
@@ -212,7 +217,7 @@ def test_cli_cuda_without_gpu_is_a_clean_error(tmp_path, capsys):
 # --------------------------------------------------------------------------- real model
 @pytest.mark.real
 def test_real_smollm2_dense_and_uniform_half(real_model):
-    from acttail_lab.corpus import corpus_text, token_windows
+    from acttail_lab.core.corpus import corpus_text, token_windows
 
     ids = token_windows(real_model.tokenizer, corpus_text("austen", "evaluation"), window=256, n_tokens=512)
     assert ids.shape == (2, 256)

@@ -12,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acttail_lab import explorer as ex
 from acttail_lab.allocation import allocate, weighted_mean
-from acttail_lab.errors import AllocationError, ModelNotFoundError
-from acttail_lab.explorer import (
+from acttail_lab.core.errors import AllocationError, ModelNotFoundError
+from acttail_lab.core.models import PROJECTIONS
+from acttail_lab.measure.sensitivity import estimate_cost
+from acttail_lab.report import explorer as ex
+from acttail_lab.report.explorer import (
     AlphaSource,
     ExplorerSettings,
     ExplorerState,
     rank_agreement,
     strategy_costs,
 )
-from acttail_lab.models import PROJECTIONS
-from acttail_lab.sensitivity import estimate_cost
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -255,8 +255,8 @@ def test_slice_perplexity_equals_one_call_on_all_windows(tiny_model, monkeypatch
     """Window-by-window evaluation (for the progress bar) gives the same number as one call."""
     import torch
 
-    from acttail_lab.evaluation import perplexity
-    from acttail_lab.models import LoadedModel, projection_table
+    from acttail_lab.core.models import LoadedModel, projection_table
+    from acttail_lab.measure.grid import perplexity
 
     table = projection_table(tiny_model)
     table["alpha"] = np.linspace(2.0, 5.0, len(table))

@@ -13,13 +13,22 @@ import pytest
 import torch
 from torch import nn
 
-from acttail_lab.errors import ActTailError, AllocationError, DeviceError
-from acttail_lab.kernels import KernelInputError, choose_backend, input_major, sparse_gemv
-from acttail_lab.kernels import dispatch
-from acttail_lab.kernels.decode import SparseLinear, calibrate_thresholds, sparse_decoding
-from acttail_lab.kernels.graph_decode import GraphedDecoder, StaticDecoder
-from acttail_lab.models import iter_projections, projection_table, random_model
-from acttail_lab.sparsity import TopKSparsifier, keep_count, topk_mask
+from acttail_lab.core.errors import ActTailError, AllocationError, DeviceError
+from acttail_lab.core.models import iter_projections, projection_table, random_model
+from acttail_lab.sparsify.kernels import (
+    KernelInputError,
+    choose_backend,
+    dispatch,
+    input_major,
+    sparse_gemv,
+)
+from acttail_lab.sparsify.kernels.decode import (
+    SparseLinear,
+    calibrate_thresholds,
+    sparse_decoding,
+)
+from acttail_lab.sparsify.kernels.graph_decode import GraphedDecoder, StaticDecoder
+from acttail_lab.sparsify.topk import TopKSparsifier, keep_count, topk_mask
 
 TESTS = Path(__file__).resolve().parent
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -123,7 +132,7 @@ def test_bad_inputs_name_the_problem():
 
 def test_triton_demanded_without_gpu_is_a_device_error(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    mod = sys.modules.get("acttail_lab.kernels.triton_gemv")
+    mod = sys.modules.get("acttail_lab.sparsify.kernels.triton_gemv")
     if mod is not None and mod.interpreted():
         pytest.skip("this process compiled the kernels for the interpreter")
     w_t, x = torch.randn(16, 8), torch.randn(16)

@@ -2,8 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from acttail_lab.errors import DeviceError, ModelNotFoundError, UnsupportedArchitectureError
-from acttail_lab.models import (
+from acttail_lab.core.errors import (
+    DeviceError,
+    ModelNotFoundError,
+    UnsupportedArchitectureError,
+)
+from acttail_lab.core.models import (
     PROJECTIONS,
     check_supported,
     load_model,

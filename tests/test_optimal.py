@@ -4,9 +4,14 @@ import pandas as pd
 import pytest
 
 from acttail_lab.allocation import allocate
-from acttail_lab.errors import AllocationError
-from acttail_lab.models import PROJECTIONS
-from acttail_lab.optimal import CostCurves, hybrid_allocation, kind_budgets, optimal_allocation
+from acttail_lab.allocation.cost_solvers import (
+    CostCurves,
+    hybrid_allocation,
+    kind_budgets,
+    optimal_allocation,
+)
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import PROJECTIONS
 
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 

@@ -5,9 +5,10 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from acttail_lab import plots, rmt
-from acttail_lab.models import PROJECTIONS
-from acttail_lab.tails import fit_power_law, ks_curve
+from acttail_lab import plots
+from acttail_lab.core.models import PROJECTIONS
+from acttail_lab.spectral import rmt
+from acttail_lab.spectral.tails import fit_power_law, ks_curve
 
 
 @pytest.fixture(scope="module")

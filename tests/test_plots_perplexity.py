@@ -6,11 +6,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from test_results import DENSE_PPL, PPL, make_runs
 
-from acttail_lab import results
 from acttail_lab.allocation import allocate, summary
-from acttail_lab.models import PROJECTIONS
+from acttail_lab.core.models import PROJECTIONS
 from acttail_lab.plots import alpha_matrix
 from acttail_lab.plots import perplexity as pp
+from acttail_lab.report import results
 
 
 @pytest.fixture(scope="module")

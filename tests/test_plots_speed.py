@@ -7,11 +7,11 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from acttail_lab import speed_results as sr
 from acttail_lab.allocation import allocate
-from acttail_lab.errors import ModelNotFoundError
+from acttail_lab.core.errors import ModelNotFoundError
+from acttail_lab.core.reference import shape_table
 from acttail_lab.plots import speed as sp
-from acttail_lab.reference import shape_table
+from acttail_lab.report import speed as sr
 
 SPARSITIES = [0.0, 0.5, 0.8, 0.9]
 

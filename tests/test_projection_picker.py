@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from acttail_lab import rmt
-from acttail_lab.tails import fit_power_law
+from acttail_lab.spectral import rmt
+from acttail_lab.spectral.tails import fit_power_law
 from acttail_lab.widgets import ProjectionPicker
 
 

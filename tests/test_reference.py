@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from acttail_lab.allocation import weighted_mean
-from acttail_lab.errors import AllocationError, ModelNotFoundError
-from acttail_lab.models import PROJECTIONS, projection_table
-from acttail_lab.reference import (
+from acttail_lab.core.errors import AllocationError, ModelNotFoundError
+from acttail_lab.core.models import PROJECTIONS, projection_table
+from acttail_lab.core.reference import (
     MODEL_SHAPES,
     PUBLISHED_ALPHAS_DIR,
     TEAL_ATTRIBUTION,

@@ -4,25 +4,33 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab import calibration as calib
 from acttail_lab.allocation import STRATEGY_PRESETS, allocate, parse_strategy
 from acttail_lab.allocation.presets import presets_help
-from acttail_lab.calibration import CalibrationError, activation_stats, collect_stats
-from acttail_lab.errors import AllocationError
-from acttail_lab.evaluation import evaluate_grid, perplexity
-from acttail_lab.methods import make_sparsifier
-from acttail_lab.models import LoadedModel, projection_table, random_model
-from acttail_lab.rotation import (
-    Rotation,
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import LoadedModel, projection_table, random_model
+from acttail_lab.measure.grid import evaluate_grid, perplexity
+from acttail_lab.sparsify import calibration as calib
+from acttail_lab.sparsify.calibration import (
+    CalibrationError,
+    activation_stats,
+    collect_stats,
+)
+from acttail_lab.sparsify.methods import make_sparsifier
+from acttail_lab.sparsify.rotation import (
     RotatedTopK,
+    Rotation,
     RotationError,
     check_kinds,
     orthogonality_error,
     rotation_from_moment,
     rotations_from_stats,
 )
-from acttail_lab.sparsity import TopKSparsifier
-from acttail_lab.thresholds import CatsSparsifier, ThresholdSparsifier, TokenSparsity
+from acttail_lab.sparsify.thresholds import (
+    CatsSparsifier,
+    ThresholdSparsifier,
+    TokenSparsity,
+)
+from acttail_lab.sparsify.topk import TopKSparsifier
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
         "must be in want of a wife. ") * 40
@@ -314,7 +322,7 @@ def test_grid_runs_every_method_and_keys_the_cache_by_method(model, tmp_path, mo
 
 @pytest.mark.real
 def test_real_thresholds_on_smollm2(real_model):
-    from acttail_lab.corpus import corpus_text, token_windows
+    from acttail_lab.core.corpus import corpus_text, token_windows
 
     cal = token_windows(real_model.tokenizer, corpus_text("austen", "calibration"), window=128, n_tokens=256)
     stats = collect_stats(real_model.model, cal, moments=False, progress=False)

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acttail_lab import results
-from acttail_lab.errors import ActTailError, ModelNotFoundError
-from acttail_lab.evaluation import GRID_COLUMNS
-from acttail_lab.models import PROJECTIONS
-from acttail_lab.reference import TEAL_LLAMA2_7B_50
+from acttail_lab.core.errors import ActTailError, ModelNotFoundError
+from acttail_lab.core.models import PROJECTIONS
+from acttail_lab.core.reference import TEAL_LLAMA2_7B_50
+from acttail_lab.measure.grid import GRID_COLUMNS
+from acttail_lab.report import results
 
 # hand-made perplexities: strategy -> {sparsity: ppl}
 PPL = {
@@ -127,7 +127,7 @@ def test_headline_table_refuses_mixed_settings_and_labels_xmin_variants():
 
 
 def test_load_results_reads_the_csv_and_its_sidecar(tmp_path):
-    from acttail_lab.evaluation import write_results
+    from acttail_lab.measure.grid import write_results
 
     path = write_results(make_runs(), tmp_path / "perplexity_toy.csv", seed=3, device="cpu", command="test",
                          tokens=1024)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from acttail_lab import rmt
-from acttail_lab.tails import fit_power_law
+from acttail_lab.spectral import rmt
+from acttail_lab.spectral.tails import fit_power_law
 
 
 @pytest.mark.parametrize("q", [0.1, 0.375, 1.0])
@@ -75,7 +75,7 @@ def test_heavy_tailed_matrix_has_smaller_alpha_than_gaussian(distribution):
 def test_normalized_esd_is_esd_over_the_larger_dimension():
     import torch
 
-    from acttail_lab.spectra import esd
+    from acttail_lab.spectral.spectra import esd
 
     w = rmt.gaussian_matrix(90, 30, seed=2)
     for matrix in (w, w.T, torch.from_numpy(w)):

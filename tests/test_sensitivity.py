@@ -4,15 +4,26 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab import sensitivity
-from acttail_lab.errors import AllocationError
-from acttail_lab.models import LoadedModel, PROJECTIONS, iter_projections, random_model
-from acttail_lab.optimal import optimal_allocation
-from acttail_lab.sensitivity import (
-    capture_inputs, cost_curves, cost_table, estimate_cost, loss_increase_table, mean_nll,
-    sensitivity_summary, spectral_correlations,
+from acttail_lab.allocation.cost_solvers import optimal_allocation
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import (
+    PROJECTIONS,
+    LoadedModel,
+    iter_projections,
+    random_model,
 )
-from acttail_lab.sparsity import topk_sparsify
+from acttail_lab.measure import sensitivity
+from acttail_lab.measure.sensitivity import (
+    capture_inputs,
+    cost_curves,
+    cost_table,
+    estimate_cost,
+    loss_increase_table,
+    mean_nll,
+    sensitivity_summary,
+    spectral_correlations,
+)
+from acttail_lab.sparsify.topk import topk_sparsify
 
 LEVELS = (0.0, 0.2, 0.5, 0.8, 0.95)
 

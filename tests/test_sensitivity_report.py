@@ -3,11 +3,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acttail_lab.reference import DATA_DIR
-from acttail_lab.sensitivity import cost_curves
-from acttail_lab.sensitivity_report import (
-    PRESETS, allocations_by_target, conclusions, estimated_costs, kind_only_baseline, median_rho,
-    perplexity_agreement, pick_correlation, proxy_agreement, strength, verdict,
+from acttail_lab.core.reference import DATA_DIR
+from acttail_lab.measure.sensitivity import cost_curves
+from acttail_lab.report.sensitivity import (
+    PRESETS,
+    allocations_by_target,
+    conclusions,
+    estimated_costs,
+    kind_only_baseline,
+    median_rho,
+    perplexity_agreement,
+    pick_correlation,
+    proxy_agreement,
+    strength,
+    verdict,
 )
 
 RESULTS = DATA_DIR / "results"

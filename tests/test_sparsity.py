@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab import sparsity as sp_mod
-from acttail_lab.errors import AllocationError
-from acttail_lab.models import iter_projections, projection_table, random_model
-from acttail_lab.sparsity import (
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import iter_projections, projection_table, random_model
+from acttail_lab.sparsify import topk as sp_mod
+from acttail_lab.sparsify.topk import (
     SparsifierStateError,
     TopKSparsifier,
     keep_count,

@@ -4,11 +4,22 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab import spectra
 from acttail_lab.cli import main
-from acttail_lab.errors import BadWeightsError, DegenerateSpectrumError, DeviceError
-from acttail_lab.models import LoadedModel, projection_table, random_model
-from acttail_lab.spectra import FIT_COLUMNS, ROBUST_COLUMNS, analyze, esd, model_spectra, weights_key
+from acttail_lab.core.errors import (
+    BadWeightsError,
+    DegenerateSpectrumError,
+    DeviceError,
+)
+from acttail_lab.core.models import LoadedModel, projection_table, random_model
+from acttail_lab.spectral import spectra
+from acttail_lab.spectral.spectra import (
+    FIT_COLUMNS,
+    ROBUST_COLUMNS,
+    analyze,
+    esd,
+    model_spectra,
+    weights_key,
+)
 
 BASE_COLUMNS = ["layer", "projection", "name", "d_out", "d_in", "n_params"]
 

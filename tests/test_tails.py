@@ -6,9 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from acttail_lab.errors import DegenerateSpectrumError
-from acttail_lab.tails import (FRAGILE_REL_WIDTH, MIN_EIGS, MIN_TAIL, _fit_sorted, alpha_interval, clean_spectrum,
-                               fit_power_law, ks_curve)
+from acttail_lab.core.errors import DegenerateSpectrumError
+from acttail_lab.spectral.tails import (
+    FRAGILE_REL_WIDTH,
+    MIN_EIGS,
+    MIN_TAIL,
+    _fit_sorted,
+    alpha_interval,
+    clean_spectrum,
+    fit_power_law,
+    ks_curve,
+)
 
 E = np.e
 

@@ -1,15 +1,26 @@
-"""TEAL's block-wise greedy allocation (acttail_lab.teal_greedy) on a tiny random LLaMA."""
+"""TEAL's block-wise greedy allocation (acttail_lab.measure.teal_greedy) on a tiny random LLaMA."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from acttail_lab import sensitivity, teal_greedy
 from acttail_lab.allocation import allocate
-from acttail_lab.errors import AllocationError
-from acttail_lab.models import LoadedModel, decoder_layers, iter_projections, projection_table, random_model
-from acttail_lab.sparsity import TopKSparsifier
-from acttail_lab.teal_greedy import block_inputs, greedy_path, layer_forward, teal_greedy_allocation
+from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.models import (
+    LoadedModel,
+    decoder_layers,
+    iter_projections,
+    projection_table,
+    random_model,
+)
+from acttail_lab.measure import sensitivity, teal_greedy
+from acttail_lab.measure.teal_greedy import (
+    block_inputs,
+    greedy_path,
+    layer_forward,
+    teal_greedy_allocation,
+)
+from acttail_lab.sparsify.topk import TopKSparsifier
 
 DELTA, MAX_TARGET = 0.025, 0.5
 

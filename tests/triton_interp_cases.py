@@ -24,11 +24,11 @@ pytest.importorskip("triton")
 
 import torch  # noqa: E402
 
-from acttail_lab.kernels import input_major, sparse_gemv  # noqa: E402
-from acttail_lab.kernels import triton_gemv as tg  # noqa: E402
-from acttail_lab.kernels.decode import sparse_decoding  # noqa: E402
-from acttail_lab.models import projection_table, random_model  # noqa: E402
-from acttail_lab.sparsity import TopKSparsifier, keep_count, topk_mask  # noqa: E402
+from acttail_lab.core.models import projection_table, random_model  # noqa: E402
+from acttail_lab.sparsify.kernels import input_major, sparse_gemv  # noqa: E402
+from acttail_lab.sparsify.kernels import triton_gemv as tg  # noqa: E402
+from acttail_lab.sparsify.kernels.decode import sparse_decoding  # noqa: E402
+from acttail_lab.sparsify.topk import TopKSparsifier, keep_count, topk_mask  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SPLIT = tg.GemvConfig(block_n=32, block_k=16, waves=4.0, num_warps=1)

@@ -7,7 +7,13 @@ scales it to the target, clipping at ``s_max`` and re-solving so the clipped
 mass goes to the other projections. See METHOD.md, "Alpha -> sparsity".
 """
 from .core import allocate
-from .presets import STRATEGY_PRESETS, StrategySpec, parse_strategies, parse_strategy, presets_help
+from .presets import (
+    STRATEGY_PRESETS,
+    StrategySpec,
+    parse_strategies,
+    parse_strategy,
+    presets_help,
+)
 from .solver import max_achievable, solve_scale, weighted_mean
 from .strategies import (
     DEFAULT_S_MAX,
@@ -19,8 +25,8 @@ from .strategies import (
 )
 from .tables import (
     check_matches,
-    load_alpha_table,
     load_allocation,
+    load_alpha_table,
     save_allocation,
     summary,
     validate_table,

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..errors import AllocationError
+from ..core.errors import AllocationError
 from .presets import StrategySpec, make_spec
 from .solver import solve_scale
 from .strategies import get_strategy, option_columns, resolve_options
@@ -100,13 +100,13 @@ def _allocation_frame(table: pd.DataFrame, ratios: np.ndarray, sparsity: np.ndar
 
 def _allocate_from_cost(table: pd.DataFrame, spec: StrategySpec, target: float, resolved: dict,
                         cost: pd.DataFrame | None) -> pd.DataFrame:
-    """``optimal`` / ``hybrid``: solved from a measured cost table (see ``acttail_lab.optimal``)."""
-    from .. import optimal
+    """``optimal`` / ``hybrid``: solved from a measured cost table (see ``acttail_lab.allocation.cost_solvers``)."""
+    from . import cost_solvers as optimal
 
     if cost is None:
         raise AllocationError(
             f"Strategy {spec.strategy!r} is solved from measured costs, and no cost table was given. "
-            "Fix: pass cost=acttail_lab.sensitivity.cost_table(model) (calibration data)."
+            "Fix: pass cost=acttail_lab.measure.sensitivity.cost_table(model) (calibration data)."
         )
     if spec.strategy == "optimal":
         out = optimal.optimal_allocation(cost, target, label=spec.label, **resolved)
@@ -119,13 +119,13 @@ def _allocate_from_cost(table: pd.DataFrame, spec: StrategySpec, target: float, 
 
 def _allocate_from_path(table: pd.DataFrame, spec: StrategySpec, target: float, resolved: dict,
                         path: pd.DataFrame | None) -> pd.DataFrame:
-    """``teal-greedy``: read off TEAL's greedy path (see ``acttail_lab.teal_greedy``)."""
-    from .. import teal_greedy
+    """``teal-greedy``: read off TEAL's greedy path (see ``acttail_lab.measure.teal_greedy``)."""
+    from ..measure import teal_greedy
 
     if path is None:
         raise AllocationError(
             "Strategy 'teal-greedy' is read off a measured greedy path, and no path was given. "
-            "Fix: pass greedy_path=acttail_lab.teal_greedy.greedy_path(model) (calibration data)."
+            "Fix: pass greedy_path=acttail_lab.measure.teal_greedy.greedy_path(model) (calibration data)."
         )
     if float(path["sparsity"].max()) > resolved["s_max"] + 1e-12:
         raise AllocationError(f"The greedy path goes above s_max={resolved['s_max']}. "

@@ -17,7 +17,7 @@ Two options belong to every strategy:
   is then the parameter-weighted mean over the listed kinds only.
 
 ``allocate`` itself only uses ``kinds``; ``method`` travels with the spec to
-the evaluation (``acttail_lab.methods``).
+the evaluation (``acttail_lab.sparsify.methods``).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from ..errors import AllocationError
-from ..models import PROJECTIONS
+from ..core.errors import AllocationError
+from ..core.models import PROJECTIONS
 from .strategies import STRATEGIES, resolve_options
 
 _ALIASES = {"eps": "epsilon"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import AllocationError
+from ..core.errors import AllocationError
 
 TOLERANCE = 1e-9
 """Largest accepted |weighted mean - target| (sparsity units)."""

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ..errors import AllocationError
-from ..models import PROJECTIONS
-from ..reference import TEAL_LLAMA2_7B_50
+from ..core.errors import AllocationError
+from ..core.models import PROJECTIONS
+from ..core.reference import TEAL_LLAMA2_7B_50
 
 DEFAULT_S_MAX = 0.99
 """Default cap on any one projection's sparsity. 0.99 changes AlphaPruning's

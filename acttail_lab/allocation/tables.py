@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cache import atomic_path
-from ..errors import AllocationError
-from ..models import PROJECTIONS
+from ..core.cache import atomic_path
+from ..core.errors import AllocationError
+from ..core.models import PROJECTIONS
 
 REQUIRED_COLUMNS = ("layer", "projection", "n_params")
 IDENTITY_COLUMNS = ("layer", "projection", "name", "d_out", "d_in", "n_params", "alpha", "xmin_rule")
@@ -156,7 +156,7 @@ def load_alpha_table(path: str | os.PathLike, shapes: str | os.PathLike | pd.Dat
     with the projection-table columns, or a DataFrame. For AlphaPruning's files
     (``<key>-hf.alpha_peak.npy``) the key is read from the file name if omitted.
     """
-    from .. import reference
+    from ..core import reference
 
     path = Path(path)
     if not path.exists():

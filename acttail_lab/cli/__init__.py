@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import ActTailError
+from ..core.errors import ActTailError
 
 COMMANDS = ("fetch", "spectra", "allocate", "evaluate")
 

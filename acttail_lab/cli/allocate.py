@@ -32,7 +32,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..allocation import allocate, load_alpha_table, save_allocation, summary, weighted_mean
+    from ..allocation import (
+        allocate,
+        load_alpha_table,
+        save_allocation,
+        summary,
+        weighted_mean,
+    )
 
     table = load_alpha_table(args.alphas, args.shapes)
     options = {name: getattr(args, name) for name in _OPTION_FLAGS if getattr(args, name) is not None}

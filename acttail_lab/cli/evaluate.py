@@ -63,9 +63,9 @@ def run(args) -> int:
     import torch
 
     from ..allocation import parse_strategies
-    from ..errors import ActTailError
-    from ..evaluation import evaluate_grid, write_results
-    from ..models import resolve_device
+    from ..core.errors import ActTailError
+    from ..core.models import resolve_device
+    from ..measure.grid import evaluate_grid, write_results
 
     specs = [] if args.strategies.strip().lower() in ("", "none") else parse_strategies(args.strategies)
     if not specs and args.no_dense:

@@ -10,8 +10,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..corpus import fetch_austen
-    from ..models import KNOWN_MODELS, prepare_known_model
+    from ..core.corpus import fetch_austen
+    from ..core.models import KNOWN_MODELS, prepare_known_model
 
     if args.model in KNOWN_MODELS:
         print(f"model  {args.model}: {prepare_known_model(args.model)}")

@@ -8,7 +8,7 @@ HELP = "Fit a power law to the eigenvalue spectrum of every projection; write on
 
 def _xmin(value: str):
     """``ks``/``peak``/``median`` or a positive number."""
-    from ..tails import XMIN_RULES
+    from ..spectral.tails import XMIN_RULES
 
     if value in XMIN_RULES:
         return value
@@ -36,8 +36,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..cache import atomic_path
-    from ..spectra import analyze
+    from ..core.cache import atomic_path
+    from ..spectral.spectra import analyze
 
     table = analyze(args.model, xmin=args.xmin, robust=args.robust, n_boot=args.n_boot, seed=args.seed,
                     robust_method=args.robust_method, dtype=args.dtype, device=args.device,

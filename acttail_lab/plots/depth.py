@@ -1,4 +1,4 @@
-"""Matplotlib figures of depth utilisation (``acttail_lab.depth``): per-layer scores, variance
+"""Matplotlib figures of depth utilisation (``acttail_lab.measure.depth``): per-layer scores, variance
 profiles under sparsity, and budget-vs-score scatters.
 
 Every helper takes ``ax=None`` and returns the Axes (a new ``matplotlib.figure.Figure``

@@ -20,8 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..models import PROJECTIONS
-from ..rmt import count_above_mp, mp_density, mp_edges
+from ..core.models import PROJECTIONS
+from ..spectral.rmt import count_above_mp, mp_density, mp_edges
 
 XMIN_RULE_COLORS = {"ks": "tab:red", "peak": "tab:green", "median": "tab:purple"}
 
@@ -42,7 +42,7 @@ def _positive(eigs) -> np.ndarray:
 
 
 def _fit(eigs: np.ndarray, xmin):
-    from ..tails import fit_power_law
+    from ..spectral.tails import fit_power_law
 
     return fit_power_law(eigs, xmin=xmin)
 
@@ -193,7 +193,7 @@ def plot_ks_curve(
         The main Axes: the KS curve is its first line, then one vertical line per rule.
         The twin axis, if any, is ``ax.figure.axes[-1]``.
     """
-    from ..tails import fit_power_law, ks_curve
+    from ..spectral.tails import fit_power_law, ks_curve
 
     eigs = _positive(eigs)
     curve = ks_curve(eigs)

@@ -22,7 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..models import PROJECTIONS
+from ..core.models import PROJECTIONS
 
 _KIND_COLOR = dict(zip(PROJECTIONS, ("#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")))
 _HEIGHT = 360

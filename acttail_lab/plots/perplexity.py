@@ -3,7 +3,7 @@
 Every ``plot_*`` helper takes ``ax=None`` and returns the Axes it drew on (a new
 ``matplotlib.figure.Figure`` when none is given: no pyplot state, nothing shown;
 in a notebook display ``ax.figure``). Inputs are the tidy tables of
-``acttail_lab.results`` (runs: one row per strategy x sparsity plus a dense row)
+``acttail_lab.report.results`` (runs: one row per strategy x sparsity plus a dense row)
 and of ``acttail_lab.allocation`` (one row per projection, or ``summary`` rows).
 Each strategy keeps one colour across figures (:func:`strategy_style`).
 """
@@ -16,7 +16,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..results import DENSE, check_one_setting, check_runs, relative_to_uniform, run_labels
+from ..report.results import (
+    DENSE,
+    check_one_setting,
+    check_runs,
+    relative_to_uniform,
+    run_labels,
+)
 from .esd import _new_ax, alpha_matrix
 
 STRATEGY_STYLES: dict[str, dict] = {
@@ -251,7 +257,7 @@ def plot_kind_budgets(budgets: pd.DataFrame, ax: Axes | None = None, labels: Seq
         The Axes: ``ax.containers[i]`` holds label i's bars, x = kinds in forward
         order (q .. down), heights = sparsity.
     """
-    from ..models import PROJECTIONS
+    from ..core.models import PROJECTIONS
 
     labels = list(dict.fromkeys(budgets["label"])) if labels is None else list(labels)
     kinds = [k for k in PROJECTIONS if k in set(budgets["projection"])]

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from ..models import PROJECTIONS
+from ..core.models import PROJECTIONS
 from .esd import _new_ax
 
 
 def plot_token_spread(by_kind: pd.DataFrame, strategy: str, ax: Axes | None = None) -> Axes:
     """Realised per-token sparsity by projection kind for one threshold strategy.
 
-    Input: :func:`acttail_lab.related.spread_by_kind`. Draws, per target, one
+    Input: :func:`acttail_lab.measure.related.spread_by_kind`. Draws, per target, one
     point per kind at the mean realised sparsity with a bar from p05 to p95
     (the 5th-95th percentile of the per-token sparsity, averaged over layers),
     and a dashed line at the target. Returns the Axes (one errorbar container per target).
@@ -48,7 +48,7 @@ def plot_active_set_overlap(overlap: pd.DataFrame, sparsity: float, ax: Axes | N
                             metric: str = "hit") -> Axes:
     """Overlap of FFN active sets per layer at one sparsity, with the chance level.
 
-    Input: :func:`acttail_lab.active_sets.active_set_overlap`. ``metric``: ``"hit"``
+    Input: :func:`acttail_lab.measure.active_sets.active_set_overlap`. ``metric``: ``"hit"``
     (fraction of the next set already active) or ``"jaccard"``. Draws, for each site,
     the token-to-token (solid) and layer-to-layer (dashed) overlap, and their chance
     levels (dotted, grey). Returns the Axes.

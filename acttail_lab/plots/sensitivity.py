@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy.stats import spearmanr
 
-from ..models import PROJECTIONS
+from ..core.models import PROJECTIONS
 from .esd import _new_ax, _tidy_log_axis, alpha_matrix
 
 KIND_COLORS = dict(zip(PROJECTIONS, ("tab:blue", "tab:cyan", "tab:orange", "tab:green", "tab:red",

@@ -3,7 +3,7 @@
 Every ``plot_*`` helper takes ``ax=None`` and returns the Axes it drew on (a
 new ``matplotlib.figure.Figure`` when none is given: no pyplot state, nothing
 shown; in a notebook display ``ax.figure``). Inputs are the tidy tables of
-``acttail_lab.speed_results`` (GEMV rows: shape x dtype x method x sparsity;
+``acttail_lab.report.speed`` (GEMV rows: shape x dtype x method x sparsity;
 decode rows: strategy x target x mode; per-kind rows from ``kind_speedups``).
 The memory-bound limit ``1 / (1 - s)`` is drawn as a dashed grey line.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from ..models import PROJECTIONS
+from ..core.models import PROJECTIONS
 from .esd import _new_ax
 
 LIMIT_STYLE = dict(color="0.45", ls="--", lw=1.2, label="limit 1/(1-s)")
@@ -30,7 +30,7 @@ def _limit_line(ax: Axes, lo: float, hi: float) -> None:
 
 
 def _device_title(df: pd.DataFrame, what: str) -> str:
-    from ..speed_results import device_label
+    from ..report.speed import device_label
 
     return f"{what}\n{device_label(df)}"
 

@@ -1,4 +1,4 @@
-"""ipywidgets front end of the alpha -> sparsity explorer (logic: ``acttail_lab.explorer``).
+"""ipywidgets front end of the alpha -> sparsity explorer (logic: ``acttail_lab.report.explorer``).
 
 ``ExplorerWidget(state)`` builds bounded controls (sliders, dropdowns, toggle
 buttons) for every ``ExplorerSettings`` field, four plotly ``FigureWidget``s,
@@ -28,8 +28,8 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..allocation.strategies import DIRECTIONS, GRANULARITIES, MAPPINGS
-from ..explorer import XMIN_RULES, ExplorerState, ExplorerView
 from ..plots.explorer import FIGURES
+from ..report.explorer import XMIN_RULES, ExplorerState, ExplorerView
 
 SLIDER_BOUNDS = {
     "target": (0.0, 0.95, 0.01),
@@ -47,7 +47,7 @@ _STYLE = {"description_width": "80px"}
 
 
 class ExplorerWidget:
-    """The explorer's widgets around an :class:`~acttail_lab.explorer.ExplorerState`.
+    """The explorer's widgets around an :class:`~acttail_lab.report.explorer.ExplorerState`.
 
     Attributes: ``state``; ``controls`` (setting name -> widget); ``figures``
     (name -> go.FigureWidget); ``message``, ``cost`` (HTML); ``button``,
@@ -178,7 +178,7 @@ class ExplorerWidget:
 
 
 def _is_expected(exc: BaseException) -> bool:
-    from ..errors import ActTailError
+    from ..core.errors import ActTailError
 
     return isinstance(exc, ActTailError)
 

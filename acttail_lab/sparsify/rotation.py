@@ -1,0 +1,184 @@
+"""Rotated activation sparsity (LaRoSA): TopK on ``Q^T x`` with ``W Q`` in place of ``W``.
+
+For every decoder layer and input site (``attn_in`` for q/k/v, ``o``,
+``mlp_in`` for gate/up, ``down``), ``Q`` is the matrix of eigenvectors of the
+uncentred input covariance ``E[x x^T]`` measured on *calibration* text
+(:mod:`acttail_lab.sparsify.calibration`), ordered by decreasing eigenvalue. Since
+``Q`` is orthogonal, ``W x = (W Q)(Q^T x)``: the rotated model computes the
+same function, and TopK acts on ``Q^T x`` where the input's energy is
+concentrated in few coordinates (METHOD.md, "Rotation (LaRoSA)").
+
+:class:`Rotation` folds ``W Q`` into the weights of the rotated projections
+and rotates their inputs with a forward pre-hook (``x @ Q`` in row form;
+projections that share an input share one rotation per call). In a deployed
+model the input rotation of ``attn_in`` / ``mlp_in`` would be folded into the
+preceding layers; here it is applied online, which doubles the CPU cost of a
+forward pass but changes no number. On leaving the context the original
+weights are put back (bit for bit).
+
+:class:`RotatedTopK` = :class:`Rotation` + :class:`acttail_lab.sparsify.topk.TopKSparsifier`
+for any allocation (rotation + uniform, rotation + ActTail, ...).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.errors import ActTailError
+from ..core.models import decoder_layers, iter_projections
+from .calibration import SITE_OF, ActivationStats, CalibrationError
+from .topk import TopKSparsifier, resolve_allocation
+
+ROTATABLE = tuple(SITE_OF)
+"""Projection kinds whose input can be rotated (the seven TopK sites)."""
+
+
+class RotationError(ActTailError, ValueError):
+    """A rotation was requested for a projection it does not apply to, or is not orthogonal."""
+
+
+def check_kinds(kinds) -> tuple[str, ...]:
+    """The projection kinds to rotate, checked against :data:`ROTATABLE`."""
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in ROTATABLE]
+    if bad:
+        raise RotationError(
+            f"Rotation requested for unsupported projection(s) {bad}: only the inputs of the seven decoder "
+            f"projections {ROTATABLE} are rotated (embeddings, norms and lm_head are not). Fix: pick kinds from that list.")
+    return kinds
+
+
+def rotation_from_moment(moment: torch.Tensor) -> torch.Tensor:
+    """Orthogonal ``Q`` [d, d] (float64): eigenvectors of the symmetric ``moment``, largest eigenvalue first."""
+    sym = 0.5 * (moment + moment.T)
+    _, vectors = torch.linalg.eigh(sym.to(torch.float64))
+    return vectors.flip(-1).contiguous()
+
+
+def orthogonality_error(q: torch.Tensor) -> float:
+    """``max |Q^T Q - I|``: 0 for an exactly orthogonal matrix."""
+    q = q.to(torch.float64)
+    return float((q.T @ q - torch.eye(q.shape[1], dtype=torch.float64)).abs().max())
+
+
+def rotations_from_stats(stats: ActivationStats, layers, kinds=ROTATABLE, progress: bool = True) -> dict:
+    """``{(layer, site): Q}`` for every layer in ``layers`` and the sites of ``kinds`` (needs second moments)."""
+    if not stats.has_moments:
+        raise CalibrationError("Rotation needs the second moments of the inputs. "
+                               "Fix: activation_stats(model, moments=True).")
+    sites = sorted({SITE_OF[k] for k in check_kinds(kinds)})
+    wanted = [(layer, site) for layer in sorted(set(layers)) for site in sites]
+    return {ls: rotation_from_moment(stats.second_moment(*ls))
+            for ls in tqdm(wanted, desc="rotations", disable=not progress, leave=False)}
+
+
+_MEMO: dict = {}
+
+
+def rotations_for(model: nn.Module, stats: ActivationStats, progress: bool = True) -> dict:
+    """Rotations of every layer and site of ``model`` from ``stats``, memoised per statistics key (one per process)."""
+    key = stats.key or id(stats)
+    if key not in _MEMO:
+        _MEMO.clear()
+        _MEMO[key] = rotations_from_stats(stats, range(len(decoder_layers(model))), progress=progress)
+    return _MEMO[key]
+
+
+class Rotation:
+    """Context manager: rotate the inputs of some projections and fold ``W Q`` into their weights.
+
+    Args:
+        model: a supported causal LM.
+        rotations: ``{(layer, site): Q}`` (see :func:`rotations_from_stats`).
+        names: projection names to rotate (default: every projection whose site has a rotation).
+    """
+
+    def __init__(self, model: nn.Module, rotations: dict, names=None):
+        self.model = model
+        self.targets = []
+        for row, module in iter_projections(model):
+            if names is not None and row["name"] not in names:
+                continue
+            q = rotations.get((row["layer"], SITE_OF[row["projection"]]))
+            if q is None:
+                if names is not None:
+                    raise RotationError(f"No rotation for {row['name']} (layer {row['layer']}, "
+                                        f"site {SITE_OF[row['projection']]}). Fix: compute rotations for that layer.")
+                continue
+            if q.shape != (row["d_in"], row["d_in"]):
+                raise RotationError(f"Rotation for {row['name']} is {tuple(q.shape)}, the input has {row['d_in']} "
+                                    "entries. Fix: compute the rotations on this same model.")
+            self.targets.append((row, module, q))
+        self._saved, self._handles, self._memo = [], [], {}
+
+    def __enter__(self) -> "Rotation":
+        if self._saved:
+            raise RotationError("This Rotation is already active. Fix: one `with` block at a time.")
+        try:
+            with torch.no_grad():
+                for row, module, q in self.targets:
+                    weight = module.weight
+                    qw = q.to(device=weight.device, dtype=torch.float64)
+                    self._saved.append((module, weight.data))
+                    weight.data = (weight.data.to(torch.float64) @ qw).to(weight.dtype)
+                    group = (row["layer"], SITE_OF[row["projection"]])
+                    self._handles.append(module.register_forward_pre_hook(
+                        self._make_hook(group, qw.to(weight.dtype))))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _make_hook(self, group, q: torch.Tensor):
+        def hook(module, args):
+            x = args[0]
+            memo = self._memo.get(group)
+            if memo is None or memo[0] is not x:
+                memo = self._memo[group] = (x, x @ q)
+            return (memo[1],) + tuple(args[1:])
+
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        with torch.no_grad():
+            for module, original in self._saved:
+                module.weight.data = original
+        self._handles, self._saved, self._memo = [], [], {}
+
+
+class RotatedTopK:
+    """TopK on rotated inputs for any allocation: :class:`Rotation` of the sparsified projections + TopK.
+
+    Args:
+        model: a supported causal LM.
+        allocation: anything :class:`TopKSparsifier` accepts.
+        rotations: ``{(layer, site): Q}``; must cover every projection with sparsity > 0.
+        protocol: ``"all"`` or ``"last_half"``.
+    ``realised()`` is the TopK sparsifier's (sparsity of the rotated inputs).
+    """
+
+    def __init__(self, model: nn.Module, allocation, rotations: dict, protocol: str = "all"):
+        table = resolve_allocation(model, allocation)
+        names = set(table.loc[table["k"] < table["d_in"], "name"])
+        self.rotation = Rotation(model, rotations, names=names)
+        self.topk = TopKSparsifier(model, table[["name", "sparsity"]], protocol=protocol)
+
+    def __enter__(self) -> "RotatedTopK":
+        self.rotation.__enter__()  # its hooks run first: TopK sees Q^T x
+        try:
+            self.topk.__enter__()
+        except BaseException:
+            self.rotation.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.topk.__exit__(*exc)
+        self.rotation.__exit__(*exc)
+
+    def realised(self):
+        return self.topk.realised()
+

@@ -1,0 +1,255 @@
+"""Eigenvalue spectra (ESDs) of every projection, and their power-law alphas.
+
+``esd(weight)`` gives the eigenvalues of ``W^T W`` of one matrix;
+``model_spectra(model)`` those of every q/k/v/o/gate/up/down projection (cached
+on disk, keyed by a hash of the weights); ``analyze(model)`` fits a power law to
+each and returns one tidy row per projection (see ``acttail_lab.spectral.tails`` for the
+estimator and the xmin rules).
+
+Eigenvalues are computed as ``eigvalsh`` of the smaller Gram matrix (``W W^T``
+or ``W^T W``): the ``min(d_out, d_in)`` squared singular values, in ascending
+order, without normalisation (alpha does not depend on the scale of ``W``). The
+other ``|d_out - d_in|`` eigenvalues of ``W^T W`` are exact zeros and are left
+out. On a CPU the Gram is one BLAS ``syrk`` (half the work of a matrix
+product) and the eigenvalues come from LAPACK ``eigh``, about 3x faster than
+an SVD; on a GPU both steps are torch calls. In float64 the result matches the
+float64 SVD to ~1e-12 relative to ``lambda_max``.
+"""
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..core.cache import atomic_path, cache_dir
+from ..core.errors import BadWeightsError, DegenerateSpectrumError
+from ..core.models import LoadedModel, iter_projections, load_model, resolve_device
+from .tails import alpha_interval, check_xmin, fit_power_law
+
+_FORMAT = "gram-eigvalsh-v1"  # bump when the way spectra are computed changes
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+FIT_COLUMNS = ["alpha", "xmin", "ks_distance", "n_tail", "lambda_max", "sigma", "alpha_weighted",
+               "stable_rank", "n_eigs", "tail_ok", "warning", "xmin_rule"]
+ROBUST_COLUMNS = ["alpha_lo", "alpha_hi", "rel_width", "fragile"]
+
+
+def as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``"float64"``/``"float32"`` or the torch dtype itself; anything else is refused."""
+    dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if dtype not in _DTYPES.values():
+        raise ValueError(f"Spectra are computed in float64 or float32, not {dtype}. "
+                         "Fix: pass dtype=torch.float64 (exact) or torch.float32 (faster on GPUs).")
+    return dtype
+
+
+# --------------------------------------------------------------------------- one matrix
+def esd(weight: torch.Tensor | np.ndarray, dtype: torch.dtype | str = torch.float64,
+        device: str | torch.device | None = None, name: str | None = None) -> np.ndarray:
+    """Eigenvalues of ``W^T W`` (the ``min(d_out, d_in)`` nonzero-able ones), ascending.
+
+    Args:
+        weight: a 2-D matrix (torch tensor of any float dtype, or numpy array).
+        dtype: compute dtype, float64 (default) or float32.
+        device: where to compute; None = the weight's own device; ``"auto"`` =
+            cuda when present.
+        name: the matrix's name, used in error messages.
+
+    Returns:
+        float64 numpy array of length ``min(d_out, d_in)``; roundoff negatives
+        are clamped to 0.
+
+    Raises:
+        BadWeightsError: the matrix is not 2-D, has NaN/inf entries, or its squared
+            row/column norms overflow ``dtype``.
+    """
+    dtype = as_torch_dtype(dtype)
+    w = torch.as_tensor(weight).detach()
+    label = f"Weight matrix {name}" if name else "The weight matrix"
+    if w.ndim != 2:
+        raise BadWeightsError(f"{label} has shape {tuple(w.shape)}; a spectrum needs a 2-D matrix. "
+                              "Fix: pass the .weight of an nn.Linear (or reshape conv kernels first).")
+    dev = w.device if device is None else resolve_device(device)
+    w = w.to(device=dev, dtype=dtype)
+    if dev.type == "cpu":
+        gram = _gram_cpu(w.numpy())
+        diag = np.diagonal(gram)
+    else:
+        gram = _gram_torch(w)
+        diag = torch.diagonal(gram).cpu().numpy()
+    # every entry of W is in exactly one diagonal entry (a squared row or column norm),
+    # so NaN/inf anywhere in W shows up here, at a fraction of the cost of scanning W
+    if not np.isfinite(diag).all():
+        raise _bad_weights(weight, label, dtype)
+    if dev.type == "cpu":
+        from scipy.linalg import eigh
+
+        eigs = eigh(gram, lower=False, eigvals_only=True, overwrite_a=True, check_finite=False)
+    else:
+        eigs = torch.linalg.eigvalsh(gram).cpu().numpy()
+    return np.clip(eigs, 0.0, None).astype(np.float64)
+
+
+def _gram_cpu(w: np.ndarray) -> np.ndarray:
+    """Upper triangle of the smaller Gram matrix with one BLAS ``syrk`` (half the work of a product).
+
+    ``w.T`` of a C-ordered matrix is Fortran-ordered, so BLAS reads it without a
+    copy. With LAPACK ``eigh`` after it, ~1.6x faster than ``torch.mm`` +
+    ``torch.linalg.eigvalsh`` on one CPU thread.
+    """
+    from scipy.linalg import blas
+
+    syrk = blas.dsyrk if w.dtype == np.float64 else blas.ssyrk
+    return syrk(1.0, w.T, trans=0 if w.shape[0] > w.shape[1] else 1)
+
+
+def _gram_torch(w: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix with ``torch.mm`` (the GPU route; ``eigvalsh`` follows)."""
+    return w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+
+
+def _bad_weights(weight, label: str, dtype: torch.dtype) -> BadWeightsError:
+    """The error for a matrix whose Gram diagonal is not finite: NaN/inf entries, or overflow."""
+    w = torch.as_tensor(weight).detach()
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:
+        return BadWeightsError(
+            f"{label} ({tuple(w.shape)}) has {bad} NaN/inf entries, so its spectrum is undefined. "
+            "Fix: reload the checkpoint (it may be corrupt or badly converted), or load it in float32 "
+            "instead of float16 if the values overflowed."
+        )
+    return BadWeightsError(
+        f"{label} ({tuple(w.shape)}) is finite but its squared row/column norms overflow {dtype}. "
+        "Fix: compute the spectrum in float64 (dtype=torch.float64), or check the weights' scale."
+    )
+
+
+# --------------------------------------------------------------------------- a whole model
+def _unwrap(model):
+    """Accept an nn.Module, a LoadedModel, or a model name (loaded on the CPU)."""
+    if isinstance(model, (str, Path)):
+        loaded = load_model(str(model), device="cpu")
+        return loaded.model, loaded.name
+    if isinstance(model, LoadedModel):
+        return model.model, model.name
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    return model, name
+
+
+def weights_key(model: nn.Module, dtype: torch.dtype | str = torch.float64) -> str:
+    """Content hash of every projection's weights (raw bytes, names, shapes, dtypes) and the compute dtype."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{_FORMAT}|{as_torch_dtype(dtype)}".encode())
+    for row, module in iter_projections(model):
+        w = module.weight.detach().contiguous()
+        h.update(f"|{row['name']}|{tuple(w.shape)}|{w.dtype}|".encode())
+        h.update(w.cpu().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _read_cache(path: Path, names: list[str]) -> dict[str, np.ndarray] | None:
+    """The cached spectra, or None if the file is missing, unreadable or incomplete."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: np.asarray(data[name], dtype=np.float64) for name in names}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str | torch.device | None = "auto",
+                  cache: bool = True, progress: bool = True) -> dict[str, np.ndarray]:
+    """Eigenvalues of ``W^T W`` for every projection of a model, keyed by module name.
+
+    Streams one matrix at a time to ``device`` (memory stays near one matrix).
+    With ``cache=True`` the result is stored as one ``.npz`` under
+    ``cache_dir("spectra")``, named by ``weights_key`` (a blake2b hash of the
+    weights and the dtype; not the device), written atomically; an unreadable
+    cache file is recomputed and replaced.
+
+    Args:
+        model: nn.Module, LoadedModel or model name.
+        dtype: float64 (default) or float32.
+        device: ``"auto"`` (cuda when present), ``"cpu"``, ``"cuda"``, or None (where the weights are).
+        cache: read and write the on-disk cache.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``{name: float64 array of min(d_out, d_in) eigenvalues, ascending}`` in forward order.
+    """
+    from tqdm.auto import tqdm
+
+    module, _ = _unwrap(model)
+    dtype = as_torch_dtype(dtype)
+    dev = None if device is None else resolve_device(device)
+    projections = list(iter_projections(module))
+    names = [row["name"] for row, _ in projections]
+    path = cache_dir("spectra") / f"{weights_key(module, dtype)}.npz" if cache else None
+    if path is not None:
+        cached = _read_cache(path, names)
+        if cached is not None:
+            return cached
+    spectra = {}
+    for row, linear in tqdm(projections, desc="spectra", unit="matrix", disable=not progress):
+        spectra[row["name"]] = esd(linear.weight, dtype=dtype, device=dev, name=row["name"])
+    if path is not None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **spectra)
+    return spectra
+
+
+# --------------------------------------------------------------------------- alpha table
+def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int = 0,
+            robust_method: str = "bootstrap", dtype: torch.dtype | str = torch.float64,
+            device: str | torch.device | None = "auto", cache: bool = True,
+            progress: bool = True) -> pd.DataFrame:
+    """Power-law fit of every projection's spectrum: one row per projection.
+
+    Args:
+        model: nn.Module, LoadedModel, or a model name (``load_model`` on the CPU).
+        xmin: ``"ks"``, ``"peak"``, ``"median"`` or a fixed float (see ``acttail_lab.spectral.tails``).
+        robust: also fit ``n_boot`` replicates per matrix (``alpha_interval``) and
+            add ``alpha_lo, alpha_hi, rel_width, fragile`` (90% interval).
+        n_boot, seed, robust_method: replicates per matrix, seed (the same for every
+            matrix), ``"bootstrap"`` or ``"perturb"``.
+        dtype, device, cache, progress: as in ``model_spectra``.
+
+    Returns:
+        DataFrame with columns ``layer, projection, name, d_out, d_in, n_params``,
+        then ``FIT_COLUMNS`` (alpha, xmin, ks_distance, n_tail, lambda_max, sigma,
+        alpha_weighted, stable_rank, n_eigs, tail_ok, warning, xmin_rule) and,
+        if ``robust``, ``ROBUST_COLUMNS``. ``attrs`` holds model, xmin, dtype.
+
+    Raises:
+        DegenerateSpectrumError: naming the projection whose spectrum cannot be fitted.
+    """
+    from tqdm.auto import tqdm
+
+    check_xmin(xmin)
+    if robust_method not in ("bootstrap", "perturb"):
+        raise ValueError(f"Unknown robust_method {robust_method!r}; use 'bootstrap' or 'perturb'.")
+    module, model_name = _unwrap(model)
+    spectra = model_spectra(module, dtype=dtype, device=device, cache=cache, progress=progress)
+    rows = []
+    projections = [row for row, _ in iter_projections(module)]
+    for row in tqdm(projections, desc="alpha", unit="matrix", disable=not (progress and robust)):
+        eigs = spectra[row["name"]]
+        try:
+            fit = fit_power_law(eigs, xmin=xmin).as_dict()
+            if robust:
+                ci = alpha_interval(eigs, xmin=xmin, n_boot=n_boot, seed=seed, method=robust_method)
+                fit.update({k: getattr(ci, k) for k in ROBUST_COLUMNS})
+        except DegenerateSpectrumError as exc:
+            raise DegenerateSpectrumError(f"Projection {row['name']}: {exc}") from exc
+        rows.append({**row, **fit})
+    columns = list(projections[0]) + FIT_COLUMNS + (ROBUST_COLUMNS if robust else [])
+    table = pd.DataFrame(rows)[columns]
+    table.attrs.update(model=model_name, xmin=str(xmin), dtype=str(as_torch_dtype(dtype)),
+                       robust_method=robust_method if robust else None)
+    return table
