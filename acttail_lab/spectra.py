@@ -4,4 +4,4 @@
 ``acttail_lab.spectral`` (see docs/architecture.md).
 """
 from .spectral.spectra import *  # noqa: F401,F403
-from .spectral.spectra import analyze, esd, model_spectra, weights_key  # noqa: F401
+from .spectral.spectra import analyze, esd, model_spectra  # noqa: F401

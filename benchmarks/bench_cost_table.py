@@ -22,15 +22,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from acttail_lab.allocation.cost_model import cost_curves, estimate_cost
 from acttail_lab.allocation.cost_solvers import optimal_allocation  # noqa: E402
 from acttail_lab.core.models import load_model  # noqa: E402
 from acttail_lab.measure.sensitivity import (
     DEFAULT_SPARSITIES,
     calibration_windows,
     capture_inputs,
-    cost_curves,
     cost_table,
-    estimate_cost,
 )
 
 

@@ -48,9 +48,9 @@ from acttail_lab.core.errors import ActTailError  # noqa: E402
 from acttail_lab.core.models import projection_table, random_model, resolve_device  # noqa: E402
 from acttail_lab.core.provenance import describe_device  # noqa: E402
 from acttail_lab.core.reference import published_alphas  # noqa: E402
-from acttail_lab.measure.grid import write_results  # noqa: E402
+from acttail_lab.core.results_io import write_results  # noqa: E402
 from acttail_lab.report.speed import CPU_MODEL, DECODE_COLUMNS, result_path  # noqa: E402
-from acttail_lab.sparsify.kernels.decode import (  # noqa: E402
+from acttail_lab.sparsify.kernels.decode import (
     SparseLinear,
     calibrate_thresholds,
     sparse_decoding,

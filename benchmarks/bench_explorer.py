@@ -30,14 +30,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from acttail_lab.report.explorer import (
-    DEFAULT_MODEL,
-    XMIN_RULES,
-    AlphaSource,
-    ExplorerSettings,
-    ExplorerState,
-    load_cost_table,
-)
+from acttail_lab.report.explorer import DEFAULT_MODEL, ExplorerSettings, ExplorerState
+from acttail_lab.report.explorer_sources import XMIN_RULES, AlphaSource, load_cost_table
 from acttail_lab.widgets.explorer import SLIDER_BOUNDS, ExplorerWidget  # noqa: E402
 
 BUDGET_MS = 200.0

@@ -50,7 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 from acttail_lab.core.errors import ActTailError  # noqa: E402
 from acttail_lab.core.models import resolve_device  # noqa: E402
 from acttail_lab.core.provenance import describe_device  # noqa: E402
-from acttail_lab.measure.grid import write_results  # noqa: E402
+from acttail_lab.core.results_io import write_results  # noqa: E402
 from acttail_lab.report.speed import GEMV_COLUMNS, GEMV_SHAPES, add_limits, result_path  # noqa: E402
 from acttail_lab.sparsify.kernels import input_major, sparse_gemv  # noqa: E402
 from acttail_lab.sparsify.kernels.dispatch import choose_backend  # noqa: E402

@@ -38,8 +38,9 @@ import torch  # noqa: E402
 
 from acttail_lab.core.corpus import corpus_text, token_windows  # noqa: E402
 from acttail_lab.core.models import load_model  # noqa: E402
+from acttail_lab.core.results_io import write_results  # noqa: E402
 from acttail_lab.measure import depth  # noqa: E402
-from acttail_lab.measure.grid import write_results  # noqa: E402
+from acttail_lab.report import depth as depth_report
 from acttail_lab.spectral.spectra import analyze  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -93,7 +94,7 @@ def run(out: Path, skip_tokens: int, profile_tokens: int, cache: bool) -> None:
                          description="depth.variance_under_sparsity: layer_profile under dense and TopK "
                                      "allocations (uniform, acttail) at 50% and 70%")
     log(f"wrote {path} ({len(variance)} rows)")
-    for line in depth.depth_conclusions(table, variance):
+    for line in depth_report.depth_conclusions(table, variance):
         log(line)
 
 

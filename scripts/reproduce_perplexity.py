@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from acttail_lab.core.models import load_model
-from acttail_lab.measure.grid import evaluate_grid, write_results
+from acttail_lab.core.results_io import write_results
+from acttail_lab.measure.grid import evaluate_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 # (xmin rule, strategies) in priority order; the CSV is rewritten after each tier,

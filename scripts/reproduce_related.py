@@ -44,7 +44,8 @@ CALIBRATION_TOKENS = 8192
 
 
 def run_perplexity(lm, args, command: str) -> None:
-    from acttail_lab.measure.grid import evaluate_grid, write_results
+    from acttail_lab.core.results_io import write_results
+    from acttail_lab.measure.grid import evaluate_grid
 
     parts = []
     for number, (strategies, sparsities) in enumerate(TIERS[:args.tiers]):
@@ -62,7 +63,7 @@ def run_perplexity(lm, args, command: str) -> None:
 
 
 def run_spread(lm, command: str) -> None:
-    from acttail_lab.measure.grid import write_results
+    from acttail_lab.core.results_io import write_results
     from acttail_lab.measure.related import threshold_spread
 
     df = threshold_spread(lm, ("teal-threshold", "ffn-threshold", "cats"), (0.5, 0.8), tokens=4096,
@@ -74,8 +75,8 @@ def run_spread(lm, command: str) -> None:
 
 
 def run_overlap(lm, command: str) -> None:
+    from acttail_lab.core.results_io import write_results
     from acttail_lab.measure.active_sets import active_set_overlap
-    from acttail_lab.measure.grid import write_results
 
     df = active_set_overlap(lm, sparsities=SPARSITIES, tokens=2048, calibration_tokens=CALIBRATION_TOKENS)
     write_results(df, OUT / "smollm2-135m_active_sets.csv", seed=0, device="cpu", command=command,

@@ -49,6 +49,7 @@ from acttail_lab.core.cache import atomic_path  # noqa: E402
 from acttail_lab.core.models import load_model, projection_table  # noqa: E402
 from acttail_lab.core.provenance import write_sidecar  # noqa: E402
 from acttail_lab.measure import sensitivity
+from acttail_lab.report import correlations as correlations_report
 from acttail_lab.spectral import spectra
 
 MODEL = "smollm2-135m"
@@ -127,13 +128,13 @@ def run(out: Path, loss_every: int, skip_loss: bool, cache: bool) -> None:
                               "projection TopK-sparsified, minus the dense NLL")
 
     started = time.perf_counter()
-    parts = [sensitivity.spectral_correlations(tables, cost, value=value) for value in CORRELATION_VALUES]
+    parts = [correlations_report.spectral_correlations(tables, cost, value=value) for value in CORRELATION_VALUES]
     if loss is not None:
-        parts.append(sensitivity.spectral_correlations(tables, loss, value="loss_increase",
+        parts.append(correlations_report.spectral_correlations(tables, loss, value="loss_increase",
                                                        at=LOSS_SETTINGS["sparsities"], auc=False))
     correlations = pd.concat(parts, ignore_index=True)
     write_csv(correlations, out / f"{MODEL}_correlations.csv", started,
-              metrics=list(sensitivity.SPECTRAL_METRICS), xmin_rules=list(XMIN_RULES),
+              metrics=list(correlations_report.SPECTRAL_METRICS), xmin_rules=list(XMIN_RULES),
               values=list(CORRELATION_VALUES) + ([] if loss is None else ["loss_increase"]),
               description="Spearman rho of spectral metrics vs measured sensitivity, grouped all / within "
                           "projection kind (across layers) / within layer (across kinds); lambda_max ranks "

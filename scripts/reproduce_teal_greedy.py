@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from acttail_lab.allocation import greedy_path
 from acttail_lab.core.cache import atomic_path
 from acttail_lab.core.models import load_model
 from acttail_lab.core.provenance import write_sidecar
@@ -38,7 +39,7 @@ def main() -> int:
                   model="smollm2-135m", corpus="austen", split="calibration", windows=1, window=256,
                   tokens=256, error="relative L2 error of the decoder-layer output vs dense, TopK on all positions",
                   elapsed_s=round(elapsed, 1), **SETTINGS)
-    means = teal_greedy.kind_means(path)
+    means = greedy_path.kind_means(path)
     means["teal_llama2_7b_50"] = means["projection"].map(TEAL_LLAMA2_7B_50)
     print(means.round(3).to_string(index=False))
     print(f"wrote {OUT} in {elapsed:.0f} s")

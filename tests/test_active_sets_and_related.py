@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from acttail_lab.core import errors
 from acttail_lab.core.models import random_model
 from acttail_lab.measure.active_sets import (
     _pair_stats,
@@ -11,9 +12,9 @@ from acttail_lab.measure.active_sets import (
     overlap_rows,
     overlap_summary,
 )
-from acttail_lab.measure.related import at_realised, method_summary, spread_by_kind
 from acttail_lab.plots.perplexity import plot_perplexity_vs_sparsity
 from acttail_lab.plots.related import plot_active_set_overlap, plot_token_spread
+from acttail_lab.report.related import at_realised, method_summary, spread_by_kind
 from acttail_lab.sparsify.calibration import collect_stats
 
 
@@ -137,7 +138,7 @@ def test_rotation_check_on_the_tiny_model():
 
 
 def test_conclusions_are_computed_from_the_tables():
-    from acttail_lab.measure.related import conclusions
+    from acttail_lab.report.related import conclusions
 
     runs = runs_table()
     lines = conclusions(runs, spread_table(), targets=(0.4, 0.8), realised_levels=(0.4,))
@@ -160,5 +161,5 @@ def test_rotation_check_fails_loudly_when_the_rotation_is_wrong(monkeypatch):
     good = rotation.rotations_from_stats(stats, range(2), progress=False)
     broken = {k: q * 1.5 for k, q in good.items()}  # not orthogonal
     monkeypatch.setattr(rotation, "rotations_for", lambda *a, **k: broken)
-    with pytest.raises(rotation.RotationError, match="does not reproduce"):
+    with pytest.raises(errors.RotationError, match="does not reproduce"):
         related.rotation_check(model, stats, torch.randint(0, 256, (2, 32), generator=g))

@@ -18,6 +18,7 @@ import torch
 
 from acttail_lab.core.models import PROJECTIONS
 from acttail_lab.measure import sensitivity
+from acttail_lab.report import correlations
 from acttail_lab.sparsify.topk import keep_count
 from acttail_lab.spectral.spectra import FIT_COLUMNS
 
@@ -158,8 +159,8 @@ def test_loss_increase_subset(loss, cost):
 def test_correlations_are_recomputed_exactly_from_the_committed_tables(cost, tables, loss):
     committed = read(f"{MODEL}_correlations.csv")
     assert list(committed.columns) == ["rule", "metric", "sensitivity", "group_by", "group", "rho", "p_value", "n"]
-    parts = [sensitivity.spectral_correlations(tables, cost, value=v) for v in CORRELATION_VALUES]
-    parts.append(sensitivity.spectral_correlations(tables, loss, value="loss_increase", at=(0.5, 0.8), auc=False))
+    parts = [correlations.spectral_correlations(tables, cost, value=v) for v in CORRELATION_VALUES]
+    parts.append(correlations.spectral_correlations(tables, loss, value="loss_increase", at=(0.5, 0.8), auc=False))
     fresh = pd.concat(parts, ignore_index=True)
     assert len(committed) == len(fresh)
     keys = ["rule", "metric", "sensitivity", "group_by", "group"]

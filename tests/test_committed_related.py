@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acttail_lab.measure.related import load_active_sets, load_related, load_spread
+from acttail_lab.report.related import load_active_sets, load_related, load_spread
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 STRATEGIES = ("uniform", "acttail", "rotated-uniform", "rotated-acttail", "teal-threshold", "acttail-threshold",

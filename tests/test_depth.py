@@ -12,16 +12,18 @@ import pytest
 import torch
 from matplotlib.axes import Axes
 
+from acttail_lab.core.errors import DepthError
 from acttail_lab.core.models import decoder_layers, projection_table, random_model
-from acttail_lab.measure import depth
+from acttail_lab.core.results_io import write_results
+from acttail_lab.measure import depth, depth_profile, skip_layer
 from acttail_lab.measure import grid as evaluation
-from acttail_lab.measure.depth import DepthError
-from acttail_lab.measure.grid import perplexity, write_results
+from acttail_lab.measure.perplexity import perplexity
 from acttail_lab.plots.depth import (
     plot_budget_vs_score,
     plot_layer_scores,
     plot_variance_profiles,
 )
+from acttail_lab.report import depth as depth_report
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +67,8 @@ def hooks(model):
 
 # --------------------------------------------------------------------------- layer_profile
 def test_profile_matches_hf_hidden_states(tiny_model, windows):
-    profile = depth.layer_profile(tiny_model, windows, batch_size=2, progress=False)
-    assert list(profile.columns) == list(depth.PROFILE_COLUMNS)
+    profile = depth_profile.layer_profile(tiny_model, windows, batch_size=2, progress=False)
+    assert list(profile.columns) == list(depth_profile.PROFILE_COLUMNS)
     assert list(profile["layer"]) == [0, 1]
     with torch.no_grad():
         hidden = tiny_model(input_ids=windows, output_hidden_states=True, use_cache=False).hidden_states
@@ -79,7 +81,7 @@ def test_profile_matches_hf_hidden_states(tiny_model, windows):
 
 
 def test_growth_and_influence_are_consistent(tiny_model, windows):
-    profile = depth.layer_profile(tiny_model, windows, progress=False)
+    profile = depth_profile.layer_profile(tiny_model, windows, progress=False)
     np.testing.assert_allclose(profile["growth"], profile["var_out"] / profile["var_in"], rtol=1e-12)
     np.testing.assert_allclose(profile["growth_median"], profile["var_out_median"] / profile["var_in_median"],
                                rtol=1e-12)
@@ -89,10 +91,10 @@ def test_growth_and_influence_are_consistent(tiny_model, windows):
 
 def test_hooks_leave_the_model_unchanged(tiny_model, windows):
     before, installed = logits(tiny_model, windows), hooks(tiny_model)
-    depth.layer_profile(tiny_model, windows, progress=False)
-    depth.layer_profile(tiny_model, windows, allocation=0.5, progress=False)
-    depth.jacobian_identity_gap(tiny_model, windows[:1], progress=False)
-    depth.skip_layer_perplexity(tiny_model, windows, progress=False)
+    depth_profile.layer_profile(tiny_model, windows, progress=False)
+    depth_profile.layer_profile(tiny_model, windows, allocation=0.5, progress=False)
+    depth_profile.jacobian_identity_gap(tiny_model, windows[:1], progress=False)
+    skip_layer.skip_layer_perplexity(tiny_model, windows, progress=False)
     assert hooks(tiny_model) == installed
     assert torch.equal(logits(tiny_model, windows), before)
 
@@ -102,31 +104,31 @@ def test_hooks_are_removed_after_an_error(tiny_model, windows, monkeypatch):
         raise RuntimeError("boom")
 
     installed = hooks(tiny_model)
-    monkeypatch.setattr(evaluation, "perplexity", boom)
+    monkeypatch.setattr(skip_layer, "perplexity", boom)
     with pytest.raises(RuntimeError, match="boom"):
-        depth.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False, cache=False)
+        skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False, cache=False)
     assert hooks(tiny_model) == installed
 
 
 def test_profile_under_sparsity(tiny_model, windows):
-    dense = depth.layer_profile(tiny_model, windows, progress=False)
-    zero = depth.layer_profile(tiny_model, windows, allocation=0.0, progress=False)
-    sparse = depth.layer_profile(tiny_model, windows, allocation=0.7, progress=False)
+    dense = depth_profile.layer_profile(tiny_model, windows, progress=False)
+    zero = depth_profile.layer_profile(tiny_model, windows, allocation=0.0, progress=False)
+    sparse = depth_profile.layer_profile(tiny_model, windows, allocation=0.7, progress=False)
     pd.testing.assert_frame_equal(dense, zero)
     assert dense.loc[0, "var_in"] == sparse.loc[0, "var_in"]  # the embeddings are not sparsified
     assert not np.allclose(dense["var_out"], sparse["var_out"])
 
 
 def test_identity_layer_scores(identity_model, windows):
-    profile = depth.layer_profile(identity_model, windows, progress=False)
+    profile = depth_profile.layer_profile(identity_model, windows, progress=False)
     assert profile.loc[1, "growth"] == pytest.approx(1.0, abs=1e-12)
     assert profile.loc[1, "rel_update"] == pytest.approx(0.0, abs=1e-12)
     assert profile.loc[1, "cos_in_out"] == pytest.approx(1.0, abs=1e-12)
     assert profile.loc[0, "rel_update"] > 0.01
-    gap = depth.jacobian_identity_gap(identity_model, windows, progress=False)
+    gap = depth_profile.jacobian_identity_gap(identity_model, windows, progress=False)
     assert gap.loc[1, "jacobian_gap"] < 1e-4
     assert gap.loc[0, "jacobian_gap"] > 0.05
-    skip = depth.skip_layer_perplexity(identity_model, windows, progress=False)
+    skip = skip_layer.skip_layer_perplexity(identity_model, windows, progress=False)
     assert skip.loc[1, "delta_nll"] == 0.0
     assert skip.loc[1, "perplexity"] == skip.loc[1, "dense_perplexity"]
     assert skip.loc[0, "delta_nll"] != 0.0
@@ -160,25 +162,25 @@ class TupleModel(torch.nn.Module):
 
 def test_layers_with_tuple_outputs():
     model, ids = TupleModel(), torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
-    profile = depth.layer_profile(model, ids, progress=False)
+    profile = depth_profile.layer_profile(model, ids, progress=False)
     with torch.no_grad():
         h0 = model.embed(ids)
         h1 = model.layers[0](h0, scale=0.5)[0]
     assert profile.loc[0, "var_in"] == pytest.approx(h0.double().var(-1, unbiased=False).mean().item(), rel=1e-9)
     assert profile.loc[0, "var_out"] == pytest.approx(h1.double().var(-1, unbiased=False).mean().item(), rel=1e-9)
-    with torch.no_grad(), depth.skipped_layer(model, 0):
+    with torch.no_grad(), skip_layer.skipped_layer(model, 0):
         skipped = model(ids)
         assert torch.equal(skipped, model.layers[1](h0, scale=0.5)[0])
     # The layer is affine, so J v - v = scale * W v exactly: the finite difference is exact for any v.
     w = model.layers[1].mlp.weight.detach().double()
     v = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        fd = depth._gap_per_token(model.layers[1], (h1,), {"scale": 0.5}, v)
+        fd = depth_profile._gap_per_token(model.layers[1], (h1,), {"scale": 0.5}, v)
     exact = (0.5 * v.double() @ w.T).norm(dim=-1) / v.double().norm(dim=-1)
     np.testing.assert_allclose(fd.numpy(), exact.reshape(-1).numpy(), rtol=1e-4)
     # the captured kwargs (scale=0.5) are passed on: with scale 1 the gap would be twice as large
     many = torch.randint(0, 10, (8, 50), generator=torch.Generator().manual_seed(2))
-    gap = depth.jacobian_identity_gap(model, many, n_probes=4, progress=False)
+    gap = depth_profile.jacobian_identity_gap(model, many, n_probes=4, progress=False)
     sample = torch.randn(20000, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     expected = ((0.5 * sample @ w.T).norm(dim=-1) / sample.norm(dim=-1)).mean().item()
     assert gap.loc[1, "jacobian_gap"] == pytest.approx(expected, rel=0.1)
@@ -195,9 +197,9 @@ def test_gap_matches_autograd_jvp(tiny_model, windows):
         tiny_model(input_ids=ids, use_cache=False)
     handle.remove()
     h, kwargs = captured["args"][0], captured["kwargs"]
-    v = depth._probe(h, 1e-2, torch.Generator().manual_seed(3))
+    v = depth_profile._probe(h, 1e-2, torch.Generator().manual_seed(3))
     with torch.no_grad():
-        fd = depth._gap_per_token(layer, captured["args"], kwargs, v)
+        fd = depth_profile._gap_per_token(layer, captured["args"], kwargs, v)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no forward-mode AD
@@ -207,23 +209,23 @@ def test_gap_matches_autograd_jvp(tiny_model, windows):
 
 
 def test_gap_is_seeded(tiny_model, windows):
-    a = depth.jacobian_identity_gap(tiny_model, windows, seed=1, progress=False)
-    b = depth.jacobian_identity_gap(tiny_model, windows, seed=1, progress=False)
-    c = depth.jacobian_identity_gap(tiny_model, windows, seed=2, progress=False)
+    a = depth_profile.jacobian_identity_gap(tiny_model, windows, seed=1, progress=False)
+    b = depth_profile.jacobian_identity_gap(tiny_model, windows, seed=1, progress=False)
+    c = depth_profile.jacobian_identity_gap(tiny_model, windows, seed=2, progress=False)
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["jacobian_gap"], c["jacobian_gap"], rtol=1e-9, atol=0)
     assert list(a.columns) == ["layer", "jacobian_gap", "jacobian_gap_median", "n_probes", "eps", "tokens"]
 
 
 def test_gap_does_not_depend_on_eps_in_the_linear_regime(tiny_model, windows):
-    small = depth.jacobian_identity_gap(tiny_model, windows, eps=1e-3, progress=False)
-    large = depth.jacobian_identity_gap(tiny_model, windows, eps=3e-2, progress=False)
+    small = depth_profile.jacobian_identity_gap(tiny_model, windows, eps=1e-3, progress=False)
+    large = depth_profile.jacobian_identity_gap(tiny_model, windows, eps=3e-2, progress=False)
     np.testing.assert_allclose(small["jacobian_gap"], large["jacobian_gap"], rtol=0.02)
 
 
 # --------------------------------------------------------------------------- skip-layer perplexity
 def test_skip_equals_removing_the_layer(tiny_model, windows):
-    skip = depth.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False, cache=False)
+    skip = skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False, cache=False)
     pruned = copy.deepcopy(tiny_model)
     pruned.model.layers = torch.nn.ModuleList([pruned.model.layers[1]])
     pruned.config.num_hidden_layers = 1
@@ -237,21 +239,21 @@ def test_skip_equals_removing_the_layer(tiny_model, windows):
 
 def test_skip_cache_resumes(tiny_model, windows, monkeypatch):
     calls = []
-    real = evaluation.perplexity
-    monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = depth.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
+    real = perplexity
+    monkeypatch.setattr(skip_layer, "perplexity", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
     assert len(calls) == 2 and not first["cached"].any()  # dense + layer 0
-    second = depth.skip_layer_perplexity(tiny_model, windows, layers=[0, 1], progress=False)
+    second = skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0, 1], progress=False)
     assert len(calls) == 3  # only layer 1 is new
     assert list(second["cached"]) == [True, False]
     assert second.loc[0, "nll"] == first.loc[0, "nll"]
-    other = depth.skip_layer_perplexity(tiny_model, windows[:2], layers=[0], progress=False)
+    other = skip_layer.skip_layer_perplexity(tiny_model, windows[:2], layers=[0], progress=False)
     assert not other["cached"].any() and len(calls) == 5  # other windows: another key
 
 
 def test_corrupt_cache_file_is_ignored(tiny_model, windows):
-    first = depth.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
-    files = sorted(depth.cache_dir("depth").glob("skip-*.json"))
+    first = skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
+    files = sorted(skip_layer.cache_dir("depth").glob("skip-*.json"))
     assert len(files) == 2
     for path in files:
         data = json.loads(path.read_text())
@@ -260,17 +262,17 @@ def test_corrupt_cache_file_is_ignored(tiny_model, windows):
         else:  # the dense row, inconsistent: perplexity != exp(nll)
             path.write_text(json.dumps({**data, "perplexity": data["perplexity"] * 2}))
     with pytest.warns(UserWarning, match="Ignoring unreadable or inconsistent cache file"):
-        again = depth.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
+        again = skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
     assert not again["cached"].any()
     assert again.loc[0, "nll"] == pytest.approx(first.loc[0, "nll"], rel=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert depth.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)["cached"].all()
+        assert skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)["cached"].all()
 
 
 def test_no_cache_writes_nothing(tiny_model, windows):
-    depth.skip_layer_perplexity(tiny_model, windows, layers=[1], progress=False, cache=False)
-    assert not list(depth.cache_dir("depth").glob("*.json"))
+    skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[1], progress=False, cache=False)
+    assert not list(skip_layer.cache_dir("depth").glob("*.json"))
 
 
 # --------------------------------------------------------------------------- errors
@@ -282,7 +284,7 @@ def test_no_cache_writes_nothing(tiny_model, windows):
     ([[1, 2, 3]], "2-D tensor"),
 ])
 def test_bad_windows(tiny_model, bad, match):
-    for call in (depth.layer_profile, depth.jacobian_identity_gap, depth.skip_layer_perplexity):
+    for call in (depth_profile.layer_profile, depth_profile.jacobian_identity_gap, skip_layer.skip_layer_perplexity):
         with pytest.raises(DepthError, match=match) as info:
             call(tiny_model, bad, progress=False)
         assert "Fix:" in str(info.value)
@@ -291,18 +293,18 @@ def test_bad_windows(tiny_model, bad, match):
 def test_layer_out_of_range(tiny_model, windows):
     installed = hooks(tiny_model)
     with pytest.raises(DepthError, match=r"Layer index 2 is out of range.*2 decoder layers \(0\.\.1\)"):
-        depth.skip_layer_perplexity(tiny_model, windows, layers=[0, 2], progress=False)
+        skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0, 2], progress=False)
     with pytest.raises(DepthError, match="Layer index -1"):
-        with depth.skipped_layer(tiny_model, -1):
+        with skip_layer.skipped_layer(tiny_model, -1):
             pass
     assert hooks(tiny_model) == installed
 
 
 def test_bad_probe_settings(tiny_model, windows):
     with pytest.raises(DepthError, match="n_probes"):
-        depth.jacobian_identity_gap(tiny_model, windows, n_probes=0, progress=False)
+        depth_profile.jacobian_identity_gap(tiny_model, windows, n_probes=0, progress=False)
     with pytest.raises(DepthError, match="eps > 0"):
-        depth.jacobian_identity_gap(tiny_model, windows, eps=0.0, progress=False)
+        depth_profile.jacobian_identity_gap(tiny_model, windows, eps=0.0, progress=False)
 
 
 @pytest.mark.parametrize("text", ["acttail", "acttail@", "@0.5", "uniform@half"])
@@ -343,8 +345,8 @@ def test_depth_table_joins_everything(tiny_model, windows):
     assert expected <= set(table.columns)
     assert table.notna().all().all()
     assert (table["jacobian_tokens"] == 2 * 16).all()  # default: the first 2 windows, up to 256 tokens
-    corr = depth.depth_correlations(table)
-    assert set(corr["score"]) == set(depth.DEPTH_SCORES)
+    corr = depth_report.depth_correlations(table)
+    assert set(corr["score"]) == set(depth_report.DEPTH_SCORES)
     assert (corr["n"] == 2).all() and corr["rho"].isna().all()  # 2 layers: too few for a rank correlation
 
 
@@ -354,7 +356,7 @@ def test_depth_correlations_on_synthetic_layers():
     df = pd.DataFrame({"layer": range(12), "alpha_mean": alpha, "budget_acttail@0.5": alpha ** 2,
                        "delta_nll": -alpha, "jacobian_gap": alpha, "block_influence": np.ones(12)})
     df.loc[3, "jacobian_gap"] = np.nan
-    corr = depth.depth_correlations(df, scores=("delta_nll", "jacobian_gap", "block_influence")).set_index(
+    corr = depth_report.depth_correlations(df, scores=("delta_nll", "jacobian_gap", "block_influence")).set_index(
         ["score", "predictor"])
     assert corr.loc[("delta_nll", "alpha_mean"), "rho"] == pytest.approx(-1.0)
     assert corr.loc[("delta_nll", "budget_acttail@0.5"), "rho"] == pytest.approx(-1.0)
@@ -362,7 +364,7 @@ def test_depth_correlations_on_synthetic_layers():
     assert corr.loc[("jacobian_gap", "alpha_mean"), "n"] == 11
     assert math.isnan(corr.loc[("block_influence", "alpha_mean"), "rho"])  # constant score
     with pytest.raises(DepthError, match="no column"):
-        depth.depth_correlations(df, scores=("growth",))
+        depth_report.depth_correlations(df, scores=("growth",))
 
 
 def test_variance_under_sparsity(tiny_model, windows):
@@ -370,26 +372,26 @@ def test_variance_under_sparsity(tiny_model, windows):
                                          progress=False)
     assert list(long.columns[:3]) == ["condition", "strategy", "target"]
     assert list(long["condition"]) == ["dense"] * 2 + ["uniform@0.5"] * 2 + ["uniform@0.8"] * 2
-    dense = depth.layer_profile(tiny_model, windows, progress=False)
+    dense = depth_profile.layer_profile(tiny_model, windows, progress=False)
     np.testing.assert_allclose(long.loc[long["condition"] == "dense", "var_out"], dense["var_out"], rtol=1e-12)
-    alone = depth.layer_profile(tiny_model, windows, allocation=0.8, progress=False)
+    alone = depth_profile.layer_profile(tiny_model, windows, allocation=0.8, progress=False)
     np.testing.assert_allclose(long.loc[long["condition"] == "uniform@0.8", "var_out"], alone["var_out"],
                                rtol=1e-12)
-    summary = depth.growth_summary(long).set_index("condition")
+    summary = depth_report.growth_summary(long).set_index("condition")
     assert summary.loc["dense", "final_vs_reference"] == 1.0
     assert summary.loc["uniform@0.5", "total_growth"] == pytest.approx(
         long["var_out"].iloc[3] / long["var_in"].iloc[2])
     assert summary.loc["dense", "growth_after_first"] == pytest.approx(
         dense["var_out"].iloc[1] / dense["var_out"].iloc[0])
-    ratio = depth.variance_ratio(long, "dense", "var_out_median")
+    ratio = depth_report.variance_ratio(long, "dense", "var_out_median")
     sparse = long[long["condition"] == "uniform@0.8"]
     np.testing.assert_allclose(ratio.loc[sparse.index, "ratio"],
                                sparse["var_out_median"].to_numpy() / dense["var_out_median"].to_numpy())
     assert summary.loc["uniform@0.8", "layer_ratio_median"] == pytest.approx(ratio.loc[sparse.index, "ratio"].median())
     assert (ratio.loc[long["condition"] == "dense", "ratio"] == 1.0).all()
     with pytest.raises(DepthError, match="No 'dense' condition"):
-        depth.variance_ratio(sparse)
-    assert np.isnan(depth.growth_summary(sparse)["layer_ratio"]).all()
+        depth_report.variance_ratio(sparse)
+    assert np.isnan(depth_report.growth_summary(sparse)["layer_ratio"]).all()
 
 
 def test_variance_under_sparsity_with_tables(tiny_model, windows):
@@ -409,17 +411,17 @@ def test_variance_under_sparsity_with_tables(tiny_model, windows):
 def test_load_depth_round_trip(tiny_model, windows, tmp_path):
     table = depth.depth_table(tiny_model, windows, spectra=fake_spectra(tiny_model), progress=False)
     long = depth.variance_under_sparsity(tiny_model, windows, ("dense", "uniform@0.5"), progress=False)
-    table_path, long_path = depth.depth_paths("tiny", tmp_path)
+    table_path, long_path = depth_report.depth_paths("tiny", tmp_path)
     write_results(table, table_path, seed=0, device="cpu", command="test", model="tiny")
     write_results(long, long_path, seed=0, device="cpu", command="test", model="tiny")
-    loaded, loaded_long = depth.load_depth(tmp_path, model="tiny")
+    loaded, loaded_long = depth_report.load_depth(tmp_path, model="tiny")
     pd.testing.assert_frame_equal(loaded, table, check_dtype=False)
     assert loaded.attrs["provenance"]["settings"]["model"] == "tiny"
     assert len(loaded_long) == 4
-    sentences = depth.depth_conclusions(loaded, loaded_long)
+    sentences = depth_report.depth_conclusions(loaded, loaded_long)
     assert sentences[0].startswith("Dense perplexity") and any("uniform@0.5" in s for s in sentences)
     with pytest.raises(FileNotFoundError, match="reproduce"):
-        depth.load_depth(tmp_path / "nowhere")
+        depth_report.load_depth(tmp_path / "nowhere")
 
 
 # --------------------------------------------------------------------------- plots
@@ -501,7 +503,7 @@ def test_real_profile_grows_with_depth(real_model):
     from acttail_lab.core.corpus import corpus_text, token_windows
 
     windows = token_windows(real_model.tokenizer, corpus_text("austen", "evaluation"), window=128, n_tokens=128)
-    profile = depth.layer_profile(real_model, windows, progress=False)
+    profile = depth_profile.layer_profile(real_model, windows, progress=False)
     assert len(profile) == 30 and list(profile["layer"]) == list(range(30))
     assert np.isfinite(profile.drop(columns="layer").to_numpy(dtype=float)).all()
     assert profile["var_out"].iloc[-1] > 100 * profile["var_in"].iloc[0]  # Pre-LN: the residual stream grows

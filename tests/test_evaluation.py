@@ -9,13 +9,10 @@ import torch.nn.functional as F
 
 from acttail_lab.cli import main
 from acttail_lab.core.models import LoadedModel, random_model
+from acttail_lab.core.results_io import write_results
 from acttail_lab.measure import grid as evaluation
-from acttail_lab.measure.grid import (
-    GRID_COLUMNS,
-    evaluate_grid,
-    perplexity,
-    write_results,
-)
+from acttail_lab.measure.grid import GRID_COLUMNS, evaluate_grid
+from acttail_lab.measure.perplexity import perplexity
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
         "must be in want of a wife. ") * 40
@@ -54,7 +51,7 @@ def cache_root(tmp_path, monkeypatch):
 def counted(monkeypatch):
     """Count the perplexity() calls the grid makes (forward passes happen only there)."""
     calls = []
-    real = evaluation.perplexity
+    real = perplexity
 
     def wrapper(*args, **kwargs):
         calls.append(kwargs.get("desc"))

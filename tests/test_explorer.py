@@ -13,17 +13,14 @@ import pandas as pd
 import pytest
 
 from acttail_lab.allocation import allocate, weighted_mean
+from acttail_lab.allocation.cost_model import estimate_cost
 from acttail_lab.core.errors import AllocationError, ModelNotFoundError
 from acttail_lab.core.models import PROJECTIONS
-from acttail_lab.measure.sensitivity import estimate_cost
 from acttail_lab.report import explorer as ex
-from acttail_lab.report.explorer import (
-    AlphaSource,
-    ExplorerSettings,
-    ExplorerState,
-    rank_agreement,
-    strategy_costs,
-)
+from acttail_lab.report import explorer_costs, explorer_sources
+from acttail_lab.report.explorer import ExplorerSettings, ExplorerState
+from acttail_lab.report.explorer_costs import rank_agreement, strategy_costs
+from acttail_lab.report.explorer_sources import AlphaSource
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -54,7 +51,7 @@ def synthetic_cost(table):
 
 @pytest.fixture()
 def tables():
-    return {rule: synthetic_table(seed=i) for i, rule in enumerate(ex.XMIN_RULES)}
+    return {rule: synthetic_table(seed=i) for i, rule in enumerate(explorer_sources.XMIN_RULES)}
 
 
 @pytest.fixture()
@@ -202,7 +199,7 @@ def test_every_slider_bound_combination_is_valid_or_a_message(state):
     from acttail_lab.widgets.explorer import SLIDER_BOUNDS
 
     extremes = {name: (low, high) for name, (low, high, _) in SLIDER_BOUNDS.items()}
-    combos = itertools.product(*extremes.values(), ex.XMIN_RULES[:1], ("linear", "rank", "power", "log"),
+    combos = itertools.product(*extremes.values(), explorer_sources.XMIN_RULES[:1], ("linear", "rank", "power", "log"),
                                ("projection", "block"), ("alpha_up", "alpha_down"))
     n_invalid = 0
     for target, eps, power, s_max, xmin, mapping, gran, direction in combos:
@@ -256,16 +253,16 @@ def test_slice_perplexity_equals_one_call_on_all_windows(tiny_model, monkeypatch
     import torch
 
     from acttail_lab.core.models import LoadedModel, projection_table
-    from acttail_lab.measure.grid import perplexity
+    from acttail_lab.measure.perplexity import perplexity
 
     table = projection_table(tiny_model)
     table["alpha"] = np.linspace(2.0, 5.0, len(table))
     loaded = LoadedModel(model=tiny_model, tokenizer=None, name="tiny", source="random")
     windows = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(ex, "_loaded_model", lambda name: loaded)
-    monkeypatch.setattr(ex.SlicePerplexity, "windows", lambda self, lm: windows)
+    monkeypatch.setattr(explorer_costs, "_loaded_model", lambda name: loaded)
+    monkeypatch.setattr(explorer_costs.SlicePerplexity, "windows", lambda self, lm: windows)
     state = ExplorerState([AlphaSource("tiny", {"ks": table}, model="tiny")], ExplorerSettings(source="tiny"),
-                          evaluator=ex.SlicePerplexity())
+                          evaluator=explorer_costs.SlicePerplexity())
     state.update(target=0.5)
     steps = []
     results = state.evaluate_perplexity(progress=lambda done, total: steps.append(done))
@@ -277,7 +274,7 @@ def test_slice_perplexity_equals_one_call_on_all_windows(tiny_model, monkeypatch
 
 
 def test_slice_perplexity_refuses_published_alphas(state):
-    state.evaluator = ex.SlicePerplexity()
+    state.evaluator = explorer_costs.SlicePerplexity()
     state.update(source="published:llama2-7b")
     with pytest.raises(ModelNotFoundError, match="no model to run"):
         state.evaluate_perplexity()
@@ -330,13 +327,13 @@ def test_strategy_costs_estimates_each_run_and_drops_dense(tables):
 @pytest.mark.real
 def test_committed_inputs_load_and_estimate_ranks_measured_perplexity():
     model = ex.DEFAULT_MODEL
-    paths = [ex.spectra_csv_path(model, r) for r in ex.XMIN_RULES] + [ex.cost_csv_path(model)]
+    paths = [explorer_sources.spectra_csv_path(model, r) for r in explorer_sources.XMIN_RULES] + [explorer_sources.cost_csv_path(model)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         pytest.skip(f"committed explorer inputs not there yet: {missing}")
-    state = ExplorerState(ex.default_sources(compute=False))
+    state = ExplorerState(explorer_sources.default_sources(compute=False))
     assert state.view.valid and len(state.view.allocation) == 210 and np.isfinite(state.view.cost)
-    runs_path = ex.perplexity_csv_path(model)
+    runs_path = explorer_sources.perplexity_csv_path(model)
     if not runs_path.exists():
         pytest.skip(f"{runs_path} not there yet: no measured perplexity to rank against")
     source = state.sources[model]
@@ -451,7 +448,7 @@ def test_evaluate_button_runs_progress_and_fills_results(widget):
 
 def test_evaluate_button_shows_expected_errors_and_records_bugs(widget):
     widget.controls["source"].value = "published:llama2-7b"
-    widget.state.evaluator = ex.SlicePerplexity()
+    widget.state.evaluator = explorer_costs.SlicePerplexity()
     widget.button.click()
     assert "no model to run" in widget.message.value and widget.progress.bar_style == "danger"
     assert widget.errors == [] and not widget.button.disabled

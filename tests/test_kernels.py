@@ -13,10 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from acttail_lab.core.errors import ActTailError, AllocationError, DeviceError
+from acttail_lab.core.errors import (
+    ActTailError,
+    AllocationError,
+    DeviceError,
+    KernelInputError,
+)
 from acttail_lab.core.models import iter_projections, projection_table, random_model
 from acttail_lab.sparsify.kernels import (
-    KernelInputError,
     choose_backend,
     dispatch,
     input_major,

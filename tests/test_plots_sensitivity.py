@@ -7,7 +7,6 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from acttail_lab.core.models import PROJECTIONS
-from acttail_lab.measure.sensitivity import sensitivity_summary, spectral_correlations
 from acttail_lab.plots.esd import alpha_matrix
 from acttail_lab.plots.sensitivity import (
     KIND_COLORS,
@@ -17,6 +16,7 @@ from acttail_lab.plots.sensitivity import (
     plot_cost_curves,
     plot_metric_vs_sensitivity,
 )
+from acttail_lab.report.correlations import sensitivity_summary, spectral_correlations
 
 LEVELS = (0.25, 0.5, 0.8)
 N_LAYERS = 4

@@ -6,20 +6,16 @@ import torch
 
 from acttail_lab.allocation import STRATEGY_PRESETS, allocate, parse_strategy
 from acttail_lab.allocation.presets import presets_help
-from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.errors import AllocationError, CalibrationError, RotationError
 from acttail_lab.core.models import LoadedModel, projection_table, random_model
-from acttail_lab.measure.grid import evaluate_grid, perplexity
+from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.perplexity import perplexity
 from acttail_lab.sparsify import calibration as calib
-from acttail_lab.sparsify.calibration import (
-    CalibrationError,
-    activation_stats,
-    collect_stats,
-)
+from acttail_lab.sparsify.calibration import activation_stats, collect_stats
 from acttail_lab.sparsify.methods import make_sparsifier
 from acttail_lab.sparsify.rotation import (
     RotatedTopK,
     Rotation,
-    RotationError,
     check_kinds,
     orthogonality_error,
     rotation_from_moment,

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from acttail_lab.core import results_io
 from acttail_lab.core.errors import ActTailError, ModelNotFoundError
 from acttail_lab.core.models import PROJECTIONS
 from acttail_lab.core.reference import TEAL_LLAMA2_7B_50
@@ -127,7 +128,7 @@ def test_headline_table_refuses_mixed_settings_and_labels_xmin_variants():
 
 
 def test_load_results_reads_the_csv_and_its_sidecar(tmp_path):
-    from acttail_lab.measure.grid import write_results
+    from acttail_lab.core.results_io import write_results
 
     path = write_results(make_runs(), tmp_path / "perplexity_toy.csv", seed=3, device="cpu", command="test",
                          tokens=1024)
@@ -185,7 +186,7 @@ def test_sidecar_reader_returns_the_json(tmp_path):
     csv = tmp_path / "x.csv"
     csv.write_text("strategy,sparsity,perplexity\nuniform,0.5,3\n")
     (tmp_path / "x.csv.json").write_text(json.dumps({"seed": 7}))
-    assert results.read_sidecar(csv) == {"seed": 7}
+    assert results_io.read_sidecar(csv) == {"seed": 7}
 
 
 def test_allocation_extremes_count_clipped_projections():

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from acttail_lab.allocation.cost_model import cost_curves, estimate_cost
 from acttail_lab.allocation.cost_solvers import optimal_allocation
 from acttail_lab.core.errors import AllocationError
 from acttail_lab.core.models import (
@@ -15,14 +16,11 @@ from acttail_lab.core.models import (
 from acttail_lab.measure import sensitivity
 from acttail_lab.measure.sensitivity import (
     capture_inputs,
-    cost_curves,
     cost_table,
-    estimate_cost,
     loss_increase_table,
     mean_nll,
-    sensitivity_summary,
-    spectral_correlations,
 )
+from acttail_lab.report.correlations import sensitivity_summary, spectral_correlations
 from acttail_lab.sparsify.topk import topk_sparsify
 
 LEVELS = (0.0, 0.2, 0.5, 0.8, 0.95)

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from acttail_lab.allocation.cost_model import cost_curves
 from acttail_lab.core.reference import DATA_DIR
-from acttail_lab.measure.sensitivity import cost_curves
 from acttail_lab.report.sensitivity import (
     PRESETS,
     allocations_by_target,

@@ -5,11 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from acttail_lab.core.errors import AllocationError
+from acttail_lab.core.errors import AllocationError, SparsifierStateError
 from acttail_lab.core.models import iter_projections, projection_table, random_model
 from acttail_lab.sparsify import topk as sp_mod
 from acttail_lab.sparsify.topk import (
-    SparsifierStateError,
     TopKSparsifier,
     keep_count,
     resolve_allocation,

@@ -18,7 +18,7 @@ from acttail_lab.spectral.spectra import (
     analyze,
     esd,
     model_spectra,
-    weights_key,
+    spectra_key,
 )
 
 BASE_COLUMNS = ["layer", "projection", "name", "d_out", "d_in", "n_params"]
@@ -122,13 +122,13 @@ def test_model_spectra_shapes_and_cache_hit(tmp_cache, count_esd):
 
 def test_cache_key_follows_weights_and_dtype(tmp_cache, count_esd):
     model = random_model("llama-tiny")
-    key = weights_key(model)
-    assert weights_key(random_model("llama-tiny")) == key  # same seed, same weights
-    assert weights_key(model, torch.float32) != key
+    key = spectra_key(model)
+    assert spectra_key(random_model("llama-tiny")) == key  # same seed, same weights
+    assert spectra_key(model, torch.float32) != key
     before = model_spectra(model, device="cpu", progress=False)
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight[0, 0] += 1e-3
-    assert weights_key(model) != key
+    assert spectra_key(model) != key
     after = model_spectra(model, device="cpu", progress=False)
     assert len(count_esd) == 28
     name = "model.layers.1.mlp.down_proj"
@@ -139,7 +139,7 @@ def test_cache_key_follows_weights_and_dtype(tmp_cache, count_esd):
 def test_corrupt_or_partial_cache_files_are_never_trusted(tmp_cache, count_esd):
     model = random_model("llama-tiny")
     good = model_spectra(model, device="cpu", progress=False)
-    path = tmp_cache / f"{weights_key(model)}.npz"
+    path = tmp_cache / f"{spectra_key(model)}.npz"
     # an interrupted writer leaves only a temporary file: it must be ignored
     (tmp_cache / f".{path.name}.abc123.tmp").write_bytes(b"PK\x03\x04 half a zip")
     path.write_bytes(path.read_bytes()[:100])  # a truncated final file: recomputed and replaced

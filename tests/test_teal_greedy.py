@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from acttail_lab.allocation import allocate
+from acttail_lab.allocation.greedy_path import teal_greedy_allocation
 from acttail_lab.core.errors import AllocationError
 from acttail_lab.core.models import (
     LoadedModel,
@@ -14,12 +15,7 @@ from acttail_lab.core.models import (
     random_model,
 )
 from acttail_lab.measure import sensitivity, teal_greedy
-from acttail_lab.measure.teal_greedy import (
-    block_inputs,
-    greedy_path,
-    layer_forward,
-    teal_greedy_allocation,
-)
+from acttail_lab.measure.teal_greedy import block_inputs, greedy_path, layer_forward
 from acttail_lab.sparsify.topk import TopKSparsifier
 
 DELTA, MAX_TARGET = 0.025, 0.5

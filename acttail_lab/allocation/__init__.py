@@ -6,6 +6,7 @@ projection whose parameter-weighted mean equals ``target`` exactly. Strategies
 scales it to the target, clipping at ``s_max`` and re-solving so the clipped
 mass goes to the other projections. See METHOD.md, "Alpha -> sparsity".
 """
+from ..core.reference import with_alphas
 from .core import allocate
 from .presets import (
     STRATEGY_PRESETS,
@@ -30,7 +31,6 @@ from .tables import (
     save_allocation,
     summary,
     validate_table,
-    with_alphas,
 )
 
 __all__ = [

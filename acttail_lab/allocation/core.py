@@ -120,7 +120,7 @@ def _allocate_from_cost(table: pd.DataFrame, spec: StrategySpec, target: float, 
 def _allocate_from_path(table: pd.DataFrame, spec: StrategySpec, target: float, resolved: dict,
                         path: pd.DataFrame | None) -> pd.DataFrame:
     """``teal-greedy``: read off TEAL's greedy path (see ``acttail_lab.measure.teal_greedy``)."""
-    from ..measure import teal_greedy
+    from . import greedy_path as teal_greedy
 
     if path is None:
         raise AllocationError(

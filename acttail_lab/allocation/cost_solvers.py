@@ -40,7 +40,8 @@ import pandas as pd
 
 from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
-from . import acttail_ratios, solve_scale
+from .solver import solve_scale
+from .strategies import acttail_ratios
 
 WEIGHTS = ("n_params", "uniform")
 """How projections are weighted in the summed cost (see module doc)."""

@@ -17,6 +17,7 @@ import pandas as pd
 from ..core.cache import atomic_path
 from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
+from ..core.reference import with_alphas
 
 REQUIRED_COLUMNS = ("layer", "projection", "n_params")
 IDENTITY_COLUMNS = ("layer", "projection", "name", "d_out", "d_in", "n_params", "alpha", "xmin_rule")
@@ -51,21 +52,6 @@ def validate_table(table: pd.DataFrame, needs_alpha: bool) -> None:
                 f"{int(bad.sum())} alpha value(s) are NaN or inf (first: {rows}). Fix: re-fit those spectra "
                 "(see the spectra module's warnings) or drop the rows before allocating."
             )
-
-
-def with_alphas(shapes: pd.DataFrame, alphas, source: str = "alphas") -> pd.DataFrame:
-    """``shapes`` (one row per projection, in order) plus an ``alpha`` column from a 1-D array."""
-    alphas = np.asarray(alphas, dtype=float).ravel()
-    if len(alphas) != len(shapes):
-        per_layer = len(alphas) / 7
-        raise AllocationError(
-            f"{source} holds {len(alphas)} alphas ({per_layer:g} layers of 7) but the shape table has "
-            f"{len(shapes)} projections ({shapes['layer'].nunique()} layers). Fix: pass the shapes of the "
-            "model the alphas were computed on."
-        )
-    table = shapes.copy()
-    table["alpha"] = alphas
-    return table
 
 
 def check_matches(allocation: pd.DataFrame, projection_table: pd.DataFrame) -> None:

@@ -65,7 +65,8 @@ def run(args) -> int:
     from ..allocation import parse_strategies
     from ..core.errors import ActTailError
     from ..core.models import resolve_device
-    from ..measure.grid import evaluate_grid, write_results
+    from ..core.results_io import write_results
+    from ..measure.grid import evaluate_grid
 
     specs = [] if args.strategies.strip().lower() in ("", "none") else parse_strategies(args.strategies)
     if not specs and args.no_dense:

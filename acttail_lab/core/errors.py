@@ -31,3 +31,23 @@ class AllocationError(ActTailError, ValueError):
 
 class DeviceError(ActTailError, RuntimeError):
     """A device (GPU) was requested but is not available."""
+
+
+class SparsifierStateError(ActTailError, RuntimeError):
+    """A TopKSparsifier was entered twice, or two were stacked on one model."""
+
+
+class CalibrationError(ActTailError, ValueError):
+    """Calibration text too short, or statistics asked for that were not collected."""
+
+
+class KernelInputError(ActTailError, ValueError):
+    """Inputs a sparse GEMV cannot take: wrong dtype, shape, layout, device or sparsity."""
+
+
+class RotationError(ActTailError, ValueError):
+    """A rotation was requested for a projection it does not apply to, or is not orthogonal."""
+
+
+class DepthError(ActTailError, ValueError):
+    """Bad input to a depth measurement (windows, layer index, condition text)."""

@@ -82,6 +82,25 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
 
+def unwrap(model) -> nn.Module:
+    """The torch module of ``model``: an ``nn.Module`` as it is, or the ``.model`` of a :class:`LoadedModel`.
+
+    The one unwrapper every stage uses. Raises TypeError for anything else.
+    """
+    if isinstance(model, nn.Module):
+        return model
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module):
+        return inner
+    raise TypeError(f"Expected a torch model or a LoadedModel, got {type(model).__name__}. "
+                    "Fix: pass load_model(...) or its .model.")
+
+
+def tokenizer_of(model):
+    """The tokenizer carried by a :class:`LoadedModel` (None for a bare ``nn.Module``)."""
+    return None if isinstance(model, nn.Module) else getattr(model, "tokenizer", None)
+
+
 # --------------------------------------------------------------------------- devices
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn ``"auto"``/``None`` into cuda when present else cpu; refuse cuda without a GPU."""

@@ -16,11 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ModelNotFoundError
-from .models import (  # same names as models.iter_projections
-    _PROJECTION_PATHS,
-    PROJECTIONS,
-)
+from .errors import AllocationError, ModelNotFoundError
+from .models import _PROJECTION_PATHS, PROJECTIONS
 from .paths import DATA_DIR, PUBLISHED_ALPHAS_DIR  # noqa: F401  (DATA_DIR re-exported)
 
 ALPHAPRUNING_ATTRIBUTION = (
@@ -132,9 +129,24 @@ def published_alphas(model_key: str, folder: str | os.PathLike | None = None) ->
     ``attrs`` carries ``source`` (the file), ``attribution`` and ``xmin_rule``
     (``"xmin_peak"``). Raises ModelNotFoundError if the file is missing.
     """
-    from ..allocation.tables import with_alphas
+    from .reference import with_alphas
 
     path = published_alphas_path(model_key, folder)
     table = with_alphas(shape_table(model_key), np.load(path), source=str(path))
     table.attrs.update(source=str(path), attribution=ALPHAPRUNING_ATTRIBUTION, xmin_rule="xmin_peak")
+    return table
+
+
+def with_alphas(shapes: pd.DataFrame, alphas, source: str = "alphas") -> pd.DataFrame:
+    """``shapes`` (one row per projection, in order) plus an ``alpha`` column from a 1-D array."""
+    alphas = np.asarray(alphas, dtype=float).ravel()
+    if len(alphas) != len(shapes):
+        per_layer = len(alphas) / 7
+        raise AllocationError(
+            f"{source} holds {len(alphas)} alphas ({per_layer:g} layers of 7) but the shape table has "
+            f"{len(shapes)} projections ({shapes['layer'].nunique()} layers). Fix: pass the shapes of the "
+            "model the alphas were computed on."
+        )
+    table = shapes.copy()
+    table["alpha"] = alphas
     return table

@@ -21,35 +21,25 @@ an interrupted run loses at most the row in progress.
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import json
 import math
 import sys
-import time
 import warnings
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..core.cache import (
-    atomic_path,
-    atomic_write_text,
-    cache_dir,
-    hash_bytes,
-    stable_hash,
-)
+from ..core.cache import atomic_write_text, cache_dir, stable_hash
 from ..core.corpus import corpus_text, token_windows
 from ..core.errors import AllocationError
+from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import LoadedModel, load_model, projection_table
-from ..core.provenance import describe_device, write_sidecar
+from ..core.provenance import describe_device
 from ..sparsify.methods import calibration_for, make_sparsifier
-from ..sparsify.topk import PROTOCOLS, TopKSparsifier, weighted_sparsity
+from ..sparsify.topk import PROTOCOLS, weighted_sparsity
+from .perplexity import input_device, perplexity
 
 CACHE_VERSION = 1
 """Bump when the cached row format or the scoring changes (old rows are then ignored)."""
@@ -64,132 +54,9 @@ deviation of each projection's sparsity (0 for TopK, which is exact per token)."
 
 
 # --------------------------------------------------------------------------- one perplexity
-@dataclass
-class PerplexityResult:
-    """Perplexity of one model (+ allocation) on a set of token windows.
-
-    perplexity: exp(nll). nll: mean negative log-likelihood per scored token
-    (nats). tokens: scored target tokens. realised_sparsity: parameter-weighted
-    mean of the measured per-projection sparsity (0.0 when dense).
-    projections: per-projection table from :meth:`TopKSparsifier.realised`
-    (None when dense). wall_s: seconds for the forward passes. protocol: see
-    the module doc.
-    """
-
-    perplexity: float
-    nll: float
-    tokens: int
-    realised_sparsity: float
-    wall_s: float
-    protocol: str
-    projections: pd.DataFrame | None = field(default=None, repr=False)
-
-    def as_row(self) -> dict:
-        """The scalar fields as a dict (one row of a results table)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "projections"}
-
-
-def _model_of(model) -> nn.Module:
-    return model.model if isinstance(model, LoadedModel) else model
-
-
-def input_device(model: nn.Module) -> torch.device:
-    """Device of the input embeddings (where token ids must go; right with ``device_map="auto"`` too)."""
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if embeddings is not None and hasattr(embeddings, "weight"):
-        return embeddings.weight.device
-    return next(model.parameters()).device
-
-
-def _scored_start(protocol: str, length: int) -> int:
-    """First position whose next-token prediction is scored."""
-    return length // 2 if protocol == "last_half" else 0
-
-
-def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[float, int]:
-    """Summed NLL (nats) and count of the targets ``ids[:, start + 1:]`` predicted from ``ids``."""
-    length = ids.shape[1]
-    kwargs = {"use_cache": False}
-    if keep_arg and start > 0:
-        kwargs["logits_to_keep"] = length - start  # only positions start..T-1 go through the LM head
-    logits = model(input_ids=ids, **kwargs).logits
-    logits = logits[:, logits.shape[1] - (length - start):-1]  # predictions made at positions start..T-2
-    targets = ids[:, start + 1:].to(logits.device)
-    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-    return float(nll), targets.numel()
-
-
-def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "all", batch_size: int = 4,
-               progress: bool = True, seed: int = 0, desc: str = "perplexity", sparsifier=None) -> PerplexityResult:
-    """Perplexity of ``model`` on ``windows``, dense or TopK-sparsified.
-
-    Args:
-        model: a causal LM (or a :class:`LoadedModel`); put in eval mode for the call.
-        windows: LongTensor ``[n_windows, T]`` of token ids (moved to the model's device).
-        allocation: None (dense), or anything :class:`TopKSparsifier` accepts
-            (DataFrame with name/sparsity, dict, or one float).
-        protocol: ``"all"`` or ``"last_half"`` (see the module doc for what is scored).
-        batch_size: windows per forward pass.
-        progress: show a tqdm bar over batches.
-        seed: ``torch.manual_seed`` before the passes (eval mode has no randomness; kept for safety).
-        sparsifier: instead of ``allocation``, a ready context manager with ``realised()``
-            (``methods.make_sparsifier``: rotated TopK, thresholds, CATS).
-    Returns:
-        :class:`PerplexityResult`.
-    """
-    if protocol not in PROTOCOLS:
-        raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
-    if windows.dim() != 2 or windows.shape[1] < 2:
-        raise ValueError(f"windows must be [n_windows, T>=2] token ids, got shape {tuple(windows.shape)}.")
-    model = _model_of(model)
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
-    device = input_device(model)
-    start = _scored_start(protocol, windows.shape[1])
-    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-    if sparsifier is None and allocation is not None:
-        sparsifier = TopKSparsifier(model, allocation, protocol=protocol)
-    total_nll, total_tokens = 0.0, 0
-    t0 = time.perf_counter()
-    try:
-        with torch.inference_mode(), (sparsifier if sparsifier is not None else contextlib.nullcontext()):
-            for batch in tqdm(windows.split(batch_size), desc=desc, disable=not progress, leave=False):
-                nll, count = _window_nll(model, batch.to(device), start, keep_arg)
-                total_nll += nll
-                total_tokens += count
-    finally:
-        model.train(was_training)
-    wall = time.perf_counter() - t0
-    projections = sparsifier.realised() if sparsifier is not None else None
-    realised = weighted_sparsity(projections) if projections is not None else 0.0
-    mean_nll = total_nll / total_tokens
-    return PerplexityResult(perplexity=math.exp(mean_nll), nll=mean_nll, tokens=total_tokens,
-                            realised_sparsity=realised, wall_s=wall, protocol=protocol, projections=projections)
 
 
 # --------------------------------------------------------------------------- cache keys
-def model_fingerprint(model: nn.Module, samples: int = 4096) -> str:
-    """Cheap content hash of a model's weights: names, shapes, dtypes and a strided sample of values.
-
-    Hashing every byte of a 7B model takes tens of seconds; instead each tensor
-    contributes a hash of ``samples`` evenly spaced values and its float64 sum
-    (one fast pass on its own device), which tell checkpoints apart in practice.
-    Tensors on the ``meta`` device (offloaded) contribute their shape only.
-    """
-    parts = []
-    with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
-            entry = [name, list(tensor.shape), str(tensor.dtype)]
-            if tensor.device.type != "meta" and tensor.numel() > 0 and tensor.is_floating_point():
-                flat = tensor.reshape(-1)
-                step = max(1, flat.numel() // samples)
-                sample = flat[::step][:samples].double().cpu().numpy()
-                entry.append(hash_bytes(sample.tobytes()))
-                entry.append(repr(float(flat.sum(dtype=torch.float64))))
-            parts.append(entry)
-    return stable_hash(parts)
-
 
 def allocation_vector(allocation) -> list | None:
     """The ``[name, sparsity]`` pairs of an allocation (DataFrame or dict), rounded to 1e-12; None for dense."""
@@ -335,8 +202,8 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
     model_dtype = next(model.parameters()).dtype
     dev = input_device(model)
     context = {
-        "model": lm.source, "weights": model_fingerprint(model), "corpus": str(corpus), "split": split,
-        "window": window, "tokens": tokens, "windows": hash_bytes(windows.numpy().tobytes()),
+        "model": lm.source, "weights": weights_fingerprint(model), "corpus": str(corpus), "split": split,
+        "window": window, "tokens": tokens, "windows": tokens_key(windows),
         "protocol": protocol, "dtype": _dtype_name(model_dtype), "device": dev.type,
     }
     common = dict(protocol=protocol, window=window, model=lm.name, corpus=str(corpus), split=split,
@@ -383,14 +250,3 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
     return pd.DataFrame(rows, columns=list(GRID_COLUMNS))
 
 
-def write_results(df: pd.DataFrame, path_csv, **provenance) -> Path:
-    """Write ``df`` as CSV (atomically) and ``<path_csv>.json`` with provenance; return the CSV path.
-
-    ``provenance`` goes to :func:`acttail_lab.core.provenance.provenance` (seed,
-    device, command, and any extra settings such as model or tokens).
-    """
-    path = Path(path_csv)
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    write_sidecar(path, **provenance)
-    return path

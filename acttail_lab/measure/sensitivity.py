@@ -25,36 +25,30 @@ weights, the token ids and the options, written atomically.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import warnings
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..allocation.cost_solvers import CostCurves, as_curves
 from ..core.cache import (
     atomic_path,
     atomic_write_text,
     cache_dir,
-    hash_bytes,
     stable_hash,
 )
 from ..core.corpus import DEFAULT_CORPUS, corpus_text, token_windows
 from ..core.errors import AllocationError, CorpusError
+from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import iter_projections
 from ..sparsify.topk import TopKSparsifier, keep_count
 
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 """12 levels, finer at high sparsity where the curves bend; 0.5 and 0.8 are on the grid."""
 
-SPECTRAL_METRICS = ("alpha", "alpha_weighted", "stable_rank", "lambda_max")
-GROUPINGS = ("all", "projection", "layer")
 _CACHE_VERSION = 2
 
 
@@ -90,23 +84,6 @@ def _resolve_windows(model, windows, corpus: str, window: int, n_tokens: int) ->
     return net, windows
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """Content hash of every parameter and buffer (names, shapes, dtypes, bytes): ~0.5 s per GB."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(type(model).__name__.encode())
-    seen = set()
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def _tokens_key(windows: torch.Tensor) -> str:
-    return f"{tuple(windows.shape)}:{hash_bytes(windows.to('cpu').numpy().astype(np.int64).tobytes())}"
 
 
 def _token_picks(n_total: int, max_tokens: int, seed: int) -> np.ndarray:
@@ -279,8 +256,8 @@ def cost_table(model, windows: torch.Tensor | None = None, *, sparsities=DEFAULT
     levels = _check_sparsities(sparsities)
     path = None
     if cache:
-        key = stable_hash(dict(kind="cost", version=_CACHE_VERSION, model=model_fingerprint(net),
-                               tokens=_tokens_key(windows), sparsities=levels, max_tokens=max_tokens, seed=seed))
+        key = stable_hash(dict(kind="cost", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
+                               tokens=tokens_key(windows), sparsities=levels, max_tokens=max_tokens, seed=seed))
         path = cache_dir("sensitivity") / f"cost-{key}.csv"
         if path.exists():
             return pd.read_csv(path)
@@ -356,8 +333,8 @@ def loss_increase_table(model, windows: torch.Tensor | None = None, *, names: It
     path = dense_path = None
     done = pd.DataFrame(columns=list(LOSS_COLUMNS))
     if cache:
-        key = stable_hash(dict(kind="loss", version=_CACHE_VERSION, model=model_fingerprint(net),
-                               tokens=_tokens_key(windows)))
+        key = stable_hash(dict(kind="loss", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
+                               tokens=tokens_key(windows)))
         path = cache_dir("sensitivity") / f"loss-{key}.csv"
         dense_path = path.with_suffix(".dense.json")
         if path.exists():
@@ -391,108 +368,8 @@ def loss_increase_table(model, windows: torch.Tensor | None = None, *, names: It
 
 
 # --------------------------------------------------------------------------- summaries
-def sensitivity_summary(cost, at=(0.5, 0.8), value: str = "rel_error") -> pd.DataFrame:
-    """One row per projection: layer, projection, name, n_params, ``{value}@{s}`` for s in ``at``
-    (interpolated on the grid), and ``{value}_auc``: the mean of the curve over
-    [0, largest measured level] (trapezoid, with cost 0 at s = 0)."""
-    curves = as_curves(cost, value)
-    out = curves.table.copy()
-    for s in at:
-        out[f"{value}@{s:g}"] = curves.evaluate_all(s)
-    measured = cost["sparsity"].max() if isinstance(cost, pd.DataFrame) else curves.grid[curves.grid < 1].max()
-    keep = curves.grid <= measured + 1e-12
-    x, y = curves.grid[keep], curves.values[:, keep]
-    out[f"{value}_auc"] = (np.diff(x) * (y[:, 1:] + y[:, :-1]) / 2).sum(axis=1) / x[-1]
-    return out
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
-    ok = np.isfinite(a) & np.isfinite(b)
-    n = int(ok.sum())
-    if n < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
-        return float("nan"), float("nan"), n
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = spearmanr(a[ok], b[ok])
-    return float(result.statistic), float(result.pvalue), n
-
-
-def spectral_correlations(spectra, cost, metrics=SPECTRAL_METRICS, *, at=(0.5, 0.8), auc: bool = True,
-                          by=GROUPINGS, value: str = "rel_error") -> pd.DataFrame:
-    """Spearman rank correlation between spectral metrics and measured sensitivity.
-
-    Args:
-        spectra: a ``spectra.analyze(model, xmin=rule)`` table, or a dict
-            ``{rule: table}`` to compare xmin rules (a lone table is labelled by
-            its ``xmin_rule`` column / attr, else "default").
-        cost: a :func:`cost_table` (or any tidy table with ``value``, e.g.
-            loss_increase_table with ``value="loss_increase"``).
-        metrics: spectral columns to test (missing ones are skipped).
-        at: sparsities at which the sensitivity is read; ``auc`` adds the
-            curve mean (see :func:`sensitivity_summary`).
-        by: any of "all" (every projection), "projection" (within each kind,
-            across layers) and "layer" (within each layer, across kinds; n = 7).
-    Returns:
-        One row per (rule, metric, sensitivity, group_by, group): rho, p_value,
-        n. ActTail's premise (higher alpha tolerates more sparsity) predicts
-        rho(alpha, error) < 0.
-    """
-    tables = dict(spectra) if isinstance(spectra, Mapping) else {_rule_of(spectra): spectra}
-    summary = sensitivity_summary(cost, at=at, value=value)
-    targets = [c for c in summary.columns if c.startswith(f"{value}@")] + ([f"{value}_auc"] if auc else [])
-    groupings = (by,) if isinstance(by, str) or by is None else tuple(by)
-    rows = []
-    for rule, table in tables.items():
-        keys = ["name"] if "name" in table.columns else ["layer", "projection"]
-        cols = keys + [m for m in metrics if m in table.columns and m not in keys]
-        merged = summary.merge(table[cols], on=keys, how="inner")
-        for grouping in groupings:
-            grouping = grouping or "all"
-            if grouping not in GROUPINGS:
-                raise AllocationError(f"by={grouping!r} is not one of {GROUPINGS}. Fix: pick from those.")
-            parts = [("all", merged)] if grouping == "all" else merged.groupby(grouping, sort=False)
-            for group, part in parts:
-                for metric in cols[len(keys):]:
-                    for target in targets:
-                        rho, p, n = _spearman(part[metric].to_numpy(float), part[target].to_numpy(float))
-                        rows.append(dict(rule=rule, metric=metric, sensitivity=target, group_by=grouping,
-                                         group=str(group), rho=rho, p_value=p, n=n))
-    return pd.DataFrame(rows)
-
-
-def _rule_of(table: pd.DataFrame) -> str:
-    if "xmin_rule" in table.columns and table["xmin_rule"].nunique() == 1:
-        return str(table["xmin_rule"].iloc[0])
-    return str(table.attrs.get("xmin_rule", "default"))
-
-
-def correlation_overview(correlations: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Per (rule, metric, sensitivity, group_by): median and mean rho over groups, number of groups,
-    and how many groups are significantly negative / positive at level ``alpha``."""
-    df = correlations.assign(neg=(correlations["rho"] < 0) & (correlations["p_value"] < alpha),
-                             pos=(correlations["rho"] > 0) & (correlations["p_value"] < alpha))
-    keys = ["rule", "metric", "sensitivity", "group_by"]
-    return df.groupby(keys, sort=False).agg(rho_median=("rho", "median"), rho_mean=("rho", "mean"),
-                                            n_groups=("rho", "size"), n_sig_negative=("neg", "sum"),
-                                            n_sig_positive=("pos", "sum")).reset_index()
 
 
 # --------------------------------------------------------------------------- model-level cost
-def cost_curves(cost: pd.DataFrame, value: str = "rel_error") -> CostCurves:
-    """Pre-built curves for :func:`estimate_cost` (build once, then score many allocations)."""
-    return CostCurves.from_table(cost, value)
 
 
-def estimate_cost(allocation: pd.DataFrame, cost, weight: str = "n_params", value: str = "rel_error") -> float:
-    """Model-level cost of an allocation on the measured curves.
-
-    ``sum_i w_i c_i(s_i) / sum_i w_i`` with ``c_i`` the projection's measured
-    curve (``value``, default rel_error) linearly interpolated on the grid,
-    anchored at c(0) = 0 and, for relative errors, c(1) = 1 (so nothing is
-    extrapolated); ``w_i = n_params`` (default: a parameter-weighted mean
-    relative output error) or 1 (``weight="uniform"``: plain mean).
-    Matching is by projection name. Pass ``cost_curves(cost)`` instead of the
-    table for interactive use: then a call takes ~0.1 ms for 560 projections.
-    """
-    curves = as_curves(cost, value)
-    return curves.total(curves.align(allocation), weight)

@@ -33,13 +33,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..allocation.greedy_path import PATH_COLUMNS
 from ..core.cache import atomic_path, cache_dir, stable_hash
 from ..core.errors import AllocationError
+from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import decoder_layers, iter_projections
 from ..sparsify.topk import keep_count, topk_sparsify
-from .sensitivity import _resolve_windows, _tokens_key, model_fingerprint
+from .sensitivity import _resolve_windows
 
-PATH_COLUMNS = ("layer", "projection", "name", "n_params", "block_target", "sparsity", "block_error")
 _CACHE_VERSION = 1
 _DROPPED_KWARGS = ("past_key_values", "past_key_value", "use_cache")
 
@@ -193,8 +194,8 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
     windows = windows[: max(1, max_tokens // windows.shape[1])]
     path = None
     if cache:
-        key = stable_hash(dict(kind="teal_greedy", version=_CACHE_VERSION, model=model_fingerprint(net),
-                               tokens=_tokens_key(windows), delta=delta, max_target=max_target, s_max=s_max,
+        key = stable_hash(dict(kind="teal_greedy", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
+                               tokens=tokens_key(windows), delta=delta, max_target=max_target, s_max=s_max,
                                max_tokens=max_tokens))
         path = cache_dir("teal_greedy") / f"path-{key}.csv"
         if path.exists():
@@ -225,46 +226,5 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
 
 
 # --------------------------------------------------------------------------- allocation
-def teal_greedy_allocation(path: pd.DataFrame, target: float, label: str = "teal-greedy") -> pd.DataFrame:
-    """Per-projection sparsities at block target ``target``, read off a :func:`greedy_path`.
-
-    Each block's sparsities are interpolated linearly between the two recorded
-    block targets around ``target``; the block's weighted sparsity is linear in
-    them, so every block (and the model) meets ``target`` exactly.
-    Output: the allocation schema: layer, projection, name, n_params, ratio
-    (sparsity / target), sparsity, label, strategy="teal-greedy", target.
-    """
-    missing = set(PATH_COLUMNS[:-1]) - set(path.columns)
-    if missing:
-        raise AllocationError(f"The greedy path lacks column(s) {sorted(missing)}. "
-                              "Fix: pass the output of teal_greedy.greedy_path(model).")
-    target = float(target)
-    reach = path.groupby("layer")["block_target"].max().min()
-    if not 0.0 <= target <= reach + 1e-12:
-        raise AllocationError(
-            f"target={target} is outside the greedy path, which reaches block target {reach:g} in every layer. "
-            "Fix: recompute greedy_path with a larger max_target or a smaller delta (finer steps reach closer "
-            "to s_max), or ask for a lower target."
-        )
-    order = path.drop_duplicates("name")[["layer", "projection", "name", "n_params"]].reset_index(drop=True)
-    wide = path.pivot_table(index="block_target", columns="name", values="sparsity", aggfunc="first")
-    sparsity = {}
-    for layer, names in order.groupby("layer")["name"]:
-        points = wide[list(names)].dropna()
-        grid = points.index.to_numpy(dtype=float)
-        for name in names:
-            sparsity[name] = float(np.interp(target, grid, points[name].to_numpy(dtype=float)))
-    out = order.copy()
-    out["sparsity"] = out["name"].map(sparsity)
-    out["ratio"] = out["sparsity"] / target if target > 0 else 1.0
-    out["label"] = label
-    out["strategy"] = "teal-greedy"
-    out["target"] = target
-    return out[["layer", "projection", "name", "n_params", "ratio", "sparsity", "label", "strategy", "target"]]
 
 
-def kind_means(path: pd.DataFrame, targets=(0.5, 0.8)) -> pd.DataFrame:
-    """Plain mean sparsity per projection kind (across layers) at each block target: one row per kind."""
-    out = {f"at_{t:g}": teal_greedy_allocation(path, t).groupby("projection", sort=False)["sparsity"].mean()
-           for t in targets}
-    return pd.DataFrame(out).rename_axis("projection").reset_index()

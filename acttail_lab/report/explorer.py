@@ -28,179 +28,30 @@ real model, cached by those modules).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..allocation import allocate, parse_strategy
-from ..core.errors import ActTailError, AllocationError, ModelNotFoundError
+from ..allocation import allocate
+from ..core.errors import ActTailError, AllocationError
 from ..core.models import PROJECTIONS
-from ..core.paths import DEFAULT_MODEL, RESULTS_DIR, result_path
-from ..core.reference import MODEL_SHAPES, published_alphas
-from .results import perplexity_path
+from ..core.paths import DEFAULT_MODEL, RESULTS_DIR
+from .explorer_costs import SlicePerplexity
+from .explorer_sources import AlphaSource, default_sources
 
-XMIN_RULES = ("ks", "peak", "median")
-PUBLISHED_PREFIX = "published:"
 HIST_EDGES = np.linspace(0.0, 1.0, 41)
 """Bin edges of the budget histogram (width 0.025, fixed so views are comparable)."""
 CURVE_POINTS = 200
 
 
 # --------------------------------------------------------------------------- files and loaders
-def spectra_csv_path(model: str = DEFAULT_MODEL, rule: str = "ks", results_dir: str | Path = RESULTS_DIR) -> Path:
-    """``<results_dir>/<model>_spectra_<rule>.csv``: an ``analyze(model, xmin=rule)`` table."""
-    return result_path("spectra", model, results_dir, rule=rule)
-
-
-def cost_csv_path(model: str = DEFAULT_MODEL, results_dir: str | Path = RESULTS_DIR) -> Path:
-    """``<results_dir>/<model>_cost_table.csv``: a ``sensitivity.cost_table(model)`` table."""
-    return result_path("cost_table", model, results_dir)
-
-
-def perplexity_csv_path(model: str = DEFAULT_MODEL, results_dir: str | Path = RESULTS_DIR) -> Path:
-    """``<results_dir>/perplexity_<model>.csv``: columns strategy, sparsity, perplexity, ..."""
-    return perplexity_path(model, results_dir)
-
-
-@functools.lru_cache(maxsize=2)
-def _loaded_model(name: str):
-    from ..core.models import load_model
-
-    return load_model(name)
-
-
-def load_spectra(model: str = DEFAULT_MODEL, rule: str = "ks", results_dir: str | Path = RESULTS_DIR,
-                 compute: bool = True) -> pd.DataFrame:
-    """The alpha table of ``model`` under xmin ``rule``: the committed CSV, else ``spectra.analyze``.
-
-    Output: one row per projection (layer, projection, name, d_out, d_in,
-    n_params, alpha, ...). With ``compute=False`` a missing CSV raises
-    ModelNotFoundError instead of loading the model.
-    """
-    if rule not in XMIN_RULES:
-        raise AllocationError(f"xmin rule {rule!r} is not one of {XMIN_RULES}. Fix: pick one of those.")
-    path = spectra_csv_path(model, rule, results_dir)
-    if path.exists():
-        return pd.read_csv(path)
-    if not compute:
-        raise ModelNotFoundError(f"No spectra table at {path}. Fix: run spectra.analyze(load_model({model!r}), "
-                                 f"xmin={rule!r}) and save it there, or pass compute=True.")
-    from ..spectral.spectra import analyze
-
-    return analyze(_loaded_model(model), xmin=rule, progress=False)
-
-
-def load_cost_table(model: str = DEFAULT_MODEL, results_dir: str | Path = RESULTS_DIR,
-                    compute: bool = True) -> pd.DataFrame:
-    """The TopK cost table of ``model``: the committed CSV, else ``sensitivity.cost_table`` (cached)."""
-    path = cost_csv_path(model, results_dir)
-    if path.exists():
-        return pd.read_csv(path)
-    if not compute:
-        raise ModelNotFoundError(f"No cost table at {path}. Fix: run sensitivity.cost_table(load_model({model!r})) "
-                                 "and save it there, or pass compute=True.")
-    from ..measure.sensitivity import cost_table
-
-    return cost_table(_loaded_model(model), progress=False)
-
-
-def analysed_models(results_dir: str | Path = RESULTS_DIR) -> list[str]:
-    """Models with at least one ``<model>_spectra_<rule>.csv`` in ``results_dir`` (sorted)."""
-    found = set()
-    for path in Path(results_dir).glob("*_spectra_*.csv"):
-        model, _, rule = path.stem.rpartition("_spectra_")
-        if rule in XMIN_RULES and model:
-            found.add(model)
-    return sorted(found)
 
 
 # --------------------------------------------------------------------------- sources
-class AlphaSource:
-    """Where a projection table with alphas (and optionally a cost table) comes from.
-
-    Args:
-        name: key used in settings (``"smollm2-135m"``, ``"published:llama2-70b"``).
-        alphas: xmin rule -> alpha table, or a callable ``rule -> table`` (called lazily, once per rule).
-        rules: the rules offered; a source with one fixed rule ignores the xmin setting.
-        cost: a cost table, a callable returning one (or None), or None (no cost estimate).
-        model: name for ``models.load_model`` to evaluate perplexity, or None.
-        label: text shown in the source dropdown.
-    """
-
-    def __init__(self, name: str, alphas: Mapping[str, pd.DataFrame] | Callable[[str], pd.DataFrame],
-                 rules: tuple[str, ...] = XMIN_RULES, cost=None, model: str | None = None,
-                 label: str | None = None):
-        self.name = name
-        self.label = label or name
-        self.rules = tuple(rules)
-        self.model = model
-        self._alphas = alphas
-        self._cost = cost
-        self._tables: dict[str, pd.DataFrame] = {}
-        self._curves = None
-        self._curves_loaded = False
-
-    @classmethod
-    def for_model(cls, model: str = DEFAULT_MODEL, results_dir: str | Path = RESULTS_DIR,
-                  compute: bool = True) -> "AlphaSource":
-        """A model analysed by the package: CSVs from ``results_dir`` (computed if missing and ``compute``)."""
-        def cost():
-            path = cost_csv_path(model, results_dir)
-            return load_cost_table(model, results_dir, compute) if compute or path.exists() else None
-
-        return cls(model, lambda rule: load_spectra(model, rule, results_dir, compute), XMIN_RULES,
-                   cost=cost, model=model, label=f"{model} (this model)")
-
-    @classmethod
-    def published(cls, key: str) -> "AlphaSource":
-        """AlphaPruning's published alpha_peak of a LLaMA model (xmin rule fixed to peak, no cost table)."""
-        return cls(PUBLISHED_PREFIX + key, lambda rule: published_alphas(key), rules=("peak",),
-                   label=f"{key} (published alpha_peak)")
-
-    @property
-    def fixed_rule(self) -> str | None:
-        """The only rule when the source offers one, else None."""
-        return self.rules[0] if len(self.rules) == 1 else None
-
-    def table(self, rule: str) -> pd.DataFrame:
-        """The alpha table under ``rule`` (``fixed_rule`` wins), loaded once."""
-        rule = self.fixed_rule or rule
-        if rule not in self.rules:
-            raise AllocationError(f"Source {self.name!r} has no alphas for xmin rule {rule!r} "
-                                  f"(has {list(self.rules)}). Fix: pick one of those.")
-        if rule not in self._tables:
-            loader = self._alphas
-            table = loader(rule) if callable(loader) else loader[rule]
-            self._tables[rule] = table.reset_index(drop=True)
-        return self._tables[rule]
-
-    def curves(self):
-        """``sensitivity.cost_curves`` of the cost table, or None when the source has none."""
-        if not self._curves_loaded:
-            cost = self._cost() if callable(self._cost) else self._cost
-            if cost is not None:
-                from ..measure.sensitivity import cost_curves
-
-                self._curves = cost_curves(cost)
-            self._curves_loaded = True
-        return self._curves
-
-
-def default_sources(results_dir: str | Path = RESULTS_DIR, model: str = DEFAULT_MODEL,
-                    published: tuple[str, ...] = tuple(MODEL_SHAPES), compute: bool = True) -> dict[str, AlphaSource]:
-    """The default model, every other model analysed in ``results_dir``, then the published LLaMA alphas."""
-    names = [model] + [m for m in analysed_models(results_dir) if m != model]
-    sources = {m: AlphaSource.for_model(m, results_dir, compute=compute if m == model else False) for m in names}
-    for key in published:
-        source = AlphaSource.published(key)
-        sources[source.name] = source
-    return sources
 
 
 # --------------------------------------------------------------------------- settings and view
@@ -504,140 +355,8 @@ def _mapping_curve(used: np.ndarray, sparsity: np.ndarray, ratio: np.ndarray,
 
 
 # --------------------------------------------------------------------------- perplexity on a slice
-class SlicePerplexity:
-    """Perplexity of an allocation on a small slice of the evaluation text, one window at a time.
-
-    Args:
-        n_tokens: tokens evaluated (``n_tokens // window`` windows of the evaluation split).
-        window: tokens per window.
-        corpus: corpus name for ``corpus.corpus_text``.
-        protocol: TopK protocol passed to ``evaluation.perplexity`` ("all": every token sparsified).
-    Called as ``(state, allocation, progress)``; loads the source's model once
-    (``models.load_model``), runs ``evaluation.perplexity`` window by window (so
-    ``progress(done, total)`` can report) and returns dict(perplexity, n_tokens
-    (scored tokens), realised_sparsity, protocol, seconds). The slice
-    perplexity is ``exp`` of the token-weighted mean NLL over the windows: the
-    same number one call on all windows gives.
-    """
-
-    def __init__(self, n_tokens: int = 1024, window: int = 256, corpus: str = "austen", protocol: str = "all"):
-        self.n_tokens, self.window, self.corpus, self.protocol = n_tokens, window, corpus, protocol
-        self._windows = {}
-
-    def windows(self, loaded) -> "object":
-        from ..core.corpus import corpus_text, token_windows
-
-        if loaded.name not in self._windows:
-            text = corpus_text(self.corpus, split="evaluation")
-            self._windows[loaded.name] = token_windows(loaded.tokenizer, text, window=self.window,
-                                                       n_tokens=self.n_tokens)
-        return self._windows[loaded.name]
-
-    def __call__(self, state: ExplorerState, allocation: pd.DataFrame,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
-        from ..measure.grid import perplexity
-
-        source = state.sources[state.settings.source]
-        if source.model is None:
-            raise ModelNotFoundError(f"{source.label}: there is no model to run for these alphas (only published "
-                                     "numbers). Fix: pick a model source to evaluate perplexity.")
-        loaded = _loaded_model(source.model)
-        windows = self.windows(loaded)
-        start, nll, tokens, realised = time.perf_counter(), 0.0, 0, []
-        for i in range(len(windows)):
-            result = perplexity(loaded, windows[i:i + 1], allocation=allocation, protocol=self.protocol,
-                                progress=False)
-            nll += result.nll * result.tokens
-            tokens += result.tokens
-            realised.append(result.realised_sparsity)
-            if progress is not None:
-                progress(i + 1, len(windows))
-        return dict(perplexity=float(math.exp(nll / tokens)), n_tokens=int(tokens),
-                    realised_sparsity=float(np.mean(realised)), protocol=self.protocol,
-                    seconds=time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------- estimate vs measurement
-def strategy_costs(runs: pd.DataFrame, tables, cost, default_rule: str = "ks") -> pd.DataFrame:
-    """Estimated cost of each measured run's allocation, next to its measured perplexity.
-
-    Inputs: ``runs`` with columns strategy (a preset name or ``NAME[k=v;...]``),
-    sparsity (the target), perplexity and optionally xmin_rule, e.g.
-    ``data/results/perplexity_<model>.csv`` (``evaluation.evaluate_grid`` output);
-    ``tables``: the alpha table the runs were allocated from, or rule -> table
-    (a mapping or a callable such as ``AlphaSource.table``), picked by each
-    run's xmin_rule (``default_rule`` when absent); ``cost``: a cost table or
-    ``sensitivity.cost_curves``. Rows whose strategy is not an allocation
-    (e.g. "dense") or whose target is impossible are dropped.
-    Output: the kept rows of ``runs`` plus ``estimated_cost``.
-    """
-    from ..measure.sensitivity import cost_curves, estimate_cost
-
-    curves = cost_curves(cost) if isinstance(cost, pd.DataFrame) else cost
-    runs = runs.reset_index(drop=True)
-    estimates, keep = [], []
-    for i, run in runs.iterrows():
-        rule = run.get("xmin_rule")
-        rule = default_rule if rule is None or (isinstance(rule, float) and math.isnan(rule)) else str(rule)
-        try:
-            spec = parse_strategy(str(run["strategy"]))
-            table = tables if isinstance(tables, pd.DataFrame) else (
-                tables(rule) if callable(tables) else tables[rule])
-            allocation = allocate(table, spec, float(run["sparsity"]))
-        except AllocationError:
-            continue
-        keep.append(i)
-        estimates.append(estimate_cost(allocation, curves))
-    out = runs.iloc[keep].reset_index(drop=True)
-    out["estimated_cost"] = estimates
-    return out
 
 
-def measured_rank_agreement(source: AlphaSource, runs_path: str | Path | None = None) -> pd.DataFrame:
-    """:func:`rank_agreement` of the cost estimate against the measured perplexity of ``source``'s model.
-
-    ``runs_path`` defaults to ``perplexity_csv_path(source.model)``. Raises
-    ModelNotFoundError (with the fix) when the runs file or the cost table is missing.
-    """
-    path = Path(runs_path) if runs_path is not None else perplexity_csv_path(source.model or source.name)
-    if not path.exists():
-        raise ModelNotFoundError(f"No measured perplexity at {path} yet, so there is nothing to rank against. "
-                                 "Fix: run evaluation.evaluate_grid(...) over the allocation presets and "
-                                 f"evaluation.write_results(frame, {str(path)!r}).")
-    curves = source.curves()
-    if curves is None:
-        raise ModelNotFoundError(f"{source.label} has no cost table. Fix: commit {cost_csv_path(source.name)}.")
-    return rank_agreement(strategy_costs(pd.read_csv(path), source.table, curves))
-
-
-def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measured: str = "perplexity",
-                   by: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """How well ``estimate`` ranks runs the way ``measured`` does, within each group.
-
-    ``by`` defaults to whichever of sparsity and protocol ``frame`` has (the
-    strategies compared are then at one target under one protocol). Output: one
-    row per group: the group keys, n, spearman_rho, spearman_p, kendall_tau,
-    kendall_p (NaN when n < 3 or a column is constant), and the strategies in
-    measured order. +1 means the estimate orders the strategies exactly as the
-    measured perplexity does.
-    """
-    from scipy.stats import kendalltau, spearmanr
-
-    by = tuple(c for c in ("sparsity", "protocol") if c in frame.columns) if by is None else tuple(by)
-    groups = frame.groupby(list(by), sort=True) if by else [((), frame)]
-    rows = []
-    for key, part in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        x, y = part[estimate].to_numpy(float), part[measured].to_numpy(float)
-        ok = np.isfinite(x) & np.isfinite(y)
-        x, y = x[ok], y[ok]
-        if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            rho, rho_p = spearmanr(x, y)
-            tau, tau_p = kendalltau(x, y)
-        else:
-            rho = rho_p = tau = tau_p = math.nan
-        ordered = part.loc[ok].sort_values(measured)
-        strategies = ", ".join(ordered["strategy"].astype(str)) if "strategy" in part else ""
-        rows.append(dict(zip(by, key), n=int(len(x)), spearman_rho=float(rho), spearman_p=float(rho_p),
-                         kendall_tau=float(tau), kendall_p=float(tau_p), strategies=strategies))
-    return pd.DataFrame(rows)

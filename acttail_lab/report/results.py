@@ -18,7 +18,6 @@ behind the kind-budget figure of notebook 02.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 from ..core.errors import ActTailError, ModelNotFoundError
 from ..core.models import PROJECTIONS
 from ..core.paths import DEFAULT_MODEL, RESULTS_DIR, result_path
+from ..core.results_io import read_sidecar
 
 DENSE = "dense"
 UNIFORM = "uniform"
@@ -44,30 +44,6 @@ def perplexity_path(model: str = DEFAULT_MODEL, results_dir: str | os.PathLike |
     return result_path("perplexity", model, results_dir)
 
 
-def read_sidecar(path: str | os.PathLike) -> dict | None:
-    """The provenance dict of ``<path>.json`` (``provenance.write_sidecar``), or None when there is none."""
-    from ..core.provenance import sidecar_path
-
-    side = sidecar_path(path)
-    if not side.exists():
-        return None
-    return json.loads(side.read_text(encoding="utf-8"))
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Any committed result CSV with its provenance sidecar in ``attrs["provenance"]`` (dict or None).
-
-    Raises FileNotFoundError naming the file when it is missing.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No results file at {path}. Fix: regenerate it with the command in its "
-                                "notebook or README (scripts/reproduce_*.py).")
-    table = pd.read_csv(path)
-    table.attrs.update(path=str(path), provenance=read_sidecar(path))
-    return table
-
-
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
     """A runs CSV with its sidecar: ``attrs["provenance"]`` (dict or None) and ``attrs["path"]``.
 
@@ -78,7 +54,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise ModelNotFoundError(
             f"No results file at {path}. Fix: make it with `acttail-lab evaluate --model <model> "
-            f"--strategies uniform,acttail --out {path}` (or evaluation.write_results on an evaluate_grid frame).")
+            f"--strategies uniform,acttail --out {path}` (or core.results_io.write_results on an evaluate_grid frame).")
     runs = pd.read_csv(path)
     check_runs(runs, str(path))
     runs.attrs.update(path=str(path), provenance=read_sidecar(path))
@@ -95,7 +71,7 @@ def check_runs(runs: pd.DataFrame, where: str = "runs") -> None:
     missing = [c for c in RUN_COLUMNS if c not in runs.columns]
     if missing or runs.empty:
         raise ActTailError(f"{where}: not a perplexity grid (missing {missing or 'rows'}). "
-                           "Fix: pass an evaluation.evaluate_grid frame or a data/results/perplexity_*.csv.")
+                           "Fix: pass a measure.grid.evaluate_grid frame or a data/results/perplexity_*.csv.")
 
 
 def provenance_summary(runs: pd.DataFrame) -> pd.Series:

@@ -24,8 +24,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..allocation import allocate
+from ..allocation.cost_model import estimate_cost
 from ..allocation.cost_solvers import CostCurves, hybrid_allocation, optimal_allocation
-from ..measure.sensitivity import estimate_cost
 
 PRESETS = ("uniform", "acttail", "acttail-block", "acttail-rev", "shuffled", "teal-kind")
 NO_INFORMATION = 0.2  # |rho| below this: "no useful ranking information"

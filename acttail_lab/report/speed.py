@@ -75,7 +75,7 @@ def load_speed(table: str, kind: str, results_dir: str | os.PathLike | None = No
 
     Raises ModelNotFoundError naming the command that makes the file when it is missing.
     """
-    from .results import read_sidecar
+    from ..core.results_io import read_sidecar
 
     path = result_path(table, kind, results_dir)
     if not path.exists():
@@ -92,7 +92,7 @@ def load_speed(table: str, kind: str, results_dir: str | os.PathLike | None = No
 
 def available(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Which speed tables exist: one row per table x kind with ``exists`` and the ``device`` of its sidecar."""
-    from .results import read_sidecar
+    from ..core.results_io import read_sidecar
 
     rows = []
     for table in _MAKE:

@@ -35,8 +35,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.cache import atomic_path, cache_dir, hash_bytes, stable_hash
-from ..core.errors import ActTailError
+from ..core.cache import atomic_path, cache_dir, stable_hash
+from ..core.errors import CalibrationError
+from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import INPUT_SITES, LoadedModel, decoder_layers, iter_projections
 
 SITES = ("attn_in", "o", "mlp_in", "down", "gate_act")
@@ -48,10 +49,6 @@ BINS, LOG2_LO, LOG2_HI = 2048, -24.0, 16.0
 MIN_TOKENS_HIST = 64
 """Fewest calibration tokens for a threshold (below it the quantiles of a projection's input are noise)."""
 STATS_VERSION = 1
-
-
-class CalibrationError(ActTailError, ValueError):
-    """Calibration text too short, or statistics asked for that were not collected."""
 
 
 @dataclass
@@ -235,10 +232,9 @@ _MEMORY: dict = {}
 
 
 def _stats_key(model: nn.Module, windows: torch.Tensor) -> str:
-    from ..measure.grid import model_fingerprint
 
-    return stable_hash({"v": STATS_VERSION, "weights": model_fingerprint(model), "bins": [BINS, LOG2_LO, LOG2_HI],
-                        "ids": hash_bytes(windows.numpy().tobytes()), "shape": list(windows.shape)}, 32)
+    return stable_hash({"v": STATS_VERSION, "weights": weights_fingerprint(model), "bins": [BINS, LOG2_LO, LOG2_HI],
+                        "ids": tokens_key(windows)}, 32)
 
 
 def _save_histograms(path, stats: ActivationStats) -> None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..allocation.presets import METHODS, check_method
-from .calibration import ActivationStats, CalibrationError, activation_stats
+from ..core.errors import CalibrationError
+from .calibration import ActivationStats, activation_stats
 
 NEEDS_STATS = {"topk": None, "rotated": "moments", "threshold": "histograms", "cats": "histograms"}
 """What calibration each method needs: None, histograms, or second moments (which include histograms)."""

@@ -25,17 +25,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.errors import ActTailError
+from ..core.errors import CalibrationError, RotationError
 from ..core.models import decoder_layers, iter_projections
-from .calibration import SITE_OF, ActivationStats, CalibrationError
+from .calibration import SITE_OF, ActivationStats
 from .topk import TopKSparsifier, resolve_allocation
 
 ROTATABLE = tuple(SITE_OF)
 """Projection kinds whose input can be rotated (the seven TopK sites)."""
-
-
-class RotationError(ActTailError, ValueError):
-    """A rotation was requested for a projection it does not apply to, or is not orthogonal."""
 
 
 def check_kinds(kinds) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core.errors import ActTailError, AllocationError
+from ..core.errors import AllocationError, SparsifierStateError
 from ..core.models import INPUT_SITES, iter_projections
 
 PROTOCOLS = ("all", "last_half")
@@ -54,10 +54,6 @@ _SHARED_INPUT = {kind: site for kind, site in INPUT_SITES.items() if site != kin
 
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16,
              torch.bfloat16: torch.int16, torch.float64: torch.int64}
-
-
-class SparsifierStateError(ActTailError, RuntimeError):
-    """A TopKSparsifier was entered twice, or two were stacked on one model."""
 
 
 # --------------------------------------------------------------------------- allocation

@@ -17,7 +17,6 @@ float64 SVD to ~1e-12 relative to ``lambda_max``.
 """
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..core.cache import atomic_path, cache_dir
 from ..core.errors import BadWeightsError, DegenerateSpectrumError
+from ..core.fingerprint import weights_fingerprint
 from ..core.models import LoadedModel, iter_projections, load_model, resolve_device
 from .tails import alpha_interval, check_xmin, fit_power_law
 
@@ -141,15 +141,10 @@ def _unwrap(model):
     return model, name
 
 
-def weights_key(model: nn.Module, dtype: torch.dtype | str = torch.float64) -> str:
-    """Content hash of every projection's weights (raw bytes, names, shapes, dtypes) and the compute dtype."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{_FORMAT}|{as_torch_dtype(dtype)}".encode())
-    for row, module in iter_projections(model):
-        w = module.weight.detach().contiguous()
-        h.update(f"|{row['name']}|{tuple(w.shape)}|{w.dtype}|".encode())
-        h.update(w.cpu().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
+
+def spectra_key(model: nn.Module, dtype: torch.dtype | str = torch.float64) -> str:
+    """Cache key of a model's spectra: its projection weights (every byte) and the compute dtype."""
+    return weights_fingerprint(model, "projections", salt=f"{_FORMAT}|{as_torch_dtype(dtype)}")
 
 
 def _read_cache(path: Path, names: list[str]) -> dict[str, np.ndarray] | None:
@@ -169,7 +164,7 @@ def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str |
 
     Streams one matrix at a time to ``device`` (memory stays near one matrix).
     With ``cache=True`` the result is stored as one ``.npz`` under
-    ``cache_dir("spectra")``, named by ``weights_key`` (a blake2b hash of the
+    ``cache_dir("spectra")``, named by ``weights_fingerprint(model, "projections")`` (a blake2b hash of the
     weights and the dtype; not the device), written atomically; an unreadable
     cache file is recomputed and replaced.
 
@@ -190,7 +185,7 @@ def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str |
     dev = None if device is None else resolve_device(device)
     projections = list(iter_projections(module))
     names = [row["name"] for row, _ in projections]
-    path = cache_dir("spectra") / f"{weights_key(module, dtype)}.npz" if cache else None
+    path = cache_dir("spectra") / f"{spectra_key(module, dtype)}.npz" if cache else None
     if path is not None:
         cached = _read_cache(path, names)
         if cached is not None:

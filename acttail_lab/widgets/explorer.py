@@ -29,7 +29,8 @@ import plotly.graph_objects as go
 
 from ..allocation.strategies import DIRECTIONS, GRANULARITIES, MAPPINGS
 from ..plots.explorer import FIGURES
-from ..report.explorer import XMIN_RULES, ExplorerState, ExplorerView
+from ..report.explorer import ExplorerState, ExplorerView
+from ..report.explorer_sources import XMIN_RULES
 
 SLIDER_BOUNDS = {
     "target": (0.0, 0.95, 0.01),

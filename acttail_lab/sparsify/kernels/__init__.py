@@ -7,10 +7,6 @@ multiplies the active inputs of ``x`` by an input-major weight ``w_t = W^T``
 (``reference``) runs anywhere. ``decode.sparse_decoding(model, allocation)``
 routes the seven projections of every layer through it.
 """
+from ...core.errors import KernelInputError
 from .dispatch import BACKENDS, choose_backend, sparse_gemv, triton_installed  # noqa: F401
-from .reference import (  # noqa: F401
-    SUPPORTED_DTYPES,
-    KernelInputError,
-    input_major,
-    sparse_gemv_torch,
-)
+from .reference import SUPPORTED_DTYPES, input_major, sparse_gemv_torch

@@ -20,13 +20,8 @@ import sys
 
 import torch
 
-from ...core.errors import DeviceError
-from .reference import (
-    KernelInputError,
-    check_inputs,
-    resolve_selection,
-    sparse_gemv_torch,
-)
+from ...core.errors import DeviceError, KernelInputError
+from .reference import check_inputs, resolve_selection, sparse_gemv_torch
 
 BACKENDS = ("auto", "triton", "torch")
 

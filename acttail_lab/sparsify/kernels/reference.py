@@ -20,15 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...core.errors import ActTailError
+from ...core.errors import KernelInputError
 from ..topk import keep_count, topk_mask
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 """Weight / activation dtypes of every backend (accumulation is always fp32)."""
-
-
-class KernelInputError(ActTailError, ValueError):
-    """Inputs a sparse GEMV cannot take: wrong dtype, shape, layout, device or sparsity."""
 
 
 def input_major(weight: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,78 @@
+"""TEAL's block-wise greedy allocation (Liu et al., ICLR 2025), on calibration text.
+
+For each decoder layer ("block") on its own, all seven projections start
+dense. One greedy step raises ONE projection's sparsity by
+``delta * sum(P) / P_i`` (``P`` = parameters per projection), so every step
+raises the block's parameter-weighted sparsity by exactly ``delta``; the step
+taken is the one whose block output has the smallest relative error
+``||y_s - y||_F / ||y||_F`` against the dense block output ``y`` on the
+captured calibration inputs. Projections whose next step would pass ``s_max``
+are skipped. Recording the sparsities after every step gives a *path*: one
+allocation per block target ``0, delta, 2 delta, ...``, so one run serves
+every target (:func:`teal_greedy_allocation` interpolates between recorded
+targets). Every block gets the same target, so the model-level weighted mean
+equals it too.
+
+With coarse steps small projections hit ``s_max`` early (SmolLM2's k/v have
+1/32 of the block's parameters: one step of 0.025 moves them by 0.8), so the
+path ends at the largest block target reachable under ``s_max`` when that is
+below ``max_target``.
+
+Sparsification is exact per-token TopK on each projection input
+(:func:`acttail_lab.sparsify.topk.topk_sparsify`), every position. Results are
+cached under ``cache_dir("teal_greedy")`` keyed by the weights, the token ids
+and the options, written atomically.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import AllocationError
+
+PATH_COLUMNS = ("layer", "projection", "name", "n_params", "block_target", "sparsity", "block_error")
+
+
+def teal_greedy_allocation(path: pd.DataFrame, target: float, label: str = "teal-greedy") -> pd.DataFrame:
+    """Per-projection sparsities at block target ``target``, read off a :func:`greedy_path`.
+
+    Each block's sparsities are interpolated linearly between the two recorded
+    block targets around ``target``; the block's weighted sparsity is linear in
+    them, so every block (and the model) meets ``target`` exactly.
+    Output: the allocation schema: layer, projection, name, n_params, ratio
+    (sparsity / target), sparsity, label, strategy="teal-greedy", target.
+    """
+    missing = set(PATH_COLUMNS[:-1]) - set(path.columns)
+    if missing:
+        raise AllocationError(f"The greedy path lacks column(s) {sorted(missing)}. "
+                              "Fix: pass the output of teal_greedy.greedy_path(model).")
+    target = float(target)
+    reach = path.groupby("layer")["block_target"].max().min()
+    if not 0.0 <= target <= reach + 1e-12:
+        raise AllocationError(
+            f"target={target} is outside the greedy path, which reaches block target {reach:g} in every layer. "
+            "Fix: recompute greedy_path with a larger max_target or a smaller delta (finer steps reach closer "
+            "to s_max), or ask for a lower target."
+        )
+    order = path.drop_duplicates("name")[["layer", "projection", "name", "n_params"]].reset_index(drop=True)
+    wide = path.pivot_table(index="block_target", columns="name", values="sparsity", aggfunc="first")
+    sparsity = {}
+    for layer, names in order.groupby("layer")["name"]:
+        points = wide[list(names)].dropna()
+        grid = points.index.to_numpy(dtype=float)
+        for name in names:
+            sparsity[name] = float(np.interp(target, grid, points[name].to_numpy(dtype=float)))
+    out = order.copy()
+    out["sparsity"] = out["name"].map(sparsity)
+    out["ratio"] = out["sparsity"] / target if target > 0 else 1.0
+    out["label"] = label
+    out["strategy"] = "teal-greedy"
+    out["target"] = target
+    return out[["layer", "projection", "name", "n_params", "ratio", "sparsity", "label", "strategy", "target"]]
+
+
+def kind_means(path: pd.DataFrame, targets=(0.5, 0.8)) -> pd.DataFrame:
+    """Plain mean sparsity per projection kind (across layers) at each block target: one row per kind."""
+    out = {f"at_{t:g}": teal_greedy_allocation(path, t).groupby("projection", sort=False)["sparsity"].mean()
+           for t in targets}
+    return pd.DataFrame(out).rename_axis("projection").reset_index()

@@ -1,0 +1,142 @@
+"""Perplexity of a (TopK-sparsified) model, and a cached grid over strategies x sparsities.
+
+Scoring protocols (say which one a number uses):
+
+* ``"all"``: every projection input is sparsified at every position, and all
+  ``T - 1`` next-token targets of each window of ``T`` tokens are scored.
+* ``"last_half"``: TEAL's prefill rule. Positions ``t >= T // 2`` are
+  sparsified, earlier positions are dense, and only the targets predicted at
+  sparsified positions are scored (tokens ``T // 2 + 1 ... T - 1``:
+  ``T - 1 - T // 2`` per window). A dense row under this protocol is scored on
+  exactly the same tokens, so rows compare like for like.
+
+Perplexity is ``exp(mean NLL)`` over scored tokens, NLL in nats. Windows are
+non-overlapping (no sliding context), so numbers depend on the window length.
+
+:func:`evaluate_grid` caches every row as a small JSON file under
+``cache_dir("eval")``, keyed by the model (source and a weight fingerprint),
+the token windows (corpus, split, window, tokens and a hash of the ids), the
+sparsity vector, the protocol and the dtype/device type. Re-running resumes:
+an interrupted run loses at most the row in progress.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import time
+from dataclasses import dataclass, field, fields
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.errors import AllocationError
+from ..core.models import LoadedModel
+from ..sparsify.topk import PROTOCOLS, TopKSparsifier, weighted_sparsity
+
+
+@dataclass
+class PerplexityResult:
+    """Perplexity of one model (+ allocation) on a set of token windows.
+
+    perplexity: exp(nll). nll: mean negative log-likelihood per scored token
+    (nats). tokens: scored target tokens. realised_sparsity: parameter-weighted
+    mean of the measured per-projection sparsity (0.0 when dense).
+    projections: per-projection table from :meth:`TopKSparsifier.realised`
+    (None when dense). wall_s: seconds for the forward passes. protocol: see
+    the module doc.
+    """
+
+    perplexity: float
+    nll: float
+    tokens: int
+    realised_sparsity: float
+    wall_s: float
+    protocol: str
+    projections: pd.DataFrame | None = field(default=None, repr=False)
+
+    def as_row(self) -> dict:
+        """The scalar fields as a dict (one row of a results table)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "projections"}
+
+
+def _model_of(model) -> nn.Module:
+    return model.model if isinstance(model, LoadedModel) else model
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Device of the input embeddings (where token ids must go; right with ``device_map="auto"`` too)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is not None and hasattr(embeddings, "weight"):
+        return embeddings.weight.device
+    return next(model.parameters()).device
+
+
+def _scored_start(protocol: str, length: int) -> int:
+    """First position whose next-token prediction is scored."""
+    return length // 2 if protocol == "last_half" else 0
+
+
+def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[float, int]:
+    """Summed NLL (nats) and count of the targets ``ids[:, start + 1:]`` predicted from ``ids``."""
+    length = ids.shape[1]
+    kwargs = {"use_cache": False}
+    if keep_arg and start > 0:
+        kwargs["logits_to_keep"] = length - start  # only positions start..T-1 go through the LM head
+    logits = model(input_ids=ids, **kwargs).logits
+    logits = logits[:, logits.shape[1] - (length - start):-1]  # predictions made at positions start..T-2
+    targets = ids[:, start + 1:].to(logits.device)
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+    return float(nll), targets.numel()
+
+
+def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "all", batch_size: int = 4,
+               progress: bool = True, seed: int = 0, desc: str = "perplexity", sparsifier=None) -> PerplexityResult:
+    """Perplexity of ``model`` on ``windows``, dense or TopK-sparsified.
+
+    Args:
+        model: a causal LM (or a :class:`LoadedModel`); put in eval mode for the call.
+        windows: LongTensor ``[n_windows, T]`` of token ids (moved to the model's device).
+        allocation: None (dense), or anything :class:`TopKSparsifier` accepts
+            (DataFrame with name/sparsity, dict, or one float).
+        protocol: ``"all"`` or ``"last_half"`` (see the module doc for what is scored).
+        batch_size: windows per forward pass.
+        progress: show a tqdm bar over batches.
+        seed: ``torch.manual_seed`` before the passes (eval mode has no randomness; kept for safety).
+        sparsifier: instead of ``allocation``, a ready context manager with ``realised()``
+            (``methods.make_sparsifier``: rotated TopK, thresholds, CATS).
+    Returns:
+        :class:`PerplexityResult`.
+    """
+    if protocol not in PROTOCOLS:
+        raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
+    if windows.dim() != 2 or windows.shape[1] < 2:
+        raise ValueError(f"windows must be [n_windows, T>=2] token ids, got shape {tuple(windows.shape)}.")
+    model = _model_of(model)
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    device = input_device(model)
+    start = _scored_start(protocol, windows.shape[1])
+    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+    if sparsifier is None and allocation is not None:
+        sparsifier = TopKSparsifier(model, allocation, protocol=protocol)
+    total_nll, total_tokens = 0.0, 0
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode(), (sparsifier if sparsifier is not None else contextlib.nullcontext()):
+            for batch in tqdm(windows.split(batch_size), desc=desc, disable=not progress, leave=False):
+                nll, count = _window_nll(model, batch.to(device), start, keep_arg)
+                total_nll += nll
+                total_tokens += count
+    finally:
+        model.train(was_training)
+    wall = time.perf_counter() - t0
+    projections = sparsifier.realised() if sparsifier is not None else None
+    realised = weighted_sparsity(projections) if projections is not None else 0.0
+    mean_nll = total_nll / total_tokens
+    return PerplexityResult(perplexity=math.exp(mean_nll), nll=mean_nll, tokens=total_tokens,
+                            realised_sparsity=realised, wall_s=wall, protocol=protocol, projections=projections)

@@ -1,0 +1,144 @@
+"""Depth utilisation: how much each decoder layer does, and whether activation sparsity changes it.
+
+Background: under Pre-LN the residual stream's variance grows with depth, so
+late layers add ever smaller relative updates and act close to the identity
+(the "curse of depth"); arXiv 2603.15389 reports that activation sparsity
+damps this variance growth and makes layers more useful. This module measures,
+per decoder layer ``l`` of a real model, with ``h_in`` / ``h_out`` the
+residual-stream hidden states entering / leaving the layer (one vector of
+``d`` = hidden size per token):
+
+* :func:`layer_profile`: ``var_in`` / ``var_out`` (mean over tokens of the
+  variance across the ``d`` hidden dimensions; units: squared activation),
+  ``growth = var_out / var_in``, ``rel_update`` (mean of
+  ``||h_out - h_in|| / ||h_in||``) and ``cos_in_out`` (mean cosine of ``h_in``
+  and ``h_out``; ``block_influence = 1 - cos_in_out`` is ShortGPT's score),
+  dense or under a TopK allocation (:class:`acttail_lab.sparsify.topk.TopKSparsifier`);
+* :func:`jacobian_identity_gap`: how far the layer map is from the identity
+  along random directions (central finite differences, 0 = identity);
+* :func:`skip_layer_perplexity`: the perplexity when the layer is replaced by
+  the identity (its output := its input), cached per layer on disk.
+
+:func:`depth_table` joins these with each layer's mean alpha and the sparsity
+ActTail gives the layer; :func:`depth_correlations` ranks them against each
+other (Spearman); :func:`variance_under_sparsity` compares variance profiles
+under dense / uniform / ActTail allocations. Committed SmolLM2-135M results are
+made by ``scripts/reproduce_depth.py`` and read by :func:`load_depth`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.cache import atomic_write_text, cache_dir, stable_hash
+from ..core.fingerprint import tokens_key, weights_fingerprint
+from ..core.models import decoder_layers, unwrap
+from .depth_profile import (
+    _check_layers,
+    _eval_mode,
+    _hidden_in,
+    _with_hidden,
+    check_windows,
+)
+from .perplexity import perplexity
+
+CACHE_VERSION = 1
+"""Bump when the cached skip-layer row format or its scoring changes (old rows are then ignored)."""
+
+
+@contextlib.contextmanager
+def skipped_layer(model, layer: int):
+    """Context manager: decoder layer ``layer`` returns its input unchanged (the layer becomes the identity)."""
+    model = unwrap(model)
+    index = _check_layers(model, [layer])[0]
+
+    def hook(module, args, kwargs, output):
+        return _with_hidden(output, _hidden_in(args, kwargs))
+
+    handle = decoder_layers(model)[index].register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
+
+def _skip_key(context: dict, layer: int | None) -> str:
+    return stable_hash({"v": CACHE_VERSION, **context, "layer": "dense" if layer is None else int(layer)}, 32)
+
+
+def _read_skip(path: Path, key: str) -> dict | None:
+    """The cached {perplexity, nll, tokens} for ``key``; None when missing or not trustworthy (warns)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        ok = (data.get("key") == key and isinstance(data.get("tokens"), int) and data["tokens"] > 0
+              and math.isfinite(data["nll"]) and math.isclose(data["perplexity"], math.exp(data["nll"]),
+                                                                rel_tol=1e-9))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, OverflowError):
+        ok = False
+    if not ok:
+        warnings.warn(f"Ignoring unreadable or inconsistent cache file {path}; recomputing that layer.", stacklevel=3)
+        return None
+    return {k: data[k] for k in ("perplexity", "nll", "tokens")}
+
+
+def _skip_nll(model: nn.Module, windows: torch.Tensor, layer: int | None, context: dict, cache: bool,
+              batch_size: int) -> dict:
+    """Perplexity with ``layer`` skipped (None: dense), from the cache when there; adds ``cached``."""
+    key = _skip_key(context, layer)
+    path = cache_dir("depth") / f"skip-{key}.json"
+    found = _read_skip(path, key) if cache else None
+    if found is not None:
+        return {**found, "cached": True}
+    with (skipped_layer(model, layer) if layer is not None else contextlib.nullcontext()):
+        result = perplexity(model, windows, batch_size=batch_size, progress=False)
+    measured = {"perplexity": result.perplexity, "nll": result.nll, "tokens": int(result.tokens)}
+    if cache:
+        payload = {"key": key, **measured, "layer": layer, "wall_s": result.wall_s, "context": context}
+        atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    return {**measured, "cached": False}
+
+
+def skip_layer_perplexity(model, windows: torch.Tensor, layers=None, progress: bool = True, cache: bool = True,
+                          batch_size: int = 4) -> pd.DataFrame:
+    """Perplexity when each decoder layer in turn is replaced by the identity.
+
+    Args:
+        model: a causal LM or :class:`LoadedModel`. windows: LongTensor ``[n, T]``.
+        layers: layer indices (None: all). cache: read/write one JSON file per
+            layer under ``cache_dir("depth")``, keyed by the weights
+            (``core.fingerprint.weights_fingerprint``), a hash of the token ids and the layer,
+            written atomically so an interrupted run resumes where it stopped.
+        progress: tqdm bar over layers plus one line per layer on stderr.
+    Returns:
+        One row per layer: layer, perplexity, nll (mean nats per scored token,
+        all ``T - 1`` targets per window), dense_perplexity, dense_nll,
+        delta_nll = nll - dense_nll (nats; > 0: the layer is needed), tokens, cached.
+    """
+    model, windows = unwrap(model), check_windows(windows)
+    chosen = _check_layers(model, layers)
+    context = {"weights": weights_fingerprint(model), "windows": tokens_key(windows)}
+    with _eval_mode(model):
+        dense = _skip_nll(model, windows, None, context, cache, batch_size)
+        rows = []
+        for layer in tqdm(chosen, desc="skip layer", disable=not progress):
+            row = _skip_nll(model, windows, layer, context, cache, batch_size)
+            rows.append({"layer": layer, "perplexity": row["perplexity"], "nll": row["nll"],
+                         "dense_perplexity": dense["perplexity"], "dense_nll": dense["nll"],
+                         "delta_nll": row["nll"] - dense["nll"], "tokens": row["tokens"], "cached": row["cached"]})
+            if progress:
+                print(f"[depth] skip layer {layer:2d}: ppl {row['perplexity']:.3f} (dense {dense['perplexity']:.3f}, "
+                      f"+{rows[-1]['delta_nll']:.4f} nats){', cached' if row['cached'] else ''}",
+                      file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)

@@ -1,0 +1,127 @@
+"""Measured sensitivity: how much does TopK at sparsity s hurt each projection?
+
+Two measures, both on CALIBRATION text (``corpus_text(split="calibration")``,
+Sense and Sensibility for the default corpus; the evaluation split is never
+touched here):
+
+- :func:`cost_table` (cheap): for every projection and sparsity level, the
+  relative output error of TopK on its own input,
+  ``rel_error = ||W (x - topk_s(x))||_F / ||W x||_F`` over the captured tokens
+  (every other projection dense), and ``rel_input_error = ||x - topk_s(x)||_F
+  / ||x||_F``. One dense forward, then matrix products only.
+- :func:`loss_increase_table` (expensive): mean NLL with ONLY that projection
+  sparsified minus the dense mean NLL; one forward per (projection, level).
+
+Then :func:`spectral_correlations` asks whether spectral metrics (alpha under
+several xmin rules, alpha_weighted, stable rank, lambda_max) rank projections
+the way the measured sensitivity does (Spearman), overall, within each
+projection kind (across layers) and within each layer (across kinds), and
+:func:`estimate_cost` scores any allocation on the measured curves (fast
+enough for a slider). Solvers that use the curves live in
+:mod:`acttail_lab.allocation.cost_solvers`.
+
+Results are cached under ``cache_dir("sensitivity")``, keyed by the model's
+weights, the token ids and the options, written atomically.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ..allocation.cost_solvers import as_curves
+from ..core.errors import AllocationError
+
+SPECTRAL_METRICS = ("alpha", "alpha_weighted", "stable_rank", "lambda_max")
+
+
+GROUPINGS = ("all", "projection", "layer")
+
+
+def sensitivity_summary(cost, at=(0.5, 0.8), value: str = "rel_error") -> pd.DataFrame:
+    """One row per projection: layer, projection, name, n_params, ``{value}@{s}`` for s in ``at``
+    (interpolated on the grid), and ``{value}_auc``: the mean of the curve over
+    [0, largest measured level] (trapezoid, with cost 0 at s = 0)."""
+    curves = as_curves(cost, value)
+    out = curves.table.copy()
+    for s in at:
+        out[f"{value}@{s:g}"] = curves.evaluate_all(s)
+    measured = cost["sparsity"].max() if isinstance(cost, pd.DataFrame) else curves.grid[curves.grid < 1].max()
+    keep = curves.grid <= measured + 1e-12
+    x, y = curves.grid[keep], curves.values[:, keep]
+    out[f"{value}_auc"] = (np.diff(x) * (y[:, 1:] + y[:, :-1]) / 2).sum(axis=1) / x[-1]
+    return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:
+    ok = np.isfinite(a) & np.isfinite(b)
+    n = int(ok.sum())
+    if n < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan"), float("nan"), n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = spearmanr(a[ok], b[ok])
+    return float(result.statistic), float(result.pvalue), n
+
+
+def spectral_correlations(spectra, cost, metrics=SPECTRAL_METRICS, *, at=(0.5, 0.8), auc: bool = True,
+                          by=GROUPINGS, value: str = "rel_error") -> pd.DataFrame:
+    """Spearman rank correlation between spectral metrics and measured sensitivity.
+
+    Args:
+        spectra: a ``spectra.analyze(model, xmin=rule)`` table, or a dict
+            ``{rule: table}`` to compare xmin rules (a lone table is labelled by
+            its ``xmin_rule`` column / attr, else "default").
+        cost: a :func:`cost_table` (or any tidy table with ``value``, e.g.
+            loss_increase_table with ``value="loss_increase"``).
+        metrics: spectral columns to test (missing ones are skipped).
+        at: sparsities at which the sensitivity is read; ``auc`` adds the
+            curve mean (see :func:`sensitivity_summary`).
+        by: any of "all" (every projection), "projection" (within each kind,
+            across layers) and "layer" (within each layer, across kinds; n = 7).
+    Returns:
+        One row per (rule, metric, sensitivity, group_by, group): rho, p_value,
+        n. ActTail's premise (higher alpha tolerates more sparsity) predicts
+        rho(alpha, error) < 0.
+    """
+    tables = dict(spectra) if isinstance(spectra, Mapping) else {_rule_of(spectra): spectra}
+    summary = sensitivity_summary(cost, at=at, value=value)
+    targets = [c for c in summary.columns if c.startswith(f"{value}@")] + ([f"{value}_auc"] if auc else [])
+    groupings = (by,) if isinstance(by, str) or by is None else tuple(by)
+    rows = []
+    for rule, table in tables.items():
+        keys = ["name"] if "name" in table.columns else ["layer", "projection"]
+        cols = keys + [m for m in metrics if m in table.columns and m not in keys]
+        merged = summary.merge(table[cols], on=keys, how="inner")
+        for grouping in groupings:
+            grouping = grouping or "all"
+            if grouping not in GROUPINGS:
+                raise AllocationError(f"by={grouping!r} is not one of {GROUPINGS}. Fix: pick from those.")
+            parts = [("all", merged)] if grouping == "all" else merged.groupby(grouping, sort=False)
+            for group, part in parts:
+                for metric in cols[len(keys):]:
+                    for target in targets:
+                        rho, p, n = _spearman(part[metric].to_numpy(float), part[target].to_numpy(float))
+                        rows.append(dict(rule=rule, metric=metric, sensitivity=target, group_by=grouping,
+                                         group=str(group), rho=rho, p_value=p, n=n))
+    return pd.DataFrame(rows)
+
+
+def _rule_of(table: pd.DataFrame) -> str:
+    if "xmin_rule" in table.columns and table["xmin_rule"].nunique() == 1:
+        return str(table["xmin_rule"].iloc[0])
+    return str(table.attrs.get("xmin_rule", "default"))
+
+
+def correlation_overview(correlations: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (rule, metric, sensitivity, group_by): median and mean rho over groups, number of groups,
+    and how many groups are significantly negative / positive at level ``alpha``."""
+    df = correlations.assign(neg=(correlations["rho"] < 0) & (correlations["p_value"] < alpha),
+                             pos=(correlations["rho"] > 0) & (correlations["p_value"] < alpha))
+    keys = ["rule", "metric", "sensitivity", "group_by"]
+    return df.groupby(keys, sort=False).agg(rho_median=("rho", "median"), rho_mean=("rho", "mean"),
+                                            n_groups=("rho", "size"), n_sig_negative=("neg", "sum"),
+                                            n_sig_positive=("pos", "sum")).reset_index()
