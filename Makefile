@@ -16,8 +16,13 @@ endif
 
 .PHONY: lab test setup fetch browser unit notebooks bench bench-gpu strip clean
 
+# Server options for `make lab`, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8888 --no-browser".
+# As root (most GPU containers) --allow-root is added, since Jupyter refuses root without it.
+LAB_ARGS ?=
+ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ROOT_ARG) $(LAB_ARGS) notebooks/
 
 test: setup browser unit notebooks
 
@@ -43,6 +48,7 @@ browser: $(VENV)/.installed
 	VENV=$(VENV) bash scripts/install_browser.sh
 
 unit: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 notebooks: setup
