@@ -31,7 +31,7 @@ def test_projection_table_tiny(tiny_model):
     assert table.name[0] == "model.layers.0.self_attn.q_proj"
 
 
-@pytest.mark.parametrize("family", ["mistral", "qwen2", "gemma3_text"])
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3", "gemma3_text", "llama"])
 def test_other_families_are_supported(family):
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -41,6 +41,25 @@ def test_other_families_are_supported(family):
     table = projection_table(model)
     assert len(table) == 14
     assert set(table.projection) == set(PROJECTIONS)
+
+
+def test_multimodal_gemma3_finds_the_language_model_not_the_vision_tower():
+    """Gemma-3 4B/12B/27B checkpoints are Gemma3ForConditionalGeneration: a SigLIP vision tower
+    (layers with self_attn + mlp.fc1/fc2) comes first in named_modules, then the text decoder."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, vocab_size=300, head_dim=8)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=32, patch_size=8)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)
+    model = Gemma3ForConditionalGeneration(cfg)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.ModuleList)]
+    assert "vision" in names[0]  # the vision tower's layers come first
+    table = projection_table(model)
+    assert len(table) == 14 and set(table.projection) == set(PROJECTIONS)
+    assert "vision" not in table.name[0] and table.name[0].endswith("layers.0.self_attn.q_proj")
+    assert table.set_index(["layer", "projection"]).loc[(0, "down"), "d_in"] == 64
 
 
 def test_unsupported_architecture_lists_what_was_found():

@@ -283,12 +283,23 @@ def random_model(preset: str = "llama-tiny", seed: int = 0, dtype: torch.dtype =
 
 # --------------------------------------------------------------------------- inventory
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of decoder layers of a supported causal LM."""
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            first = module[0]
-            if hasattr(first, "self_attn") and hasattr(first, "mlp"):
-                return module
+    """The list of decoder layers of a supported causal LM.
+
+    The first ``nn.ModuleList`` whose layers hold all seven projections wins, so the
+    language model of a multimodal checkpoint (e.g. ``Gemma3ForConditionalGeneration``,
+    whose SigLIP vision tower also has ``self_attn``/``mlp`` layers, with ``fc1``/``fc2``)
+    is found rather than its vision encoder. Without such a list, the first list of
+    ``self_attn``/``mlp`` layers is returned so that :func:`check_supported` names what
+    it lacks.
+    """
+    candidates = [m for _, m in model.named_modules()
+                  if isinstance(m, nn.ModuleList) and len(m) > 0
+                  and hasattr(m[0], "self_attn") and hasattr(m[0], "mlp")]
+    for layers in candidates:
+        if all(isinstance(_get(layers[0], p), nn.Linear) for p in _PROJECTION_PATHS.values()):
+            return layers
+    if candidates:
+        return candidates[0]
     raise UnsupportedArchitectureError(
         f"No decoder layers with `self_attn` and `mlp` found in {type(model).__name__}. "
         "acttail-lab supports LLaMA-style models (LLaMA, Mistral, Qwen2/3, Gemma 2/3). "
