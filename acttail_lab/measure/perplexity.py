@@ -80,8 +80,50 @@ def _scored_start(protocol: str, length: int) -> int:
     return length // 2 if protocol == "last_half" else 0
 
 
+LOGIT_BUDGET = 2 ** 26
+"""Logit elements per chunk of the loss (256 MB in fp32): full-vocabulary logits are never held for every
+position at once (a 262k vocabulary at T=2048, batch 4 would need ~8 GB, twice with the fp32 copy)."""
+CHUNKED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")
+"""Architectures whose logits are ``lm_head(final hidden state)`` (then Gemma's optional soft cap)."""
+
+
+def _chunked_head(model: nn.Module):
+    """``(decoder, lm_head, softcap)`` when the loss can be computed chunk by chunk, else None."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    if getattr(config, "model_type", None) not in CHUNKED_MODEL_TYPES or not hasattr(model, "model"):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return None
+    return model.model, head, getattr(text, "final_logit_softcapping", None)
+
+
 def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[float, int]:
-    """Summed NLL (nats) and count of the targets ``ids[:, start + 1:]`` predicted from ``ids``."""
+    """Summed NLL (nats) and count of the targets ``ids[:, start + 1:]`` predicted from ``ids``.
+
+    For the supported architectures the LM head runs on chunks of at most ``LOGIT_BUDGET / vocab``
+    positions, so peak memory does not grow with batch x length x vocabulary.
+    """
+    chunked = _chunked_head(model)
+    if chunked is None:
+        return _window_nll_full(model, ids, start, keep_arg)
+    decoder, head, softcap = chunked
+    hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state
+    hidden = hidden[:, start:-1].reshape(-1, hidden.shape[-1])  # predictions made at positions start..T-2
+    targets = ids[:, start + 1:].reshape(-1).to(hidden.device)
+    rows = max(1, LOGIT_BUDGET // head.weight.shape[0])
+    total = 0.0
+    for i in range(0, hidden.shape[0], rows):
+        logits = head(hidden[i:i + rows])
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        total += float(F.cross_entropy(logits.float(), targets[i:i + rows].to(logits.device), reduction="sum"))
+    return total, targets.numel()
+
+
+def _window_nll_full(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[float, int]:
+    """:func:`_window_nll` through the model's own forward (any other architecture)."""
     length = ids.shape[1]
     kwargs = {"use_cache": False}
     if keep_arg and start > 0:
