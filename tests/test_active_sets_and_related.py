@@ -163,3 +163,11 @@ def test_rotation_check_fails_loudly_when_the_rotation_is_wrong(monkeypatch):
     monkeypatch.setattr(rotation, "rotations_for", lambda *a, **k: broken)
     with pytest.raises(errors.RotationError, match="does not reproduce"):
         related.rotation_check(model, stats, torch.randint(0, 256, (2, 32), generator=g))
+
+
+def test_overlap_summary_rows_from_the_committed_overlap_table():
+    # regression: report.related imported overlap_summary from a module that no longer exists after the re-layering
+    from acttail_lab.report.related import load_active_sets, overlap_summary_rows
+
+    rows = overlap_summary_rows(load_active_sets("smollm2-135m"), sparsity=0.5)
+    assert rows and all(row.startswith("FFN ") and " at 50%: " in row and "(chance " in row for row in rows)

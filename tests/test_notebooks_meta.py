@@ -7,6 +7,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+MAX_CELL_LINES = 12
+"""Most code lines (non-blank, non-comment, magics included) in one notebook cell: a thin notebook calls the
+package and shows the result; anything longer is analysis that belongs in acttail_lab (with tests). Each line
+of a call wrapped over several lines counts, so write calls compactly. The `parameters` cell is held to it too."""
+
+
+def code_lines(source) -> int:
+    """Non-blank lines of a cell's source (a string or nbformat's list of strings) that are not ``#`` comments."""
+    text = "".join(source) if isinstance(source, list) else source
+    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+def long_cells(nb: dict) -> dict:
+    """``{cell id (or index among code cells): code lines}`` for the code cells over :data:`MAX_CELL_LINES`."""
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    return {c.get("id", i): code_lines(c["source"]) for i, c in enumerate(code)
+            if code_lines(c["source"]) > MAX_CELL_LINES}
 
 
 def test_there_are_notebooks():
@@ -36,3 +53,33 @@ def test_notebook_is_indexed_clean_and_parameterised(path):
     # thin: no function or class definitions in notebooks; logic lives in acttail_lab
     for cell in code:
         assert not re.search(r"^\s*(def|class) ", "".join(cell["source"]), re.M), f"logic in {path.name}"
+
+
+def test_code_lines_counts_code_not_comments_or_blanks():
+    cell = ["# a comment\n", "\n", "%matplotlib inline\n", "x = f(1,  # trailing comment\n", "      2)\n",
+            "    # indented comment\n", "   \n", "x"]
+    assert code_lines(cell) == 4
+    assert code_lines("".join(cell)) == 4
+    assert code_lines("") == 0 and code_lines("# only\n\n") == 0
+
+
+def test_code_lines_flags_a_long_cell():
+    long_cell = "\n".join(f"value_{i} = {i}" for i in range(MAX_CELL_LINES + 1))
+    assert code_lines(long_cell) == MAX_CELL_LINES + 1 > MAX_CELL_LINES
+    assert code_lines("\n# note\n".join(f"v{i} = {i}" for i in range(MAX_CELL_LINES))) == MAX_CELL_LINES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_cells_are_short(path):
+    long = long_cells(json.loads(path.read_text()))
+    assert not long, (f"{path.name}: code cell(s) {long} (id: lines) exceed {MAX_CELL_LINES} code lines; "
+                      "move the logic into acttail_lab (report/ or plots/) and call it")
+
+
+def test_long_cells_flags_only_long_code_cells():
+    lines = [f"x{i} = {i}\n" for i in range(MAX_CELL_LINES + 1)]
+    nb = {"cells": [dict(cell_type="markdown", id="m", source=lines),  # prose may be long
+                    dict(cell_type="code", id="ok", source=["# why\n", "\n"] + lines[:MAX_CELL_LINES]),
+                    dict(cell_type="code", id="long", source=lines),
+                    dict(cell_type="code", id="wrapped", source=["f(a,\n"] + ["  b,\n"] * MAX_CELL_LINES + ["  c)"])]}
+    assert long_cells(nb) == {"long": MAX_CELL_LINES + 1, "wrapped": MAX_CELL_LINES + 2}

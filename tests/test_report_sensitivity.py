@@ -245,3 +245,167 @@ def test_perplexity_agreement_orders_and_skips_sparse_targets():
     reversed_ppl = pd.DataFrame({0.5: [20.0, 15.0, 12.0, 10.0]}, index=["a", "b", "c", "d"])
     assert perplexity_agreement(estimated, reversed_ppl).spearman_rho.tolist() == pytest.approx([-1.0])
     assert perplexity_agreement(estimated, ppl, min_strategies=2).target.tolist() == [0.5, 0.8]
+
+
+# --------------------------------------------------------------------------- notebook 07's tables (sensitivity_tables)
+from acttail_lab.report import sensitivity_tables as tables  # noqa: E402
+
+KINDS = {"q": 0.2, "up": 0.6}  # rel_error = slope * s (layer 1 doubles it); rel_error_token = half of that
+LEVELS = (0.5, 0.8)
+
+
+def _cost(levels=LEVELS, n_tokens=64):
+    rows = []
+    for layer in (0, 1):
+        for kind, slope in KINDS.items():
+            for s in levels:
+                err = slope * (1 + layer) * s
+                rows.append(dict(layer=layer, projection=kind, name=f"layers.{layer}.{kind}",
+                                 n_params=100 if kind == "q" else 300, sparsity=s, rel_error=err,
+                                 rel_error_token=err / 2, n_tokens=n_tokens))
+    return pd.DataFrame(rows)
+
+
+def _loss():
+    rows = [dict(layer=layer, projection=kind, name=f"layers.{layer}.{kind}", n_params=1, sparsity=s,
+                 loss_increase=value, n_tokens=32, dense_loss=3.0)
+            for (layer, kind), values in {(0, "q"): (-0.01, 0.02), (1, "up"): (0.03, 0.3)}.items()
+            for s, value in zip(LEVELS, values)]
+    return pd.DataFrame(rows)
+
+
+def test_provenance_lines_read_sidecar_settings():
+    cost, loss = _cost(), _loss()
+    cost.attrs["provenance"] = dict(settings=dict(split="calibration", corpus="austen"), timestamp="T0",
+                                    git_sha="0123456789abcdef")
+    loss.attrs["provenance"] = dict(settings=dict(subset="two", sparsities=[0.5, 0.8], split="calibration",
+                                                  window=16), timestamp="T1", git_sha="x")
+    first, second = tables.provenance_lines(cost, loss)
+    assert first == "cost table: 4 projections x 2 levels, 64 calibration tokens (austen), made T0 at commit 01234567"
+    assert second.startswith("loss increase: 2 projections (two) x levels [0.5, 0.8], 32 calibration tokens")
+    assert second.endswith("windows of 16; dense calibration NLL 3.0000 nats")
+
+
+def test_live_agreement_rank_ratio_and_difference():
+    committed = _cost()
+    live = committed.assign(rel_error=committed.rel_error * 2, n_tokens=16)
+    table = tables.live_agreement(live[live.sparsity == 0.8], committed)
+    assert table.sparsity.tolist() == [0.8] and table.tokens_live.tolist() == [16]
+    row = table.iloc[0]
+    assert row.spearman_rho == pytest.approx(1.0)
+    assert row.median_ratio == pytest.approx(2.0)
+    assert row.max_abs_diff == pytest.approx(0.6 * 2 * 0.8)  # live doubles it: the difference is the largest committed error
+
+
+def test_measured_summaries_merge_pooled_and_token_errors():
+    measured, loss_summary = tables.measured_summaries(_cost(), _loss(), LEVELS)
+    assert len(measured) == 4 and len(loss_summary) == 2
+    row = measured.set_index("name").loc["layers.1.up"]
+    assert row["rel_error@0.8"] == pytest.approx(0.6 * 2 * 0.8)
+    assert row["rel_error_token@0.5"] == pytest.approx(0.6 * 2 * 0.5 / 2)
+    assert loss_summary.set_index("name").loc["layers.0.q", "loss_increase@0.5"] == pytest.approx(-0.01)
+
+
+def test_kind_means_average_over_layers_and_loss_subset():
+    measured, loss_summary = tables.measured_summaries(_cost(), _loss(), LEVELS)
+    alphas = pd.DataFrame(dict(name=measured.name, alpha=[2.0, 4.0, 3.0, 6.0], stable_rank=[1.0, 1.0, 2.0, 2.0]))
+    means = tables.kind_means(measured, loss_summary, alphas, LEVELS)
+    assert means.index.tolist() == ["q", "up"]
+    assert means.loc["q", "alpha"] == pytest.approx(2.5) and means.loc["up", "alpha"] == pytest.approx(5.0)
+    assert means.loc["up", "rel_error@0.8"] == pytest.approx(0.6 * 0.8 * 1.5)  # mean of layers 0 and 1
+    assert means.loc["q", "loss_increase@0.8"] == pytest.approx(0.02)  # only layer 0's q was measured
+    assert means.loc["up", "loss_increase@0.5"] == pytest.approx(0.03)
+
+
+def test_loss_noise_share_negative():
+    noise = tables.loss_noise(_loss())
+    assert noise.loc[0.5, "share_negative"] == pytest.approx(0.5)
+    assert noise.loc[0.8, "share_negative"] == 0.0
+    assert noise.loc[0.8, "median"] == pytest.approx(0.16)
+
+
+def test_significance_counts_and_per_kind_rho(corr):
+    counts = tables.significance_counts(corr, ["rel_error@0.5"], alpha_rule="ks")
+    assert "all" not in counts.index.get_level_values("group_by")
+    # q 0.05 / k 0.10 / v 0.30 all with p = 0.5: none significant
+    assert counts.loc[("alpha", "ks", "projection"), "rel_error@0.5"] == "0 neg / 0 pos of 3"
+    per_kind = tables.per_kind_rho(corr, "rel_error@0.5", metrics=("alpha",))
+    assert per_kind.columns.tolist() == ["q", "k", "v"]  # PROJECTIONS order
+    assert per_kind.loc[("alpha", "ks"), "v"] == pytest.approx(0.30)
+
+
+def test_significance_counts_counts_signs():
+    rows = [_row("stable_rank", "c", "layer", str(i), rho, p) for i, (rho, p) in
+            enumerate([(-0.5, 0.01), (-0.4, 0.02), (0.6, 0.001), (0.1, 0.6)])]
+    rows.append(_row("stable_rank", "c", "layer", "9", -0.9, 0.001, rule="peak"))  # other rule: not shown
+    counts = tables.significance_counts(pd.DataFrame(rows), ["c"], alpha_rule="ks")
+    assert counts.to_dict() == {"c": {("stable_rank", "ks", "layer"): "2 neg / 1 pos of 4"}}
+
+
+def test_kind_sparsity_table_is_parameter_weighted():
+    cost = _cost()
+    ident = cost[cost.sparsity == 0.5][["layer", "projection", "name", "n_params"]]
+    a = ident.assign(sparsity=[0.2, 0.4, 0.6, 0.8])
+    u = ident.assign(sparsity=0.5)
+    table = tables.kind_sparsity_table({"uniform": u, "a": a})
+    assert table.index.tolist() == ["uniform", "a"] and table.columns.tolist() == ["q", "up"]
+    assert table.loc["a", "q"] == pytest.approx(0.4) and table.loc["a", "up"] == pytest.approx(0.6)
+    assert table.loc["uniform"].tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_cost_shift_sums_to_the_change_of_the_estimated_cost():
+    cost = _cost()
+    curve = cost_curves(cost)
+    ident = cost[cost.sparsity == 0.5][["layer", "projection", "name", "n_params"]]
+    uniform, moved = ident.assign(sparsity=0.5), ident.assign(sparsity=[0.8, 0.5, 0.5, 0.5])
+    delta = tables.cost_shift(moved, uniform, curve)
+    # only layers.0.q moves: (0.2 * 0.8 - 0.2 * 0.5) times its share 100 / 800 of the parameters
+    assert delta.set_index("name").delta.to_dict() == pytest.approx(
+        {"layers.0.q": 0.06 * 100 / 800, "layers.0.up": 0.0, "layers.1.q": 0.0, "layers.1.up": 0.0})
+    from acttail_lab.allocation.cost_model import estimate_cost
+    assert delta.delta.sum() == pytest.approx(estimate_cost(moved, cost) - estimate_cost(uniform, cost))
+    lines = tables.cost_shift_lines({"acttail": moved, "uniform": uniform}, curve, 0.5)
+    assert lines[0] == "acttail vs uniform at 0.5, change of the estimated cost: total +0.0075"
+    assert lines[1] == "  by kind:  q +0.0075, up +0.0000"
+    assert lines[2] == "  layers where it helps most: " and lines[3] == "  layers where it hurts most: 0 (+0.0075)"
+
+
+def _ppl_csv(path, with_uniform=True):
+    rows = [dict(strategy="dense", sparsity=0.0, perplexity=10.0, protocol="all", tokens=100, split="evaluation",
+                 window=64)]
+    for strategy, values in {"uniform": (20.0, 40.0), "acttail": (30.0, 20.0)}.items():
+        if strategy == "uniform" and not with_uniform:
+            continue
+        rows += [dict(strategy=strategy, sparsity=s, perplexity=v, protocol=protocol, tokens=100, split="evaluation",
+                      window=64) for s, v in zip((0.5, 0.8), values) for protocol in ("all", "last_half")]
+    pd.DataFrame(rows).assign(perplexity=lambda d: d.perplexity.where(d.protocol == "all", 1e9)).to_csv(path)
+
+
+def test_perplexity_by_strategy_change_and_lines(tmp_path):
+    _ppl_csv(tmp_path / "perplexity_m.csv")
+    table, note = tables.perplexity_by_strategy("m", tmp_path)
+    assert note == "protocol 'all', 100 scored tokens, split 'evaluation', window 64; dense perplexity 10.000"
+    assert table.index.tolist() == ["uniform", "acttail"] and table.columns.tolist() == [0.5, 0.8]
+    change = tables.change_vs_uniform(table)
+    assert change.loc["acttail"].tolist() == pytest.approx([50.0, -50.0])
+    assert change.loc["uniform"].tolist() == pytest.approx([0.0, 0.0])
+    assert tables.perplexity_lines(change, table) == [
+        "measured perplexity, acttail vs uniform: 0.5: +50.0%, 0.8: -50.0%",
+        "lowest perplexity per target: 0.5: uniform, 0.8: acttail"]
+
+
+def test_perplexity_missing_file_or_uniform(tmp_path):
+    table, note = tables.perplexity_by_strategy("m", tmp_path)
+    assert table is None and "is missing" in note and "reproduce_perplexity.py" in note
+    assert tables.change_vs_uniform(None) is None
+    assert tables.perplexity_lines(None, None) == ["measured perplexity: not available (see section 7)"]
+    _ppl_csv(tmp_path / "perplexity_m.csv", with_uniform=False)
+    table, _ = tables.perplexity_by_strategy("m", tmp_path)
+    assert tables.change_vs_uniform(table) is None
+
+
+def test_load_results_reads_committed_tables():
+    loaded = tables.load_results("smollm2-135m", ("ks",))
+    assert set(loaded.spectra) == {"ks"} and "provenance" in loaded.cost.attrs
+    assert loaded.cost.name.nunique() == len(loaded.spectra["ks"])
+    assert len(tables.provenance_lines(loaded.cost, loaded.loss)) == 2

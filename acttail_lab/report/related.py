@@ -119,7 +119,7 @@ def conclusions(runs: pd.DataFrame, spread: pd.DataFrame | None = None,
 
 def overlap_summary_rows(overlap: pd.DataFrame, sparsity: float = 0.5) -> list[str]:
     """Sentences on FFN active-set predictability at one sparsity."""
-    from .active_sets import overlap_summary
+    from ..measure.active_sets import overlap_summary
 
     summary = overlap_summary(overlap)
     summary = summary[np.isclose(summary["sparsity"], sparsity)]
