@@ -6,7 +6,7 @@ Each is fitted with the full KS xmin search by
 
 - ``tails.fit_power_law(eigs, xmin="ks")``;
 - ``powerlaw.Fit(eigs, parameter_ranges={"alpha": [1, None]}, verbose=False)``
-  (powerlaw 2.0.0; the range lifts its default alpha cap of 3, see FIELD-NOTES);
+  (powerlaw 2.0.0; the range lifts its default alpha cap of 3, see docs/notes.md, "powerlaw's alpha range");
 - WeightWatcher 0.7.7's ``WW_powerlaw.WWFit`` (its default fitter), if installed.
 
 Reported per spectrum: alpha and xmin of each, |alpha difference|, the median

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run single-threaded (see FIELD-NOTES: shared, noisy machines)."""
+"""Shared fixtures. Tests run single-threaded (docs/notes.md, "One BLAS thread in tests")."""
 import os
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

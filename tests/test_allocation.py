@@ -129,7 +129,7 @@ def test_eps_zero_equals_uniform(llama):
 # --------------------------------------------------------------------------- clipping
 def test_llama2_7b_at_80_percent_clips_and_resolves(llama):
     unclipped = alphapruning_formula(llama.alpha.to_numpy(), llama.n_params.to_numpy(float), 0.8, 0.3)
-    assert (unclipped > 1).sum() == 5  # METHOD.md: five projections above 100%
+    assert (unclipped > 1).sum() == 5  # docs/method.md, "Alpha to sparsity": five above 100%
     alloc = allocate(llama, "acttail", 0.8)
     s = alloc.sparsity.to_numpy()
     assert s.max() == pytest.approx(0.99, abs=1e-15)

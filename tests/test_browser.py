@@ -13,7 +13,7 @@ side computes for the new setting:
   in the test's temporary folder.
 - 01 ESD notebook: pick another projection in the picker; the ESD image must be redrawn.
 
-"Run All" on a fresh kernel can be lost (FIELD-NOTES): the test waits until the
+"Run All" on a fresh kernel can be lost (docs/notes.md, "Browser test"): the test waits until the
 kernel is idle, runs all cells through JupyterLab's command registry, and
 re-issues the command until every code cell shows an execution count.
 
@@ -201,7 +201,7 @@ def run_cells(page, lab, through: str | None = None, timeout_s: float = RUN_TIME
 
     Done means every cell run has an execution count (read from the notebook
     model), none is queued or running, and the kernel is idle. On a fresh
-    kernel the first "run" can be lost (FIELD-NOTES): whenever the kernel sits
+    kernel the first "run" can be lost (docs/notes.md, "Browser test"): whenever the kernel sits
     idle with nothing queued and cells still unrun for 5 s, the command is
     issued again (at most 5 times). An error output in any cell fails at once.
     """

@@ -72,4 +72,4 @@ def test_austen_splits_are_distinct_novels():
 def test_real_tokenizer_windows(real_model):
     w = token_windows(real_model.tokenizer, corpus_text("austen", "evaluation"), window=512, n_tokens=4096)
     assert w.shape == (8, 512) and w.dtype == torch.long
-    assert bos_id(real_model.tokenizer) is None  # SmolLM2 adds no BOS (FIELD-NOTES)
+    assert bos_id(real_model.tokenizer) is None  # docs/notes.md, "SmolLM2 adds no BOS"

@@ -151,3 +151,17 @@ def test_hybrid_uses_layer_alpha_and_kind_budgets():
     ratio = layer0 / layer0["q"]
     for kind in PROJECTIONS:
         assert ratio[kind] == pytest.approx(budgets[kind] / budgets["q"])
+
+
+@pytest.mark.parametrize("strategy", ["optimal", "hybrid"])
+def test_shuffled_cost_rows_give_the_same_allocation(strategy):
+    """The cost table's row order (levels and projections) must not matter (was: levels taken in row order)."""
+    ident = identity(3)
+    cost = convex_costs(ident)
+    shuffled = cost.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    assert shuffled["sparsity"].iloc[:7].tolist() != sorted(shuffled["sparsity"].iloc[:7])  # really shuffled
+    table = ident.assign(alpha=np.linspace(2.0, 6.0, len(ident)))
+    for target in (0.3, 0.6):
+        a = allocate(table, strategy, target, cost=cost).set_index("name")
+        b = allocate(table, strategy, target, cost=shuffled).set_index("name")
+        np.testing.assert_allclose(b.loc[a.index, "sparsity"], a["sparsity"], rtol=0, atol=1e-12)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from matplotlib.axes import Axes
 
+from acttail_lab.core.cache import cache_dir
 from acttail_lab.core.errors import DepthError
 from acttail_lab.core.models import decoder_layers, projection_table, random_model
 from acttail_lab.core.results_io import write_results
@@ -253,7 +254,7 @@ def test_skip_cache_resumes(tiny_model, windows, monkeypatch):
 
 def test_corrupt_cache_file_is_ignored(tiny_model, windows):
     first = skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[0], progress=False)
-    files = sorted(skip_layer.cache_dir("depth").glob("skip-*.json"))
+    files = sorted(cache_dir("depth").glob("skip-*.json"))
     assert len(files) == 2
     for path in files:
         data = json.loads(path.read_text())
@@ -272,7 +273,7 @@ def test_corrupt_cache_file_is_ignored(tiny_model, windows):
 
 def test_no_cache_writes_nothing(tiny_model, windows):
     skip_layer.skip_layer_perplexity(tiny_model, windows, layers=[1], progress=False, cache=False)
-    assert not list(skip_layer.cache_dir("depth").glob("*.json"))
+    assert not list(cache_dir("depth").glob("*.json"))
 
 
 # --------------------------------------------------------------------------- errors

@@ -223,3 +223,25 @@ def test_real_smollm2_dense_and_uniform_half(real_model):
     assert 10 < dense.perplexity < 60
     assert sparse.perplexity > dense.perplexity
     assert sparse.realised_sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_teal_greedy_specs_with_different_s_max_get_one_path_each(tiny, corpus_file, cache_root, monkeypatch):
+    """Each teal-greedy s_max reads its own greedy path (was: every spec shared the first one's)."""
+    from acttail_lab.core.models import projection_table
+    from acttail_lab.measure import teal_greedy
+
+    calls = []
+
+    def fake_greedy_path(lm, corpus="austen", s_max=0.99, progress=False, **kwargs):
+        calls.append(s_max)
+        ident = projection_table(lm.model)[["layer", "projection", "name", "n_params"]]
+        return pd.concat([ident.assign(block_target=t, sparsity=t, block_error=t) for t in (0.0, 0.5, s_max)],
+                         ignore_index=True)
+
+    monkeypatch.setattr(teal_greedy, "greedy_path", fake_greedy_path)
+    specs = ["teal-greedy", "teal-greedy[s_max=0.9]", "teal-greedy[s_max=0.99]"]
+    df = evaluate_grid(tiny, strategies=specs, sparsities=(0.5, 0.9), tokens=256, window=64, corpus=corpus_file,
+                       progress=False, include_dense=False)
+    assert sorted(calls) == [0.9, 0.99]  # one path per distinct s_max, computed once each
+    assert df["strategy"].tolist() == [s for s in specs for _ in (0.5, 0.9)]
+    assert df["perplexity"].notna().all()

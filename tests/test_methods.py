@@ -51,7 +51,16 @@ def test_new_presets_carry_method_and_kinds():
     assert "method=rotated" in presets_help()
 
 
-@pytest.mark.parametrize("text, fragment", [("uniform[method=magic]", "Unknown method"),
+def test_unknown_method_is_caught_where_the_method_registry_is():
+    from acttail_lab.sparsify.methods import resolve_spec
+
+    with pytest.raises(AllocationError, match="Unknown method 'magic'. Registered methods: topk, rotated"):
+        resolve_spec("uniform[method=magic]")
+    with pytest.raises(AllocationError, match="Unknown method"):
+        evaluate_grid("no-such-model", strategies=["uniform[method=magic]"], progress=False)
+
+
+@pytest.mark.parametrize("text, fragment", [("uniform[method=ma gic]", "Unknown method"),
                                             ("uniform[kinds=gate+lm_head]", "kinds"),
                                             ("optimal[kinds=down]", None)])
 def test_bad_method_or_kinds_is_a_clear_error(model, text, fragment):

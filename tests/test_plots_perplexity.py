@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from test_results import DENSE_PPL, PPL, make_runs
+from test_report_results import DENSE_PPL, PPL, make_runs
 
 from acttail_lab.allocation import allocate, summary
 from acttail_lab.core.models import PROJECTIONS

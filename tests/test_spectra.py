@@ -146,7 +146,7 @@ def test_corrupt_or_partial_cache_files_are_never_trusted(tmp_cache, count_esd):
     again = model_spectra(model, device="cpu", progress=False)
     assert len(count_esd) == 28
     assert all(np.array_equal(good[k], again[k]) for k in good)
-    assert spectra._read_cache(path, list(good)) is not None
+    assert spectra._read_cache(spectra_key(model), list(good)) is not None
 
 
 # --------------------------------------------------------------------------- the alpha table

@@ -257,3 +257,24 @@ def test_works_under_autograd(ids):
     grad = model.model.layers[0].self_attn.q_proj.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert sum(hook_counts(model)) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float64 takes the torch.topk path
+def test_k_zero_zeroes_the_input_on_every_path(dtype):
+    """A sparsity close enough to 1 that round((1-s) d_in) = 0 keeps nothing, the same on every path."""
+    model = random_model("llama-tiny", dtype=dtype)
+    seen = {}
+
+    def grab(module, args, out):  # a forward hook sees the input after the pre-hooks
+        seen.setdefault("x", args[0].clone())
+
+    handle = model.model.layers[0].mlp.down_proj.register_forward_hook(grab)
+    try:
+        with TopKSparsifier(model, 0.999) as sp:
+            model(torch.randint(0, 256, (2, 8)))
+    finally:
+        handle.remove()
+    table = sp.realised()
+    assert (table["k"] == 0).all()
+    assert (table["realised_sparsity"] == 1.0).all()
+    assert torch.count_nonzero(seen["x"]) == 0

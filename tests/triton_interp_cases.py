@@ -13,7 +13,7 @@ Sizes are small on purpose: the interpreter runs every program instance in numpy
 import os
 import sys
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (FIELD-NOTES, "GPU")
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (docs/notes.md, "Triton on a CPU")
 
 import pytest  # noqa: E402
 

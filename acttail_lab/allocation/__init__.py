@@ -4,7 +4,7 @@
 projection whose parameter-weighted mean equals ``target`` exactly. Strategies
 (``strategies.py``) only shape the relative budget; ``solver.solve_scale``
 scales it to the target, clipping at ``s_max`` and re-solving so the clipped
-mass goes to the other projections. See METHOD.md, "Alpha -> sparsity".
+mass goes to the other projections. See docs/method.md, "Alpha to sparsity".
 """
 from ..core.reference import with_alphas
 from .core import allocate
@@ -14,6 +14,15 @@ from .presets import (
     parse_strategies,
     parse_strategy,
     presets_help,
+)
+from .registry import (
+    CostStrategy,
+    PathStrategy,
+    RatioStrategy,
+    Registry,
+    StrategyEntry,
+    get_strategy,
+    register_strategy,
 )
 from .solver import max_achievable, solve_scale, weighted_mean
 from .strategies import (
@@ -38,4 +47,5 @@ __all__ = [
     "max_achievable", "solve_scale", "weighted_mean", "DEFAULT_S_MAX", "STRATEGIES", "acttail_ratios",
     "kind_ratios", "shuffled_ratios", "uniform_ratios", "check_matches", "load_alpha_table",
     "load_allocation", "save_allocation", "summary", "validate_table", "with_alphas",
+    "CostStrategy", "PathStrategy", "RatioStrategy", "Registry", "StrategyEntry", "get_strategy", "register_strategy",
 ]

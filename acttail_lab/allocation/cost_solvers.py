@@ -40,6 +40,7 @@ import pandas as pd
 
 from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
+from .registry import CostStrategy, register_strategy
 from .solver import solve_scale
 from .strategies import acttail_ratios
 
@@ -75,8 +76,13 @@ class CostCurves:
     def from_table(cls, cost: pd.DataFrame, value: str = "rel_error") -> "CostCurves":
         """Build curves from a tidy cost table (see module doc); raises AllocationError if malformed."""
         _check_cost_table(cost, value)
-        wide = cost.pivot_table(index="name", columns="sparsity", values=value, aggfunc="first", sort=False)
-        ident = cost.drop_duplicates("name")[list(ID_COLUMNS)].reset_index(drop=True)
+        # levels sorted ascending whatever the row order; projections in (layer, kind) order, so a table with
+        # shuffled rows gives the same curves (and the same tie-breaking in greedy_fill) as an ordered one
+        wide = cost.pivot_table(index="name", columns="sparsity", values=value, aggfunc="first").sort_index(axis=1)
+        ident = cost.drop_duplicates("name")[list(ID_COLUMNS)]
+        kind_rank = ident["projection"].map({k: i for i, k in enumerate(PROJECTIONS)}).fillna(len(PROJECTIONS))
+        ident = ident.assign(_kind=kind_rank).sort_values(["layer", "_kind", "name"], kind="stable")
+        ident = ident.drop(columns="_kind").reset_index(drop=True)
         wide = wide.loc[ident["name"]]
         if wide.isna().any().any():
             bad = wide.index[wide.isna().any(axis=1)][:3].tolist()
@@ -338,3 +344,16 @@ def hybrid_allocation(alpha_table: pd.DataFrame, cost, target: float, *, epsilon
     out["value"] = value
     out["weight"] = weight
     return out
+
+
+# --------------------------------------------------------------------------- registration
+def _solve_optimal(table: pd.DataFrame, cost, target: float, **options) -> pd.DataFrame:
+    return optimal_allocation(cost, target, **options)
+
+
+_COST_FIX = ("Strategy {!r} is solved from measured costs, and no cost table was given. "
+             "Fix: pass cost=acttail_lab.measure.sensitivity.cost_table(model) (calibration data).")
+register_strategy(CostStrategy("optimal", {"s_max": 0.95, "value": "rel_error", "weight": "n_params"},
+                               solve=_solve_optimal, missing_fix=_COST_FIX.format("optimal")))
+register_strategy(CostStrategy("hybrid", {"epsilon": 0.3, "s_max": 0.95, "value": "rel_error", "weight": "n_params"},
+                               needs_alpha=True, solve=hybrid_allocation, missing_fix=_COST_FIX.format("hybrid")))

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import AllocationError
+from .registry import PathStrategy, register_strategy
 
 PATH_COLUMNS = ("layer", "projection", "name", "n_params", "block_target", "sparsity", "block_error")
 
@@ -76,3 +77,9 @@ def kind_means(path: pd.DataFrame, targets=(0.5, 0.8)) -> pd.DataFrame:
     out = {f"at_{t:g}": teal_greedy_allocation(path, t).groupby("projection", sort=False)["sparsity"].mean()
            for t in targets}
     return pd.DataFrame(out).rename_axis("projection").reset_index()
+
+
+register_strategy(PathStrategy(
+    "teal-greedy", {"s_max": 0.99}, read=teal_greedy_allocation,
+    missing_fix="Strategy 'teal-greedy' is read off a measured greedy path, and no path was given. "
+                "Fix: pass greedy_path=acttail_lab.measure.teal_greedy.greedy_path(model) (calibration data)."))

@@ -8,16 +8,23 @@ the per-kind budgets: ``kind[q=0.5;k=0.5;v=0.5;o=0.6;gate=0.45;up=0.4;down=0.6]`
 
 Two options belong to every strategy:
 
-* ``method``: how the budgets are applied when a model runs (:data:`METHODS`):
-  ``topk`` (exact TopK, the default), ``rotated`` (TopK on LaRoSA-rotated
-  inputs), ``threshold`` (TEAL-style calibrated magnitude thresholds) or
-  ``cats`` (threshold on the MLP gate activation; budget on ``down`` only).
+* ``method``: how the budgets are applied when a model runs, a name of the
+  method registry (``acttail_lab.sparsify.registry``; built in: ``topk``
+  (exact TopK, the default), ``rotated`` (TopK on LaRoSA-rotated inputs),
+  ``threshold`` (TEAL-style calibrated magnitude thresholds) or ``cats``
+  (threshold on the MLP gate activation; budget on ``down`` only)). This layer
+  never applies a method, so it checks only that it is a name; the sparsify
+  layer, which owns the registry, checks that it is registered
+  (``sparsify.methods.resolve_spec``, ``make_sparsifier``).
 * ``kinds``: the projection kinds that get a budget, joined by ``+``
   (``kinds=gate+up+down`` for FFN only); the others stay dense and the target
   is then the parameter-weighted mean over the listed kinds only.
 
-``allocate`` itself only uses ``kinds``; ``method`` travels with the spec to
-the evaluation (``acttail_lab.sparsify.methods``).
+A spec is parsed once into a :class:`StrategySpec`: its options are checked
+then and kept both as given (``options``, which name the result) and resolved
+against the strategy's defaults (``resolved``). ``allocate`` itself only uses
+``kinds``; ``method`` travels with the spec to the evaluation
+(``acttail_lab.sparsify.methods``).
 """
 from __future__ import annotations
 
@@ -28,34 +35,48 @@ from typing import Mapping
 
 from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
-from .strategies import STRATEGIES, resolve_options
+# the built-in strategies register themselves when their modules load
+from . import cost_solvers, greedy_path, strategies  # noqa: F401
+from .registry import STRATEGIES, StrategyEntry, get_strategy
 
 _ALIASES = {"eps": "epsilon"}
-METHODS = ("topk", "rotated", "threshold", "cats")
-"""How a budget is applied: exact TopK, TopK on rotated inputs, calibrated thresholds, CATS gate thresholds."""
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """A strategy with options and the label that names it in result tables."""
+    """One typed run spec: label, registered strategy, its options (checked), method and kinds.
+
+    ``options`` are the options as given (they name the result: ``label`` and the
+    grid's ``options`` column); ``resolved`` are the strategy's defaults overridden
+    by them, each checked, as ``allocate`` uses them; ``entry`` is the registered
+    strategy (``registry.StrategyEntry``): what it reads and how it allocates.
+    """
 
     label: str
     strategy: str
     options: Mapping[str, object] = field(default_factory=dict, hash=False)
     method: str = "topk"
     kinds: tuple[str, ...] | None = None
+    resolved: Mapping[str, object] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
-        object.__setattr__(self, "method", check_method(self.method))
+        object.__setattr__(self, "method", method_name(self.method))
         object.__setattr__(self, "kinds", check_kinds(self.kinds))
+        object.__setattr__(self, "resolved", MappingProxyType(get_strategy(self.strategy).resolve(self.options)))
+
+    @property
+    def entry(self) -> StrategyEntry:
+        """The registered strategy this spec runs."""
+        return get_strategy(self.strategy)
 
 
-def check_method(method) -> str:
-    """``method`` if it is one of :data:`METHODS`, else a clear AllocationError."""
-    if method not in METHODS:
-        raise AllocationError(f"Unknown method {method!r}. Fix: choose one of {METHODS} "
-                              "(e.g. uniform[method=threshold]).")
+def method_name(method) -> str:
+    """``method`` if it is a well-formed method name (registered or not: ``sparsify.registry`` checks that)."""
+    if not isinstance(method, str) or not _NAME_RE.match(method):
+        raise AllocationError(f"Unknown method {method!r}: a method is a name such as topk, rotated, threshold "
+                              "or cats. Fix: e.g. uniform[method=threshold].")
     return method
 
 
@@ -147,13 +168,18 @@ def spec_label(base: str, overrides: Mapping[str, object]) -> str:
 
 def make_spec(strategy: str | StrategySpec, options: Mapping[str, object] | None = None,
               label: str | None = None) -> StrategySpec:
-    """A checked StrategySpec from a preset, strategy name, ``NAME[...]`` text or spec, plus options."""
+    """A checked StrategySpec from a preset, strategy name, ``NAME[...]`` text or spec, plus options.
+
+    A StrategySpec with no options and no label passes through unchanged (it was checked when made).
+    """
+    if isinstance(strategy, StrategySpec) and not options and label is None:
+        return strategy
     base = strategy if isinstance(strategy, StrategySpec) else parse_strategy(strategy)
     options = dict(options or {})
     merged = {**base.options, **options}
     method = merged.pop("method", base.method)
     kinds = merged.pop("kinds", base.kinds)
-    resolve_options(base.strategy, merged)  # fail early on unknown options or bad values
+    # StrategySpec checks the options, the method name and the kinds
     return StrategySpec(label or spec_label(base.label, options), base.strategy, merged, method=method,
                         kinds=check_kinds(kinds))
 

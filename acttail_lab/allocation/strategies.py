@@ -1,9 +1,9 @@
 """Relative budgets ("ratios") of each allocation strategy, and their options.
 
-Every strategy is one plain function ``table -> ratios`` (one non-negative
-float per row). The shared last step, ``solver.solve_scale``, multiplies the
-ratios by the one constant that makes the parameter-weighted mean sparsity
-equal the target (clipping at ``s_max``). So strategies differ only in the
+Every strategy here is one plain function ``table -> ratios`` (one non-negative
+float per row), registered by ``@register_strategy`` (``registry.py``). The
+shared last step, ``solver.solve_scale``, multiplies the ratios by the one
+constant that makes the parameter-weighted mean sparsity equal the target (clipping at ``s_max``). So strategies differ only in the
 *shape* of the budget, never in its total.
 
 - ``uniform``: r_i = 1.
@@ -15,31 +15,23 @@ equal the target (clipping at ``s_max``). So strategies differ only in the
 """
 from __future__ import annotations
 
-import difflib
-import json
-import math
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
 from ..core.errors import AllocationError
-from ..core.models import PROJECTIONS
 from ..core.reference import TEAL_LLAMA2_7B_50
+from .options import DEFAULT_S_MAX, DIRECTIONS, GRANULARITIES, MAPPINGS, option_columns  # noqa: F401 (re-exported)
+from .registry import STRATEGIES, get_strategy, register_strategy  # noqa: F401 (re-exported)
 
-DEFAULT_S_MAX = 0.99
-"""Default cap on any one projection's sparsity. 0.99 changes AlphaPruning's
-(unclipped) formula only where it would exceed 1, and still keeps 1% of each
-projection's inputs (e.g. 41 of 4096 channels). Lower it to be more cautious."""
-
-GRANULARITIES = ("projection", "block")
-DIRECTIONS = ("alpha_up", "alpha_down")
-MAPPINGS = ("linear", "rank", "power", "log")
+_ACTTAIL_DEFAULTS = dict(epsilon=0.3, granularity="projection", direction="alpha_up", mapping="linear",
+                         power=2.0, s_max=DEFAULT_S_MAX)
 
 
 # --------------------------------------------------------------------------- ratio functions
+@register_strategy("uniform")
 def uniform_ratios(table: pd.DataFrame) -> np.ndarray:
     """Every projection gets the same budget: r_i = 1."""
     return np.ones(len(table))
@@ -76,6 +68,7 @@ def spread_ratios(scores: np.ndarray, epsilon: float) -> np.ndarray:
     return unit * 2.0 * epsilon + (1.0 - epsilon)
 
 
+@register_strategy("acttail", defaults=_ACTTAIL_DEFAULTS, needs_alpha=True)
 def acttail_ratios(table: pd.DataFrame, epsilon: float = 0.3, granularity: str = "projection",
                    direction: str = "alpha_up", mapping: str = "linear", power: float = 2.0) -> np.ndarray:
     """AlphaPruning's ratios r_i in [1 - eps, 1 + eps] from ``table.alpha``.
@@ -89,6 +82,7 @@ def acttail_ratios(table: pd.DataFrame, epsilon: float = 0.3, granularity: str =
     return spread_ratios(scores, epsilon)
 
 
+@register_strategy("shuffled", defaults={**_ACTTAIL_DEFAULTS, "seed": 0}, needs_alpha=True)
 def shuffled_ratios(table: pd.DataFrame, seed: int = 0, **acttail_options) -> np.ndarray:
     """The acttail ratios randomly permuted (seeded), a no-information control.
 
@@ -107,6 +101,7 @@ def shuffled_ratios(table: pd.DataFrame, seed: int = 0, **acttail_options) -> np
     return ratios[rng.permutation(len(ratios))]
 
 
+@register_strategy("kind", defaults={"budgets": None, "s_max": DEFAULT_S_MAX})
 def kind_ratios(table: pd.DataFrame, budgets: Mapping[str, float] | None = None) -> np.ndarray:
     """A fixed budget per projection kind (default ``reference.TEAL_LLAMA2_7B_50``).
 
@@ -123,127 +118,6 @@ def kind_ratios(table: pd.DataFrame, budgets: Mapping[str, float] | None = None)
     return table["projection"].map(budgets).to_numpy(dtype=float)
 
 
-# --------------------------------------------------------------------------- options
-def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[object], str]:
-    def check(value):
-        if value not in allowed:
-            raise AllocationError(f"{name}={value!r} is not one of {list(allowed)}. Fix: pick one of those.")
-        return value
-    return check
-
-
-def _number(name: str, low: float, high: float, low_open: bool = False, high_open: bool = False):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-            raise AllocationError(f"{name}={value!r} must be a finite number. Fix: pass e.g. {name}={low + (high - low) / 2:g}.")
-        below = value <= low if low_open else value < low
-        above = value >= high if high_open else value > high
-        if below or above:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-            raise AllocationError(f"{name}={value} is outside {interval}. Fix: pass a value in {interval}.")
-        return float(value)
-    return check
-
-
-def _seed(value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise AllocationError(f"seed={value!r} must be a non-negative integer. Fix: pass e.g. seed=0.")
-    return int(value)
-
-
-def _budgets(value):
-    if value is None:
-        return dict(TEAL_LLAMA2_7B_50)
-    if not isinstance(value, Mapping) or not value:
-        raise AllocationError("budgets must be a non-empty dict kind -> sparsity. Fix: e.g. {'q': 0.5, 'up': 0.4, ...}.")
-    unknown = sorted(set(value) - set(PROJECTIONS))
-    if unknown:
-        raise AllocationError(f"budgets has unknown projection kind(s) {unknown}. Fix: use kinds from {list(PROJECTIONS)}.")
-    clean = {k: _number(f"budgets[{k}]", 0.0, math.inf)(v) for k, v in value.items()}  # relative: rescaled
-    if not any(clean.values()):
-        raise AllocationError("budgets are all zero, so no target > 0 can be met. Fix: give positive budgets.")
-    return clean
-
-
-_VALIDATORS: dict[str, Callable] = {
-    "epsilon": _number("epsilon", 0.0, 1.0, high_open=True),
-    "granularity": _choice("granularity", GRANULARITIES),
-    "direction": _choice("direction", DIRECTIONS),
-    "mapping": _choice("mapping", MAPPINGS),
-    "power": _number("power", 0.0, 1e3, low_open=True),
-    "s_max": _number("s_max", 0.0, 1.0, low_open=True, high_open=True),
-    "seed": _seed,
-    "budgets": _budgets,
-    "value": _choice("value", ("rel_error", "rel_error_token")),
-    "weight": _choice("weight", ("n_params", "uniform")),
-}
-
-_ACTTAIL_DEFAULTS = dict(epsilon=0.3, granularity="projection", direction="alpha_up", mapping="linear",
-                         power=2.0, s_max=DEFAULT_S_MAX)
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A strategy's ratio function, its options with defaults, and what it reads.
-
-    ``needs_cost`` strategies are solved from a measured table (calibration
-    data) instead of ratios and have no ratio function: optimal and hybrid from
-    ``sensitivity.cost_table``, teal-greedy from ``teal_greedy.greedy_path``.
-    """
-
-    ratios: Callable[..., np.ndarray] | None
-    defaults: Mapping[str, object]
-    needs_alpha: bool
-    needs_cost: bool = False
-
-
-STRATEGIES: dict[str, Strategy] = {
-    "uniform": Strategy(uniform_ratios, {}, needs_alpha=False),
-    "acttail": Strategy(acttail_ratios, _ACTTAIL_DEFAULTS, needs_alpha=True),
-    "shuffled": Strategy(shuffled_ratios, {**_ACTTAIL_DEFAULTS, "seed": 0}, needs_alpha=True),
-    "kind": Strategy(kind_ratios, {"budgets": None, "s_max": DEFAULT_S_MAX}, needs_alpha=False),
-    "optimal": Strategy(None, {"s_max": 0.95, "value": "rel_error", "weight": "n_params"},
-                        needs_alpha=False, needs_cost=True),
-    "hybrid": Strategy(None, {"epsilon": 0.3, "s_max": 0.95, "value": "rel_error", "weight": "n_params"},
-                       needs_alpha=True, needs_cost=True),
-    "teal-greedy": Strategy(None, {"s_max": 0.99}, needs_alpha=False, needs_cost=True),
-}
-
-
-def get_strategy(name: str) -> Strategy:
-    """The registered strategy ``name``; AllocationError listing the known ones otherwise."""
-    if name not in STRATEGIES:
-        raise AllocationError(f"Unknown strategy {name!r}. Known strategies: {', '.join(STRATEGIES)}.")
-    return STRATEGIES[name]
-
-
 def resolve_options(strategy: str, options: Mapping[str, object]) -> dict[str, object]:
-    """Defaults of ``strategy`` overridden by ``options``, each checked; the options that apply.
-
-    Raises AllocationError for an unknown option (with the nearest known name),
-    a bad value, or ``power`` given without ``mapping="power"``. ``power`` is
-    dropped from the result unless the mapping uses it.
-    """
-    known = get_strategy(strategy).defaults
-    for name in options:
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise AllocationError(
-                f"Unknown option {name!r} for strategy {strategy!r}.{hint} "
-                f"Options of {strategy!r}: {', '.join(known) or 'none'}."
-            )
-    resolved = {name: _VALIDATORS[name](value) for name, value in {**known, **options}.items()}
-    if "mapping" in resolved and resolved["mapping"] != "power":
-        if "power" in options:
-            raise AllocationError(f"power={options['power']} only applies with mapping='power'. Fix: drop it or set mapping=power.")
-        resolved.pop("power")
-    return resolved
-
-
-def option_columns(resolved: Mapping[str, object]) -> dict[str, object]:
-    """Resolved options as CSV-friendly scalars (``budgets`` as a JSON string)."""
-    out = dict(resolved)
-    if "budgets" in out:
-        out["budgets"] = json.dumps(out["budgets"])
-    return out
+    """Defaults of the registered ``strategy`` overridden by ``options``, each checked (``options.resolve``)."""
+    return get_strategy(strategy).resolve(options)

@@ -40,9 +40,12 @@ def run(args) -> int:
         weighted_mean,
     )
 
-    table = load_alpha_table(args.alphas, args.shapes)
+    from ..sparsify.methods import resolve_spec
+
     options = {name: getattr(args, name) for name in _OPTION_FLAGS if getattr(args, name) is not None}
-    allocation = allocate(table, args.strategy, args.target, **options)
+    spec = resolve_spec(args.strategy, options)  # the one typed spec: strategy, options, method, kinds
+    table = load_alpha_table(args.alphas, args.shapes)
+    allocation = allocate(table, spec, args.target)
     path = save_allocation(allocation, args.out)
     per_kind = summary(allocation, by="projection")
     columns = [c for c in ("projection", "sparsity", "sparsity_min", "sparsity_max", "alpha_mean") if c in per_kind]

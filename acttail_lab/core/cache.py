@@ -5,6 +5,7 @@ atomically (temporary file in the same folder, then ``os.replace``), so an
 interrupted run never leaves a half-written file that a later run would trust.
 
 The cache root is ``$ACTTAIL_CACHE`` if set, else ``~/.cache/acttail-lab``.
+Cached results are read and written through :class:`acttail_lab.core.result_cache.ResultCache`.
 """
 from __future__ import annotations
 

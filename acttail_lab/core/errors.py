@@ -34,7 +34,7 @@ class DeviceError(ActTailError, RuntimeError):
 
 
 class SparsifierStateError(ActTailError, RuntimeError):
-    """A TopKSparsifier was entered twice, or two were stacked on one model."""
+    """A sparsifier was entered twice, or two were stacked on one model."""
 
 
 class CalibrationError(ActTailError, ValueError):

@@ -39,7 +39,7 @@ def weights_fingerprint(model: nn.Module, mode: str = "sampled", *, samples: int
 def tokens_key(windows: torch.Tensor | np.ndarray) -> str:
     """Hex key of token windows: their shape and their ids as int64 (dtype and device do not matter)."""
     ids = torch.as_tensor(windows).detach().to("cpu", torch.int64).contiguous()
-    return stable_hash([list(ids.shape), hash_bytes(ids.numpy().tobytes())], 32)
+    return stable_hash([list(ids.shape), hash_bytes(ids.numpy().tobytes())], 32)  # ids are on the cpu
 
 
 def _unique(named):
@@ -58,7 +58,7 @@ def _full(named, salt: str) -> str:
         digest.update(f"|{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
         if tensor.device.type != "meta" and tensor.numel():
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-            digest.update(flat.view(torch.uint8).numpy())
+            digest.update(flat.view(torch.uint8).numpy())  # flat is on the cpu
     return digest.hexdigest()
 
 

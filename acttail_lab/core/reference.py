@@ -5,7 +5,7 @@ alphas from files committed under ``data/reference/published_alphas`` (see the
 README and licence there). The data folder is found next to the package
 (``<repo>/data``), which is where it is for the editable install the project
 uses (``pip install -e .``); with any other install, pass ``folder=`` (for
-example the shared copy ``../shared/reference/published-alphas``).
+example any folder holding the ``<model>-hf.alpha_peak.npy`` files).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ TEAL_ATTRIBUTION = (
     "TEAL (Liu et al., ICLR 2025), greedy per-layer allocation shipped in "
     "github.com/FasterDecoding/TEAL, models/Llama-2-7B/lookup/layer-*/results.csv "
     "(commit 536a61fe778e7134dff7bb62976f013b12c4a437), row at 50% effective sparsity, "
-    "averaged over the 32 layers per projection kind (values as recorded in METHOD.md)."
+    "averaged over the 32 layers per projection kind (values as listed in docs/method.md)."
 )
 
 

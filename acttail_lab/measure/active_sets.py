@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ActTailError
+from ..core.hooks import hooks
 from ..core.models import LoadedModel, iter_projections
 from ..sparsify.calibration import ActivationStats
 
@@ -39,25 +40,21 @@ FFN_SITES = {"gate": "mlp_in", "down": "down"}
 def capture_ffn_inputs(model: nn.Module, windows: torch.Tensor, batch_size: int = 4) -> dict:
     """``{(layer, site): float tensor [n_windows, T, d]}`` of the dense model's FFN inputs on ``windows``."""
     captured: dict = {}
-    handles = []
 
     def grab(layer, site):
         def hook(module, args):
             captured.setdefault((layer, site), []).append(args[0].detach().float().cpu())
         return hook
 
-    for row, module in iter_projections(model):
-        if row["projection"] in FFN_SITES:
-            handles.append(module.register_forward_pre_hook(grab(row["layer"], FFN_SITES[row["projection"]])))
+    pre = [(module, grab(row["layer"], FFN_SITES[row["projection"]]))
+           for row, module in iter_projections(model) if row["projection"] in FFN_SITES]
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with hooks(pre=pre), torch.inference_mode():
             for batch in windows.split(batch_size):
                 model(input_ids=batch.to(next(model.parameters()).device), use_cache=False)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     return {key: torch.cat(parts) for key, parts in captured.items()}
 

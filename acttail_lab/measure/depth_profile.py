@@ -37,7 +37,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import DepthError
+from ..core.hooks import hooks
 from ..core.models import decoder_layers, unwrap
+from ..core.tensors import to_numpy
 from . import grid as evaluation
 
 PROFILE_COLUMNS = ("layer", "var_in", "var_out", "growth", "var_in_median", "var_out_median", "growth_median",
@@ -126,7 +128,7 @@ def token_stats(h_in: torch.Tensor, h_out: torch.Tensor) -> dict[str, torch.Tens
 
 def _profile_row(layer: int, stats: dict[str, torch.Tensor]) -> dict:
     var_in, var_out = float(stats["var_in"].mean()), float(stats["var_out"].mean())
-    med_in, med_out = float(np.median(stats["var_in"].numpy())), float(np.median(stats["var_out"].numpy()))
+    med_in, med_out = float(np.median(to_numpy(stats["var_in"]))), float(np.median(to_numpy(stats["var_out"])))
     cos = float(stats["cos"].mean())
     return {"layer": layer, "var_in": var_in, "var_out": var_out, "growth": var_out / var_in,
             "var_in_median": med_in, "var_out_median": med_out, "growth_median": med_out / med_in,
@@ -141,18 +143,18 @@ class _ProfileRecorder:
         self.layers = layers
         self.inputs: dict[int, torch.Tensor] = {}
         self.stats: dict[int, list[dict]] = {i: [] for i in range(len(layers))}
-        self.handles: list = []
+        self._hooks = None
 
     def __enter__(self) -> "_ProfileRecorder":
-        for i, layer in enumerate(self.layers):
-            self.handles.append(layer.register_forward_pre_hook(self._pre(i), with_kwargs=True))
-            self.handles.append(layer.register_forward_hook(self._post(i)))
+        self._hooks = hooks(pre=[(layer, self._pre(i), True) for i, layer in enumerate(self.layers)],
+                            post=[(layer, self._post(i)) for i, layer in enumerate(self.layers)])
+        self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
+        installed, self._hooks = self._hooks, None
+        if installed is not None:
+            installed.__exit__(None, None, None)
         self.inputs.clear()
 
     def _pre(self, i: int):
@@ -259,18 +261,14 @@ def jacobian_identity_gap(model, windows: torch.Tensor, n_probes: int = 2, eps: 
             return None
         return hook
 
-    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        with _eval_mode(model), torch.inference_mode():
-            for batch in tqdm(windows.split(batch_size), desc="Jacobian gap", disable=not progress, leave=False):
-                _forward(model, batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooks(pre=[(layer, make_hook(i)) for i, layer in enumerate(layers)], with_kwargs=True), \
+            _eval_mode(model), torch.inference_mode():
+        for batch in tqdm(windows.split(batch_size), desc="Jacobian gap", disable=not progress, leave=False):
+            _forward(model, batch)
     rows = []
     for i, parts in gaps.items():
         values = torch.cat(parts)
         rows.append({"layer": i, "jacobian_gap": float(values.mean()),
-                     "jacobian_gap_median": float(np.median(values.numpy())),
+                     "jacobian_gap_median": float(np.median(to_numpy(values))),
                      "n_probes": n_probes, "eps": eps, "tokens": int(windows.numel())})
     return pd.DataFrame(rows)

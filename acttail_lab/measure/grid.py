@@ -24,20 +24,19 @@ from __future__ import annotations
 import json
 import math
 import sys
-import warnings
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from ..core.cache import atomic_write_text, cache_dir, stable_hash
+from ..core.cache import stable_hash
 from ..core.corpus import corpus_text, token_windows
 from ..core.errors import AllocationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import LoadedModel, load_model, projection_table
 from ..core.provenance import describe_device
-from ..sparsify.methods import calibration_for, make_sparsifier
+from ..core.result_cache import ResultCache
+from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
 from ..sparsify.topk import PROTOCOLS, weighted_sparsity
 from .perplexity import input_device, perplexity
 
@@ -90,70 +89,87 @@ _MEASURED = ("perplexity", "nll", "tokens", "realised_sparsity", "wall_s", "devi
 _OPTIONAL = ("realised_std",)
 
 
-def _read_cached(path: Path, key: str) -> dict | None:
-    """The cached measurements for ``key``, or None when missing, unreadable or inconsistent."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ok = (data.get("key") == key and all(f in data for f in _MEASURED)
-              and isinstance(data["tokens"], int) and data["tokens"] > 0
-              and math.isfinite(data["nll"]) and math.isclose(data["perplexity"], math.exp(data["nll"]), rel_tol=1e-9)
-              and 0.0 <= data["realised_sparsity"] <= 1.0)
-    except (OSError, ValueError, TypeError, AttributeError, OverflowError):
-        ok = False
-    if not ok:
-        warnings.warn(f"Ignoring unreadable or inconsistent cache file {path}; recomputing that row.", stacklevel=3)
+def eval_cache(enabled: bool = True) -> ResultCache:
+    """The on-disk cache of grid rows: one ``cache_dir("eval")/<row_key>.json`` per row."""
+    return ResultCache("eval", version=CACHE_VERSION, fmt="json", enabled=enabled)
+
+
+def _row_ok(data: dict, key: str) -> bool:
+    """A cached row is trusted only when complete and self-consistent (perplexity == exp(nll))."""
+    return (data.get("key") == key and all(f in data for f in _MEASURED)
+            and isinstance(data["tokens"], int) and data["tokens"] > 0
+            and math.isfinite(data["nll"]) and math.isclose(data["perplexity"], math.exp(data["nll"]), rel_tol=1e-9)
+            and 0.0 <= data["realised_sparsity"] <= 1.0)
+
+
+def _read_cached(key: str, enabled: bool = True) -> dict | None:
+    """The cached measurements for ``key``, or None when missing, unreadable or inconsistent (warns)."""
+    data = eval_cache(enabled).load(key, check=lambda d: _row_ok(d, key))
+    if data is None:
         return None
     return {**{f: data[f] for f in _MEASURED}, **{f: data.get(f, 0.0) for f in _OPTIONAL}}
 
 
-def _write_cached(path: Path, key: str, measured: dict, context: dict) -> None:
-    payload = {"key": key, **measured, "context": context}
-    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n")
+def _write_cached(key: str, measured: dict, context: dict, enabled: bool = True) -> None:
+    eval_cache(enabled).save(key, {"key": key, **measured, "context": context})
 
 
 # --------------------------------------------------------------------------- the grid
 def _resolve_specs(strategies):
-    from ..allocation import StrategySpec, parse_strategy
+    """Each strategy (text, preset or StrategySpec) as the one typed spec of its run, parsed once
+    (``sparsify.methods.resolve_spec``: strategy, options and method checked)."""
+    from ..allocation import StrategySpec
 
     if isinstance(strategies, (str, StrategySpec)):
         strategies = [strategies]
-    return [s if isinstance(s, StrategySpec) else parse_strategy(s) for s in strategies]
+    return [resolve_spec(s) for s in strategies]
 
 
 def _projection_table_for(model: nn.Module, specs, xmin, progress: bool = False) -> pd.DataFrame:
     """Spectra table (with alpha; cached by ``spectra``) when a strategy needs alphas, else the projection table."""
-    from ..allocation.strategies import get_strategy
-
-    if any(get_strategy(spec.strategy).needs_alpha for spec in specs):
+    if any(spec.entry.needs_alpha for spec in specs):
         from ..spectral.spectra import analyze
 
         return analyze(model, xmin=xmin, progress=progress)
     return projection_table(model)
 
 
-def _cost_table_for(lm: LoadedModel, specs, corpus: str, progress: bool = False) -> pd.DataFrame | None:
-    """The calibration cost table (cached by ``sensitivity``) when a strategy is solved from it."""
-    from ..allocation.strategies import get_strategy
-
-    if not any(get_strategy(spec.strategy).needs_cost and spec.strategy != "teal-greedy" for spec in specs):
-        return None
+def _cost_input(lm: LoadedModel, corpus: str, progress: bool, **params) -> pd.DataFrame:
+    """The calibration cost table (cached by ``sensitivity``)."""
     from .sensitivity import cost_table
 
-    return cost_table(lm, corpus=corpus, progress=progress)
+    return cost_table(lm, corpus=corpus, progress=progress, **params)
 
 
-def _greedy_path_for(lm: LoadedModel, specs, corpus: str, progress: bool = False) -> pd.DataFrame | None:
-    """TEAL's greedy path on calibration text (cached by ``teal_greedy``) when a strategy reads it."""
-    greedy = [spec for spec in specs if spec.strategy == "teal-greedy"]
-    if not greedy:
-        return None
-    from ..allocation.strategies import resolve_options
-    from .teal_greedy import greedy_path
+def _greedy_path_input(lm: LoadedModel, corpus: str, progress: bool, **params) -> pd.DataFrame:
+    """TEAL's greedy path on calibration text (cached by ``teal_greedy``), e.g. at ``s_max``."""
+    from . import teal_greedy
 
-    s_max = resolve_options(greedy[0].strategy, greedy[0].options)["s_max"]
-    return greedy_path(lm, corpus=corpus, s_max=s_max, progress=progress)
+    return teal_greedy.greedy_path(lm, corpus=corpus, progress=progress, **params)
+
+
+MEASURED_INPUTS = {"cost": _cost_input, "greedy_path": _greedy_path_input}
+"""How each measured input a strategy can read (``StrategyEntry.inputs``) is computed, by input name."""
+
+
+def _measured_inputs_for(lm: LoadedModel, specs, corpus: str, progress: bool = False) -> list[dict]:
+    """Per spec, the measured tables its strategy reads (``spec.entry.inputs``), each computed once per
+    distinct (input, parameters): two teal-greedy specs with different ``s_max`` get one path each."""
+    computed: dict = {}
+    out = []
+    for spec in specs:
+        inputs = {}
+        for name, params in spec.entry.inputs(spec.resolved).items():
+            if name not in MEASURED_INPUTS:
+                raise AllocationError(f"Strategy {spec.strategy!r} reads the measured input {name!r}, which "
+                                      f"evaluate_grid cannot compute (it knows {', '.join(MEASURED_INPUTS)}). "
+                                      "Fix: add it to measure.grid.MEASURED_INPUTS.")
+            key = (name, stable_hash(params))
+            if key not in computed:
+                computed[key] = MEASURED_INPUTS[name](lm, corpus, progress, **params)
+            inputs[name] = computed[key]
+        out.append(inputs)
+    return out
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -190,14 +206,13 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
     if protocol not in PROTOCOLS:
         raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
     from ..allocation import allocate
-    from ..allocation.strategies import get_strategy
 
+    specs = _resolve_specs(strategies)  # parsed once, checked before any model is loaded
     torch.manual_seed(seed)
     lm = model_name if isinstance(model_name, LoadedModel) else load_model(
         model_name, device=device, dtype=dtype, device_map=device_map)
     model = lm.model
     windows = token_windows(lm.tokenizer, corpus_text(corpus, split), window=window, n_tokens=tokens)
-    specs = _resolve_specs(strategies)
     table = _projection_table_for(model, specs, xmin, progress) if specs else None
     model_dtype = next(model.parameters()).dtype
     dev = input_device(model)
@@ -209,14 +224,13 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
     common = dict(protocol=protocol, window=window, model=lm.name, corpus=str(corpus), split=split,
                   dtype=_dtype_name(model_dtype))
 
-    cost = _cost_table_for(lm, specs, corpus, progress)
-    path = _greedy_path_for(lm, specs, corpus, progress)
+    measured_inputs = _measured_inputs_for(lm, specs, corpus, progress)
     stats = calibration_for(lm, [spec.method for spec in specs], corpus=corpus, tokens=calibration_tokens,
                             window=window, progress=progress)
     jobs = [("dense", 0.0, None, None)] if include_dense else []
-    for spec in specs:
+    for spec, inputs in zip(specs, measured_inputs):
         for target in sparsities:
-            alloc = allocate(table, spec, float(target), cost=cost, greedy_path=path)
+            alloc = allocate(table, spec, float(target), inputs=inputs)
             jobs.append((spec.label, float(target), spec, alloc))
 
     rows = []
@@ -224,8 +238,7 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
         method = spec.method if spec is not None else "topk"
         key = row_key(context, None if allocation is None else allocation[["name", "sparsity"]], method,
                       stats.key if stats is not None and method != "topk" else None)
-        path = cache_dir("eval") / f"{key}.json"
-        measured = _read_cached(path, key) if cache else None
+        measured = _read_cached(key, cache)
         cached = measured is not None
         if measured is None:
             sparsifier = (None if allocation is None else
@@ -234,9 +247,8 @@ def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), 
                                 progress=progress, seed=seed, desc=f"{label} @ {target:g}", sparsifier=sparsifier)
             measured = {**{f: getattr(result, f) for f in _MEASURED if f != "device"},
                         "device": describe_device(dev), "realised_std": token_spread(result.projections)}
-            if cache:
-                _write_cached(path, key, measured, context)
-        needs_alpha = spec is not None and get_strategy(spec.strategy).needs_alpha
+            _write_cached(key, measured, context, cache)
+        needs_alpha = spec is not None and spec.entry.needs_alpha
         row = {"strategy": label, "sparsity": target, **measured, **common,
                "xmin_rule": xmin if needs_alpha else None,
                "options": json.dumps(dict(spec.options) if spec else {}, sort_keys=True, default=str),

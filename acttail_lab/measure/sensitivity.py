@@ -25,7 +25,6 @@ weights, the token ids and the options, written atomically.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -34,22 +33,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.cache import (
-    atomic_path,
-    atomic_write_text,
-    cache_dir,
-    stable_hash,
-)
+from ..core.cache import stable_hash
 from ..core.corpus import DEFAULT_CORPUS, corpus_text, token_windows
 from ..core.errors import AllocationError, CorpusError
 from ..core.fingerprint import tokens_key, weights_fingerprint
+from ..core.hooks import hooks
 from ..core.models import iter_projections
+from ..core.result_cache import ResultCache
 from ..sparsify.topk import TopKSparsifier, keep_count
 
 DEFAULT_SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 """12 levels, finer at high sparsity where the curves bend; 0.5 and 0.8 are on the grid."""
 
 _CACHE_VERSION = 2
+
+
+def sensitivity_cache(fmt: str = "csv", enabled: bool = True) -> ResultCache:
+    """The on-disk cache of this module: ``cache_dir("sensitivity")/{cost,loss}-<key>.csv`` (+ ``.dense.json``)."""
+    return ResultCache("sensitivity", version=_CACHE_VERSION, fmt=fmt, enabled=enabled)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -132,20 +133,19 @@ def capture_inputs(model, windows, max_tokens: int = 2048, seed: int = 0) -> dic
             chunks[row["name"]].append(sub)
         return hook
 
-    handles = []
+    pre = []
+    for row, module in iter_projections(net):
+        chunks[row["name"]] = []
+        pre.append((module, make_hook(row)))
     try:
-        for row, module in iter_projections(net):
-            chunks[row["name"]] = []
-            handles.append(module.register_forward_pre_hook(make_hook(row)))
-        for w in range(n_windows):
-            local = picks[(picks >= w * length) & (picks < (w + 1) * length)] - w * length
-            if local.size == 0:
-                continue
-            memo["rows"], memo["layer"], memo["items"] = torch.as_tensor(local, device=device), None, []
-            decoder(input_ids=windows[w:w + 1].to(device), use_cache=False)
+        with hooks(pre=pre):
+            for w in range(n_windows):
+                local = picks[(picks >= w * length) & (picks < (w + 1) * length)] - w * length
+                if local.size == 0:
+                    continue
+                memo["rows"], memo["layer"], memo["items"] = torch.as_tensor(local, device=device), None, []
+                decoder(input_ids=windows[w:w + 1].to(device), use_cache=False)
     finally:
-        for handle in handles:
-            handle.remove()
         memo["items"] = []
     joined: dict[tuple, torch.Tensor] = {}
     out = {}
@@ -254,13 +254,14 @@ def cost_table(model, windows: torch.Tensor | None = None, *, sparsities=DEFAULT
     """
     net, windows = _resolve_windows(model, windows, corpus, window, n_tokens)
     levels = _check_sparsities(sparsities)
-    path = None
+    store, key = sensitivity_cache("csv", cache), None
     if cache:
-        key = stable_hash(dict(kind="cost", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
-                               tokens=tokens_key(windows), sparsities=levels, max_tokens=max_tokens, seed=seed))
-        path = cache_dir("sensitivity") / f"cost-{key}.csv"
-        if path.exists():
-            return pd.read_csv(path)
+        key = "cost-" + stable_hash(dict(kind="cost", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
+                                         tokens=tokens_key(windows), sparsities=levels, max_tokens=max_tokens,
+                                         seed=seed))
+        found = store.load(key)
+        if found is not None:
+            return found
     inputs = capture_inputs(net, windows, max_tokens=max_tokens, seed=seed)
     rows = {row["name"]: (row, module) for row, module in iter_projections(net)}
     records = {}
@@ -278,9 +279,8 @@ def cost_table(model, windows: torch.Tensor | None = None, *, sparsities=DEFAULT
                              for j, s in enumerate(levels)]
         del x
     table = pd.DataFrame([r for name in rows for r in records[name]])
-    if path is not None:
-        with atomic_path(path) as tmp:
-            table.to_csv(tmp, index=False)
+    if key is not None:
+        store.save(key, table)
     return table
 
 
@@ -330,21 +330,21 @@ def loss_increase_table(model, windows: torch.Tensor | None = None, *, names: It
     if unknown:
         raise AllocationError(f"Unknown projection name(s) {unknown[:3]}. Fix: use names from projection_table(model).")
     levels = _check_sparsities(sparsities)
-    path = dense_path = None
+    rows_store, dense_store, key = sensitivity_cache("csv", cache), sensitivity_cache("json", cache), None
     done = pd.DataFrame(columns=list(LOSS_COLUMNS))
     if cache:
-        key = stable_hash(dict(kind="loss", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
-                               tokens=tokens_key(windows)))
-        path = cache_dir("sensitivity") / f"loss-{key}.csv"
-        dense_path = path.with_suffix(".dense.json")
-        if path.exists():
-            done = pd.read_csv(path)
-    if dense_path is not None and dense_path.exists():
-        dense = json.loads(dense_path.read_text())["dense_loss"]
+        key = "loss-" + stable_hash(dict(kind="loss", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
+                                         tokens=tokens_key(windows)))
+        found = rows_store.load(key, check=lambda t: set(LOSS_COLUMNS) <= set(t.columns))
+        if found is not None:
+            done = found
+    found = dense_store.load(f"{key}.dense", check=lambda d: isinstance(d["dense_loss"], float)) if cache else None
+    if found is not None:
+        dense = found["dense_loss"]
     else:
         dense = mean_nll(net, windows)
-        if dense_path is not None:
-            atomic_write_text(dense_path, json.dumps({"dense_loss": dense}))
+        if key is not None:
+            dense_store.save(f"{key}.dense", {"dense_loss": dense})
     have = set(zip(done["name"], np.round(done["sparsity"].to_numpy(float), 12)))
     todo = [(n, s) for n in wanted for s in levels if (n, round(s, 12)) not in have]
     by_name = table.set_index("name")
@@ -356,9 +356,8 @@ def loss_increase_table(model, windows: torch.Tensor | None = None, *, names: It
         new_rows.append(dict(layer=int(info["layer"]), projection=info["projection"], name=name,
                              n_params=int(info["n_params"]), sparsity=s, loss=loss, dense_loss=dense,
                              loss_increase=loss - dense, n_tokens=int(windows.numel())))
-        if path is not None:
-            with atomic_path(path) as tmp:
-                _join(done, new_rows).to_csv(tmp, index=False)
+        if key is not None:
+            rows_store.save(key, _join(done, new_rows))
     everything = _join(done, new_rows)
     pick = everything[everything["name"].isin(wanted)
                       & np.isin(np.round(everything["sparsity"].to_numpy(float), 12), np.round(levels, 12))]

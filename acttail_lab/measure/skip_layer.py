@@ -28,20 +28,19 @@ made by ``scripts/reproduce_depth.py`` and read by :func:`load_depth`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
-import warnings
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.cache import atomic_write_text, cache_dir, stable_hash
+from ..core.cache import stable_hash
 from ..core.fingerprint import tokens_key, weights_fingerprint
+from ..core.hooks import hooks
 from ..core.models import decoder_layers, unwrap
+from ..core.result_cache import ResultCache
 from .depth_profile import (
     _check_layers,
     _eval_mode,
@@ -64,11 +63,8 @@ def skipped_layer(model, layer: int):
     def hook(module, args, kwargs, output):
         return _with_hidden(output, _hidden_in(args, kwargs))
 
-    handle = decoder_layers(model)[index].register_forward_hook(hook, with_kwargs=True)
-    try:
+    with hooks(post=[(decoder_layers(model)[index], hook, True)]):
         yield model
-    finally:
-        handle.remove()
 
 
 
@@ -76,37 +72,35 @@ def _skip_key(context: dict, layer: int | None) -> str:
     return stable_hash({"v": CACHE_VERSION, **context, "layer": "dense" if layer is None else int(layer)}, 32)
 
 
-def _read_skip(path: Path, key: str) -> dict | None:
+def skip_cache(enabled: bool = True) -> ResultCache:
+    """The on-disk cache of skip-layer rows: one ``cache_dir("depth")/skip-<key>.json`` per layer."""
+    return ResultCache("depth", version=CACHE_VERSION, fmt="json", enabled=enabled)
+
+
+def _skip_ok(data: dict, key: str) -> bool:
+    """A cached row is trusted only when complete and self-consistent (perplexity == exp(nll))."""
+    return (data.get("key") == key and isinstance(data.get("tokens"), int) and data["tokens"] > 0
+            and math.isfinite(data["nll"]) and math.isclose(data["perplexity"], math.exp(data["nll"]), rel_tol=1e-9))
+
+
+def _read_skip(key: str, enabled: bool = True) -> dict | None:
     """The cached {perplexity, nll, tokens} for ``key``; None when missing or not trustworthy (warns)."""
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        ok = (data.get("key") == key and isinstance(data.get("tokens"), int) and data["tokens"] > 0
-              and math.isfinite(data["nll"]) and math.isclose(data["perplexity"], math.exp(data["nll"]),
-                                                                rel_tol=1e-9))
-    except (OSError, ValueError, TypeError, AttributeError, KeyError, OverflowError):
-        ok = False
-    if not ok:
-        warnings.warn(f"Ignoring unreadable or inconsistent cache file {path}; recomputing that layer.", stacklevel=3)
-        return None
-    return {k: data[k] for k in ("perplexity", "nll", "tokens")}
+    data = skip_cache(enabled).load(f"skip-{key}", check=lambda d: _skip_ok(d, key))
+    return None if data is None else {k: data[k] for k in ("perplexity", "nll", "tokens")}
 
 
 def _skip_nll(model: nn.Module, windows: torch.Tensor, layer: int | None, context: dict, cache: bool,
               batch_size: int) -> dict:
     """Perplexity with ``layer`` skipped (None: dense), from the cache when there; adds ``cached``."""
     key = _skip_key(context, layer)
-    path = cache_dir("depth") / f"skip-{key}.json"
-    found = _read_skip(path, key) if cache else None
+    found = _read_skip(key, cache)
     if found is not None:
         return {**found, "cached": True}
     with (skipped_layer(model, layer) if layer is not None else contextlib.nullcontext()):
         result = perplexity(model, windows, batch_size=batch_size, progress=False)
     measured = {"perplexity": result.perplexity, "nll": result.nll, "tokens": int(result.tokens)}
-    if cache:
-        payload = {"key": key, **measured, "layer": layer, "wall_s": result.wall_s, "context": context}
-        atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    skip_cache(cache).save(f"skip-{key}", {"key": key, **measured, "layer": layer, "wall_s": result.wall_s,
+                                           "context": context})
     return {**measured, "cached": False}
 
 

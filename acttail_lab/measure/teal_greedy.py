@@ -34,10 +34,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..allocation.greedy_path import PATH_COLUMNS
-from ..core.cache import atomic_path, cache_dir, stable_hash
+from ..core.cache import stable_hash
 from ..core.errors import AllocationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
+from ..core.hooks import hooks
 from ..core.models import decoder_layers, iter_projections
+from ..core.result_cache import ResultCache
 from ..sparsify.topk import keep_count, topk_sparsify
 from .sensitivity import _resolve_windows
 
@@ -82,13 +84,9 @@ def block_inputs(model, windows: torch.Tensor | None = None, max_tokens: int = 2
             captured[index] = BlockInput(hidden.detach().clone(), rest)
         return hook
 
-    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
+    with hooks(pre=[(layer, make_hook(i)) for i, layer in enumerate(layers)], with_kwargs=True):
         device = next(net.parameters()).device
         net(windows.to(device), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
     return captured
 
 
@@ -105,8 +103,13 @@ class _SparseBlock:
     def __init__(self, layer: nn.Module, rows: list[dict], modules: list[nn.Module], block: BlockInput):
         self.layer, self.rows, self.block = layer, rows, block
         self.keep = [int(r["d_in"]) for r in rows]
-        self.handles = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(modules)]
-        self.dense = self._forward([0.0] * len(rows))
+        self._hooks = hooks(pre=[(m, self._hook(i)) for i, m in enumerate(modules)])
+        self._hooks.__enter__()
+        try:
+            self.dense = self._forward([0.0] * len(rows))
+        except BaseException:
+            self.close()
+            raise
         self.dense_norm = float(torch.linalg.vector_norm(self.dense))
 
     def _hook(self, i):
@@ -128,8 +131,10 @@ class _SparseBlock:
         return float(torch.linalg.vector_norm(out - self.dense)) / self.dense_norm
 
     def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+        """Remove the block's hooks (idempotent)."""
+        installed, self._hooks = self._hooks, None
+        if installed is not None:
+            installed.__exit__(None, None, None)
 
 
 def greedy_block(block: _SparseBlock, delta: float, n_steps: int, s_max: float) -> list[dict]:
@@ -192,14 +197,14 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
     n_steps = _check_options(delta, max_target, s_max)
     net, windows = _resolve_windows(model, windows, corpus, window=max_tokens, n_tokens=max_tokens)
     windows = windows[: max(1, max_tokens // windows.shape[1])]
-    path = None
+    store, key = ResultCache("teal_greedy", version=_CACHE_VERSION, fmt="csv", enabled=cache), None
     if cache:
-        key = stable_hash(dict(kind="teal_greedy", version=_CACHE_VERSION, model=weights_fingerprint(net, "full"),
-                               tokens=tokens_key(windows), delta=delta, max_target=max_target, s_max=s_max,
-                               max_tokens=max_tokens))
-        path = cache_dir("teal_greedy") / f"path-{key}.csv"
-        if path.exists():
-            return pd.read_csv(path)
+        key = "path-" + stable_hash(dict(kind="teal_greedy", version=_CACHE_VERSION,
+                                         model=weights_fingerprint(net, "full"), tokens=tokens_key(windows),
+                                         delta=delta, max_target=max_target, s_max=s_max, max_tokens=max_tokens))
+        found = store.load(key, check=lambda t: list(t.columns) == list(PATH_COLUMNS))
+        if found is not None:
+            return found
     inputs = block_inputs(net, windows, max_tokens=max_tokens)
     by_layer: dict[int, list] = {}
     for row, module in iter_projections(net):
@@ -219,9 +224,8 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
                                     n_params=row["n_params"], block_target=round(point["step"] * delta, 12),
                                     sparsity=float(s), block_error=point["block_error"]))
     table = pd.DataFrame(records, columns=list(PATH_COLUMNS))
-    if path is not None:
-        with atomic_path(path) as tmp:
-            table.to_csv(tmp, index=False)
+    if key is not None:
+        store.save(key, table)
     return table
 
 

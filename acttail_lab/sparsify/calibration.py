@@ -35,10 +35,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core.cache import atomic_path, cache_dir, stable_hash
+from ..core.cache import stable_hash
 from ..core.errors import CalibrationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
+from ..core.hooks import hooks
 from ..core.models import INPUT_SITES, LoadedModel, decoder_layers, iter_projections
+from ..core.result_cache import ResultCache
+from ..core.tensors import to_numpy
 
 SITES = ("attn_in", "o", "mlp_in", "down", "gate_act")
 """Input sites per decoder layer (see the module doc)."""
@@ -141,7 +144,7 @@ def _log2_histogram(x: torch.Tensor) -> tuple[np.ndarray, int]:
     zeros = a.numel() - nonzero.numel()
     logs = torch.log2(nonzero).clamp_(LOG2_LO, LOG2_HI - 1e-6)
     counts = torch.histc(logs, bins=BINS, min=LOG2_LO, max=LOG2_HI)
-    return counts.to(torch.int64).numpy(), int(zeros)
+    return to_numpy(counts, np.int64), int(zeros)
 
 
 def mlp_act_fn(model: nn.Module, layer: int):
@@ -163,7 +166,7 @@ class _Collector:
     def __init__(self, model: nn.Module, moments: bool):
         self.model, self.moments = model, moments
         self.sites: dict = {}
-        self.handles = []
+        self._hooks = None
 
     def _add(self, layer: int, site: str, x: torch.Tensor) -> None:
         x2 = x.detach().reshape(-1, x.shape[-1])
@@ -181,22 +184,24 @@ class _Collector:
             st.moment.addmm_(xd.T, xd)
 
     def __enter__(self):
+        pre, post = [], []
         for row, module in iter_projections(self.model):
             layer, kind = row["layer"], row["projection"]
             if kind in ("q", "o", "gate", "down"):
                 site = SITE_OF[kind]
-                self.handles.append(module.register_forward_pre_hook(
-                    lambda m, args, layer=layer, site=site: self._add(layer, site, args[0])))
+                pre.append((module, lambda m, args, layer=layer, site=site: self._add(layer, site, args[0])))
             if kind == "gate":
                 act = mlp_act_fn(self.model, layer)
-                self.handles.append(module.register_forward_hook(
-                    lambda m, args, out, layer=layer, act=act: self._add(layer, "gate_act", act(out).abs())))
+                post.append((module, lambda m, args, out, layer=layer, act=act:
+                             self._add(layer, "gate_act", act(out).abs())))
+        self._hooks = hooks(pre=pre, post=post)
+        self._hooks.__enter__()
         return self
 
     def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
+        installed, self._hooks = self._hooks, None
+        if installed is not None:
+            installed.__exit__(None, None, None)
 
 
 def collect_stats(model, windows: torch.Tensor, moments: bool = True, batch_size: int = 4,
@@ -237,28 +242,32 @@ def _stats_key(model: nn.Module, windows: torch.Tensor) -> str:
                         "ids": tokens_key(windows)}, 32)
 
 
-def _save_histograms(path, stats: ActivationStats) -> None:
+def stats_cache(enabled: bool = True) -> ResultCache:
+    """The on-disk histogram cache: ``cache_dir("calibration")/<key>.pt``."""
+    return ResultCache("calibration", version=STATS_VERSION, fmt="pt", enabled=enabled)
+
+
+def _save_histograms(stats: ActivationStats) -> None:
     payload = {"key": stats.key, "tokens": stats.tokens,
                "sites": {f"{layer}|{site}": {"d": st.d, "counts": torch.from_numpy(st.counts), "zeros": st.zeros,
                                              "tokens": st.tokens}
                          for (layer, site), st in stats.sites.items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    stats_cache().save(stats.key, payload)
 
 
-def _load_histograms(path, key: str) -> ActivationStats | None:
-    try:
-        payload = torch.load(path, weights_only=True)
-        if payload.get("key") != key:
-            return None
-        sites = {}
-        for name, st in payload["sites"].items():
-            layer, site = name.split("|")
-            sites[(int(layer), site)] = SiteStats(d=int(st["d"]), counts=st["counts"].numpy().astype(np.int64),
-                                                  zeros=int(st["zeros"]), tokens=int(st["tokens"]))
-        return ActivationStats(sites=sites, tokens=int(payload["tokens"]), key=key, has_moments=False)
-    except Exception:  # unreadable or truncated cache: recompute (never trust it)
-        return None
+def _histograms(payload: dict, key: str) -> ActivationStats:
+    sites = {}
+    for name, st in payload["sites"].items():
+        layer, site = name.split("|")
+        sites[(int(layer), site)] = SiteStats(d=int(st["d"]), counts=to_numpy(st["counts"], np.int64),
+                                              zeros=int(st["zeros"]), tokens=int(st["tokens"]))
+    return ActivationStats(sites=sites, tokens=int(payload["tokens"]), key=key, has_moments=False)
+
+
+def _load_histograms(key: str) -> ActivationStats | None:
+    """The cached histograms of ``key``; None when missing or not trustworthy (never trusted half-read)."""
+    payload = stats_cache().load(key, check=lambda p: p.get("key") == key and _histograms(p, key) is not None)
+    return None if payload is None else _histograms(payload, key)
 
 
 def activation_stats(model, corpus: str = "austen", split: str = "calibration", tokens: int = 8192,
@@ -292,15 +301,14 @@ def activation_stats(model, corpus: str = "austen", split: str = "calibration", 
     memo = _MEMORY.get(key) if cache else None
     if memo is not None and (memo.has_moments or not moments):
         return memo
-    path = cache_dir("calibration") / f"{key}.pt"
-    if cache and not moments and path.exists():
-        loaded = _load_histograms(path, key)
+    if cache and not moments:
+        loaded = _load_histograms(key)
         if loaded is not None:
             _MEMORY[key] = loaded
             return loaded
     stats = collect_stats(lm_model, windows, moments=moments, progress=progress, key=key)
     if cache:
-        _save_histograms(path, stats)
+        _save_histograms(stats)
         _MEMORY.clear()  # keep at most one set of second moments alive
         _MEMORY[key] = stats
     return stats

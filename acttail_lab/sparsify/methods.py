@@ -16,24 +16,39 @@ cats        CATS gate threshold (:class:`CatsSparsifier`)     histograms
 Calibration statistics always come from the calibration split (never the
 evaluation text): :func:`calibration_for` collects what the methods of a run
 need, once.
+
+The methods are the entries of the method registry (:mod:`.registry`): each
+registers itself in its own module, imported below.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from ..allocation.presets import METHODS, check_method
-from ..core.errors import CalibrationError
+from ..allocation.presets import StrategySpec, make_spec
+from . import rotation, thresholds, topk  # noqa: F401  (the built-in methods register themselves)
 from .calibration import ActivationStats, activation_stats
+from .registry import METHODS, get_method
 
-NEEDS_STATS = {"topk": None, "rotated": "moments", "threshold": "histograms", "cats": "histograms"}
-"""What calibration each method needs: None, histograms, or second moments (which include histograms)."""
-assert set(NEEDS_STATS) == set(METHODS)
+__all__ = ["METHODS", "calibration_for", "check_method", "make_sparsifier", "resolve_spec"]
+
+
+def check_method(method) -> str:
+    """``method`` if it is registered, else an AllocationError listing the registered methods."""
+    return get_method(method).name
+
+
+def resolve_spec(strategy, options=None, label: str | None = None) -> StrategySpec:
+    """The one typed spec of a run: ``allocation.make_spec`` (parse ``NAME[k=v;...]`` text or a preset once,
+    check the strategy and its options), plus the check that its method is registered."""
+    spec = make_spec(strategy, options, label)
+    check_method(spec.method)
+    return spec
 
 
 def calibration_for(lm, methods, corpus: str = "austen", tokens: int = 8192, window: int = 512,
                     progress: bool = True) -> ActivationStats | None:
-    """The calibration statistics that ``methods`` need (None when all are ``topk``)."""
-    needs = {NEEDS_STATS[check_method(m)] for m in methods} - {None}
+    """The calibration statistics that ``methods`` need (None when none needs any)."""
+    needs = {get_method(m).needs for m in methods} - {None}
     if not needs:
         return None
     return activation_stats(lm, corpus=corpus, split="calibration", tokens=tokens, window=window,
@@ -42,20 +57,5 @@ def calibration_for(lm, methods, corpus: str = "austen", tokens: int = 8192, win
 
 def make_sparsifier(model: nn.Module, allocation, method: str = "topk", protocol: str = "all",
                     stats: ActivationStats | None = None, progress: bool = False):
-    """A context manager with ``realised()`` that applies ``allocation`` to ``model`` by ``method``."""
-    from .topk import TopKSparsifier
-
-    method = check_method(method)
-    if method == "topk":
-        return TopKSparsifier(model, allocation, protocol=protocol)
-    if stats is None:
-        raise CalibrationError(f"Method {method!r} needs calibration statistics. "
-                               "Fix: pass stats=calibration_for(model, [method]).")
-    if method == "rotated":
-        from .rotation import RotatedTopK, rotations_for
-
-        return RotatedTopK(model, allocation, rotations_for(model, stats, progress=progress), protocol=protocol)
-    from .thresholds import CatsSparsifier, ThresholdSparsifier
-
-    cls = ThresholdSparsifier if method == "threshold" else CatsSparsifier
-    return cls(model, allocation, stats, protocol=protocol)
+    """A context manager with ``realised()`` that applies ``allocation`` to ``model`` by the registered ``method``."""
+    return get_method(method).build(model, allocation, protocol=protocol, stats=stats, progress=progress)

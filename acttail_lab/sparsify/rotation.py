@@ -6,7 +6,7 @@ uncentred input covariance ``E[x x^T]`` measured on *calibration* text
 (:mod:`acttail_lab.sparsify.calibration`), ordered by decreasing eigenvalue. Since
 ``Q`` is orthogonal, ``W x = (W Q)(Q^T x)``: the rotated model computes the
 same function, and TopK acts on ``Q^T x`` where the input's energy is
-concentrated in few coordinates (METHOD.md, "Rotation (LaRoSA)").
+concentrated in few coordinates (docs/method.md, "Rotation (LaRoSA)").
 
 :class:`Rotation` folds ``W Q`` into the weights of the rotated projections
 and rotates their inputs with a forward pre-hook (``x @ Q`` in row form;
@@ -21,12 +21,16 @@ for any allocation (rotation + uniform, rotation + ActTail, ...).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import CalibrationError, RotationError
+from ..core.hooks import hooks
 from ..core.models import decoder_layers, iter_projections
+from .base import Sparsifier
 from .calibration import SITE_OF, ActivationStats
 from .topk import TopKSparsifier, resolve_allocation
 
@@ -106,24 +110,44 @@ class Rotation:
                 raise RotationError(f"Rotation for {row['name']} is {tuple(q.shape)}, the input has {row['d_in']} "
                                     "entries. Fix: compute the rotations on this same model.")
             self.targets.append((row, module, q))
-        self._saved, self._handles, self._memo = [], [], {}
+        self._saved, self._memo, self._stack = [], {}, None
+
+    def _fold(self) -> list:
+        """Fold ``W Q`` into the weights (originals saved); returns the input-rotation pre-hooks to install."""
+        pre = []
+        with torch.no_grad():
+            for row, module, q in self.targets:
+                weight = module.weight
+                qw = q.to(device=weight.device, dtype=torch.float64)
+                self._saved.append((module, weight.data))
+                weight.data = (weight.data.to(torch.float64) @ qw).to(weight.dtype)
+                group = (row["layer"], SITE_OF[row["projection"]])
+                pre.append((module, self._make_hook(group, qw.to(weight.dtype))))
+        return pre
+
+    def _unfold(self) -> None:
+        """Put the original weights back (bit for bit) and drop the per-call memo."""
+        with torch.no_grad():
+            for module, original in self._saved:
+                module.weight.data = original
+        self._saved, self._memo = [], {}
+
+    @property
+    def active(self) -> bool:
+        """True while the weights are rotated (inside a ``with`` block of this Rotation or its RotatedTopK)."""
+        return bool(self._saved) or self._stack is not None
 
     def __enter__(self) -> "Rotation":
-        if self._saved:
+        if self.active:
             raise RotationError("This Rotation is already active. Fix: one `with` block at a time.")
+        stack = contextlib.ExitStack()
         try:
-            with torch.no_grad():
-                for row, module, q in self.targets:
-                    weight = module.weight
-                    qw = q.to(device=weight.device, dtype=torch.float64)
-                    self._saved.append((module, weight.data))
-                    weight.data = (weight.data.to(torch.float64) @ qw).to(weight.dtype)
-                    group = (row["layer"], SITE_OF[row["projection"]])
-                    self._handles.append(module.register_forward_pre_hook(
-                        self._make_hook(group, qw.to(weight.dtype))))
+            stack.enter_context(hooks(pre=self._fold()))
         except BaseException:
-            self.__exit__()
+            stack.close()
+            self._unfold()
             raise
+        self._stack = stack
         return self
 
     def _make_hook(self, group, q: torch.Tensor):
@@ -137,15 +161,15 @@ class Rotation:
         return hook
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        with torch.no_grad():
-            for module, original in self._saved:
-                module.weight.data = original
-        self._handles, self._saved, self._memo = [], [], {}
+        stack, self._stack = self._stack, None
+        try:
+            if stack is not None:
+                stack.close()
+        finally:
+            self._unfold()
 
 
-class RotatedTopK:
+class RotatedTopK(Sparsifier):
     """TopK on rotated inputs for any allocation: :class:`Rotation` of the sparsified projections + TopK.
 
     Args:
@@ -153,7 +177,8 @@ class RotatedTopK:
         allocation: anything :class:`TopKSparsifier` accepts.
         rotations: ``{(layer, site): Q}``; must cover every projection with sparsity > 0.
         protocol: ``"all"`` or ``"last_half"``.
-    ``realised()`` is the TopK sparsifier's (sparsity of the rotated inputs).
+    ``realised()`` is the TopK sparsifier's (sparsity of the rotated inputs). A :class:`Sparsifier`:
+    one active per model, no re-entry; the rotation hooks run before the TopK hooks (TopK sees ``Q^T x``).
     """
 
     def __init__(self, model: nn.Module, allocation, rotations: dict, protocol: str = "all"):
@@ -161,20 +186,32 @@ class RotatedTopK:
         names = set(table.loc[table["k"] < table["d_in"], "name"])
         self.rotation = Rotation(model, rotations, names=names)
         self.topk = TopKSparsifier(model, table[["name", "sparsity"]], protocol=protocol)
+        super().__init__(model, self.topk.table, protocol, record=self.topk.record)
 
-    def __enter__(self) -> "RotatedTopK":
-        self.rotation.__enter__()  # its hooks run first: TopK sees Q^T x
-        try:
-            self.topk.__enter__()
-        except BaseException:
-            self.rotation.__exit__()
-            raise
-        return self
+    def _reset(self) -> None:
+        super()._reset()
+        self.topk._reset()
 
-    def __exit__(self, *exc) -> None:
-        self.topk.__exit__(*exc)
-        self.rotation.__exit__(*exc)
+    def _hooks(self) -> tuple[list, list]:
+        if self.rotation.active:
+            raise RotationError("This RotatedTopK's Rotation is already active. Fix: one `with` block at a time.")
+        self._folded = True
+        rotate = self.rotation._fold()  # its hooks run first: TopK sees Q^T x
+        return rotate + self.topk._hooks()[0], []
+
+    def _release(self) -> None:
+        self.topk._release()
+        if getattr(self, "_folded", False):
+            self._folded = False
+            self.rotation._unfold()
 
     def realised(self):
         return self.topk.realised()
 
+
+# --------------------------------------------------------------------------- registration (sparsify.registry)
+from .registry import register_method  # noqa: E402
+
+register_method("rotated", needs="moments")(
+    lambda model, allocation, *, protocol, stats, progress: RotatedTopK(
+        model, allocation, rotations_for(model, stats, progress=progress), protocol=protocol))

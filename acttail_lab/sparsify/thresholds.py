@@ -16,62 +16,25 @@ the 5th / 95th percentiles of the per-token sparsity.
   ``down`` rows of the table; ``gate`` is read in full).
 
 Protocols as for TopK: ``"all"`` or ``"last_half"`` (only positions
-``t >= T // 2`` are cut).
+``t >= T // 2`` are cut). Both subclass :class:`acttail_lab.sparsify.base.Sparsifier`
+(one active per model; entering twice raises :class:`SparsifierStateError`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from ..core.errors import AllocationError
 from ..core.models import iter_projections
+from .base import PROTOCOLS, Sparsifier, TokenSparsity
+from .base import protocol_part as _positions
 from .calibration import SITE_OF, ActivationStats, mlp_act_fn, site_thresholds
-from .topk import PROTOCOLS, resolve_allocation
+from .topk import resolve_allocation
 
-_PCT_BINS = 200
-
-
-@dataclass
-class TokenSparsity:
-    """Running per-token sparsity of one projection: sum, sum of squares and a 200-bin histogram over [0, 1]."""
-
-    total: float = 0.0
-    squares: float = 0.0
-    count: int = 0
-    hist: np.ndarray = field(default_factory=lambda: np.zeros(_PCT_BINS, dtype=np.int64))
-
-    def add(self, per_token: torch.Tensor) -> None:
-        """Add a 1-D tensor of per-token zero fractions."""
-        v = per_token.detach().double().cpu()
-        self.total += float(v.sum())
-        self.squares += float((v * v).sum())
-        self.count += v.numel()
-        self.hist += torch.histc(v.float(), bins=_PCT_BINS, min=0.0, max=1.0).to(torch.int64).numpy()
-
-    def stats(self) -> dict:
-        """mean, std, p05, p95 of the per-token sparsity (NaN before any token)."""
-        if self.count == 0:
-            return {"realised_sparsity": float("nan"), "realised_std": float("nan"),
-                    "realised_p05": float("nan"), "realised_p95": float("nan")}
-        mean = self.total / self.count
-        var = max(self.squares / self.count - mean * mean, 0.0)
-        cum = np.cumsum(self.hist) / self.count
-        centres = (np.arange(_PCT_BINS) + 0.5) / _PCT_BINS
-        pct = [float(centres[min(int(np.searchsorted(cum, q)), _PCT_BINS - 1)]) for q in (0.05, 0.95)]
-        return {"realised_sparsity": mean, "realised_std": var ** 0.5, "realised_p05": pct[0], "realised_p95": pct[1]}
-
-
-def _positions(x: torch.Tensor, protocol: str) -> torch.Tensor:
-    """The part of ``x`` [..., T, d] that the protocol cuts (a view)."""
-    if protocol == "last_half":
-        if x.dim() < 2:
-            raise AllocationError("protocol='last_half' needs inputs shaped [..., T, d]. Fix: use protocol='all'.")
-        return x[..., x.shape[-2] // 2:, :]
-    return x
+__all__ = ["PROTOCOLS", "CatsSparsifier", "ThresholdSparsifier", "TokenSparsity"]
 
 
 def _cut(x: torch.Tensor, keep_of, protocol: str, counter: TokenSparsity | None) -> torch.Tensor:
@@ -87,61 +50,18 @@ def _cut(x: torch.Tensor, keep_of, protocol: str, counter: TokenSparsity | None)
     return x * keep
 
 
-class _HookedSparsifier:
-    """Shared plumbing: hooks on/off, one :class:`TokenSparsity` per site, the realised table."""
+class _HookedSparsifier(Sparsifier):
+    """Shared plumbing of the threshold sparsifiers: one :class:`TokenSparsity` per site, a threshold column."""
+
+    TABLE_COLUMNS = ("threshold",)
+    UNHOOKED: ClassVar[dict] = {"realised_sparsity": 0.0, "realised_std": 0.0, "realised_p05": 0.0, "realised_p95": 0.0,
+                "tokens": 0}
 
     def __init__(self, model: nn.Module, table: pd.DataFrame, protocol: str, record: bool):
-        if protocol not in PROTOCOLS:
-            raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
-        self.model, self.table, self.protocol, self.record = model, table, protocol, record
+        super().__init__(model, table, protocol, record)
         projections = list(iter_projections(model))
         self._modules = {row["name"]: module for row, module in projections}
         self._by_kind = {(row["layer"], row["projection"]): module for row, module in projections}
-        self.counters: dict[str, TokenSparsity] = {}
-        self._handles = []
-
-    def _install(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def __enter__(self):
-        if self._handles:
-            raise AllocationError("This sparsifier is already active. Fix: one `with` block at a time.")
-        self.counters = {}
-        try:
-            self._install()
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def _counter(self, name: str) -> TokenSparsity | None:
-        if not self.record:
-            return None
-        return self.counters.setdefault(name, TokenSparsity())
-
-    def _measured(self, name: str) -> dict:
-        counter = self.counters.get(name)
-        if counter is None:
-            return {"realised_sparsity": 0.0, "realised_std": 0.0, "realised_p05": 0.0, "realised_p95": 0.0,
-                    "tokens": 0}
-        return {**counter.stats(), "tokens": counter.count}
-
-    def realised(self) -> pd.DataFrame:
-        """One row per projection: identity columns, target_sparsity, threshold, realised mean/std/p05/p95, tokens."""
-        cols = ["layer", "projection", "name", "d_in", "n_params"]
-        out = self.table[cols].copy()
-        out["target_sparsity"] = self.table["sparsity"].to_numpy()
-        out["threshold"] = self.table["threshold"].to_numpy()
-        measured = pd.DataFrame([self._measured(self._site_of(row)) for row in self.table.itertuples(index=False)])
-        return pd.concat([out.reset_index(drop=True), measured], axis=1)
-
-    def _site_of(self, row) -> str:
-        return row.name
 
 
 class ThresholdSparsifier(_HookedSparsifier):
@@ -159,7 +79,8 @@ class ThresholdSparsifier(_HookedSparsifier):
         table = site_thresholds(stats, resolve_allocation(model, allocation))
         super().__init__(model, table, protocol, record)
 
-    def _install(self) -> None:
+    def _hooks(self) -> tuple[list, list]:
+        pre = []
         for row in self.table.itertuples(index=False):
             if row.sparsity <= 0:
                 continue
@@ -168,7 +89,8 @@ class ThresholdSparsifier(_HookedSparsifier):
             def hook(module, args, counter=counter, t=t):
                 return (_cut(args[0], lambda part: part.abs() > t, self.protocol, counter),) + tuple(args[1:])
 
-            self._handles.append(self._modules[row.name].register_forward_pre_hook(hook))
+            pre.append((self._modules[row.name], hook))
+        return pre, []
 
 
 class CatsSparsifier(_HookedSparsifier):
@@ -195,7 +117,8 @@ class CatsSparsifier(_HookedSparsifier):
         table.loc[is_up, "threshold"] = [cuts[(layer, "down")] for layer in table.loc[is_up, "layer"]]
         super().__init__(model, table, protocol, record)
 
-    def _install(self) -> None:
+    def _hooks(self) -> tuple[list, list]:
+        post = []
         for row in self.table[self.table["projection"] == "down"].itertuples(index=False):
             if row.sparsity <= 0:
                 continue
@@ -205,7 +128,19 @@ class CatsSparsifier(_HookedSparsifier):
             def hook(module, args, out, act=act, counter=counter, t=t):
                 return _cut(out, lambda part: act(part).abs() > t, self.protocol, counter)
 
-            self._handles.append(gate.register_forward_hook(hook))
+            post.append((gate, hook))
+        return [], post
 
     def _site_of(self, row) -> str:
         return f"{row.layer}:mlp" if row.projection in ("up", "down") else row.name
+
+
+# --------------------------------------------------------------------------- registration (sparsify.registry)
+from .registry import register_method  # noqa: E402
+
+register_method("threshold", needs="histograms")(
+    lambda model, allocation, *, protocol, stats, progress: ThresholdSparsifier(model, allocation, stats,
+                                                                                protocol=protocol))
+register_method("cats", needs="histograms")(
+    lambda model, allocation, *, protocol, stats, progress: CatsSparsifier(model, allocation, stats,
+                                                                           protocol=protocol))

@@ -7,7 +7,7 @@ for every token, the ``k = round((1 - s) * d_in)`` entries of the projection
 input with the largest ``|x|`` and zeroes the rest. Exactly ``k`` entries are
 kept per token even when magnitudes tie at the cut (on CPU the first tied
 entries by position are kept; on GPU ``torch.topk`` picks), so the sparsity is
-exact and needs no calibration data (METHOD.md, "TopK").
+exact and needs no calibration data (docs/method.md, "TopK").
 
 Protocols (which sequence positions are sparsified):
 
@@ -32,22 +32,26 @@ Realised sparsity is measured while running: per projection, the fraction of
 exactly-zero entries of the input after masking, over the sparsified
 positions only (entries that were already zero before masking count as
 zeros too, so it can exceed the target, never fall below it).
+
+The lifecycle (hooks through :func:`acttail_lab.core.hooks.hooks`, one active
+sparsifier per model, the realised table) is :class:`acttail_lab.sparsify.base.Sparsifier`'s.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..core.errors import AllocationError, SparsifierStateError
+from ..core.errors import AllocationError
 from ..core.models import INPUT_SITES, iter_projections
+from .base import PROTOCOLS, Sparsifier, ZeroCount, check_protocol
 
-PROTOCOLS = ("all", "last_half")
-"""Which sequence positions are sparsified: every one, or t >= T // 2 (TEAL prefill)."""
+__all__ = ["PROTOCOLS", "TopKSparsifier", "keep_count", "resolve_allocation", "topk_mask", "topk_sparsify",
+           "weighted_sparsity"]
 
 _SHARED_INPUT = {kind: site for kind, site in INPUT_SITES.items() if site != kind}
 """Projections that read the same input tensor in every supported architecture (q/k/v, gate/up)."""
@@ -159,18 +163,24 @@ def _magnitude_keys(x: torch.Tensor, work: _Workspace | None = None, role: str =
 
 
 def _kth_largest(keys: torch.Tensor, ks, work: _Workspace | None = None, role: str = "") -> dict[int, torch.Tensor]:
-    """Per row, the k-th largest key for each k in ``ks`` (each ``1 <= k < d``), as [rows, 1] tensors.
+    """Per row, the k-th largest key for each k in ``ks``, as [rows, 1] tensors.
+
+    ``k <= 0`` (a sparsity so close to 1 that round((1-s) d) = 0) gives a key above every
+    magnitude, so nothing is kept; ``k >= d`` one below every magnitude, so everything is.
 
     Uses numpy's SIMD introselect (``ndarray.partition``), several times faster
     than ``torch.topk`` on CPU. Several k are served by partitioning only the
     top section left by the previous (larger) k.
     """
-    source = keys.numpy()
-    scratch = source.copy() if work is None else work.get(role + "part", keys.shape, keys.dtype).numpy()
+    source = keys.numpy()  # cpu-only path: keys come from a CPU tensor
+    scratch = source.copy() if work is None else work.get(role + "part", keys.shape, keys.dtype).numpy()  # cpu
     if work is not None:
         np.copyto(scratch, source)
     out = {}
-    for k in sorted(set(ks), reverse=True):
+    limits = torch.iinfo(keys.dtype)
+    for k in [k for k in set(ks) if k <= 0 or k >= source.shape[-1]]:  # keep none / keep all
+        out[k] = torch.full((source.shape[0], 1), limits.max if k <= 0 else limits.min, dtype=keys.dtype)
+    for k in sorted((k for k in set(ks) if 0 < k < source.shape[-1]), reverse=True):
         width = scratch.shape[-1]
         scratch.partition(width - k, axis=-1)
         scratch = scratch[:, width - k:]  # the k largest, k-th largest first
@@ -227,12 +237,10 @@ class _Site:
     group: str | None  # projections of one layer reading the same tensor
     role: str  # input kind ("attn_in", "o", "mlp_in", "down"), names reusable scratch buffers
     group_k: tuple = ()  # every k of the group (for the shared selection)
-    zeros: int | torch.Tensor | None = None  # zeros seen after masking (int on CPU, tensor on the input's device)
-    tokens: int = 0  # sparsified positions seen
-    handle: object = field(default=None, repr=False)
+    counter: ZeroCount | None = None  # zeros after masking and positions seen (restarts at each entry)
 
 
-class TopKSparsifier:
+class TopKSparsifier(Sparsifier):
     """Context manager applying exact per-token TopK to the projection inputs of a model.
 
     Args:
@@ -254,20 +262,16 @@ class TopKSparsifier:
     :class:`SparsifierStateError`.
     """
 
-    _ACTIVE_ATTR = "_acttail_active_sparsifier"
+    TABLE_COLUMNS = ("k",)
 
     def __init__(self, model: nn.Module, allocation, protocol: str = "all", record: bool = True):
-        if protocol not in PROTOCOLS:
-            raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
-        self.model = model
-        self.protocol = protocol
-        self.record = record
-        self.table = resolve_allocation(model, allocation)
+        check_protocol(protocol)
+        super().__init__(model, resolve_allocation(model, allocation), protocol, record)
         self._modules = {row["name"]: module for row, module in iter_projections(model)}
         self._sites = self._plan_sites()
         self._memo: dict = {}
         self._work = _Workspace()
-        self._active = False
+        self._reset()
 
     # ------------------------------------------------------------------ set-up
     def _plan_sites(self) -> dict[str, _Site]:
@@ -289,45 +293,18 @@ class TopKSparsifier:
         self._group_members = {g: tuple(s.name for s in members) for g, members in groups.items()}
         return sites
 
-    def __enter__(self) -> "TopKSparsifier":
-        if self._active:
-            raise SparsifierStateError(
-                "This TopKSparsifier is already active (nested `with` on the same object). "
-                "Fix: use one `with` block at a time; create a second sparsifier for a different allocation."
-            )
-        other = getattr(self.model, self._ACTIVE_ATTR, None)
-        if other is not None:
-            raise SparsifierStateError(
-                "Another TopKSparsifier is already active on this model; stacking two would sparsify "
-                "each input twice. Fix: leave the first `with` block before entering the second."
-            )
+    def _reset(self) -> None:
+        super()._reset()
         self._memo.clear()
         for site in self._sites.values():
-            site.zeros, site.tokens = None, 0
-        try:
-            for site in self._sites.values():
-                site.handle = self._modules[site.name].register_forward_pre_hook(self._make_hook(site))
-        except BaseException:
-            self._remove()
-            raise
-        setattr(self.model, self._ACTIVE_ATTR, self)
-        self._active = True
-        return self
+            site.counter = self.counters[site.name] = ZeroCount(site.d_in)
 
-    def __exit__(self, *exc) -> None:
-        self._remove()
-        return None
+    def _hooks(self) -> tuple[list, list]:
+        return [(self._modules[site.name], self._make_hook(site)) for site in self._sites.values()], []
 
-    def _remove(self) -> None:
-        for site in self._sites.values():
-            if site.handle is not None:
-                site.handle.remove()
-                site.handle = None
+    def _release(self) -> None:
         self._memo.clear()
         self._work.clear()
-        if getattr(self.model, self._ACTIVE_ATTR, None) is self:
-            delattr(self.model, self._ACTIVE_ATTR)
-        self._active = False
 
     # ------------------------------------------------------------------ the hook
     def _shared(self, site: _Site, x: torch.Tensor, part: torch.Tensor):
@@ -380,8 +357,7 @@ class TopKSparsifier:
             if self.record:
                 zeros = (part.gather(-1, idx) == 0).sum() + rows * (site.d_in - site.k)
         if self.record:
-            site.zeros = zeros if site.zeros is None else site.zeros + zeros
-            site.tokens += rows
+            site.counter.add(zeros, rows)
         return mask
 
     def _make_hook(self, site: _Site):
@@ -404,34 +380,26 @@ class TopKSparsifier:
 
         return hook
 
-    # ------------------------------------------------------------------ results
     def realised(self) -> pd.DataFrame:
         """Measured sparsity, one row per projection.
 
         Columns: layer, projection, name, d_in, n_params, target_sparsity,
         k (kept per token), realised_sparsity (zero fraction of the input after
-        masking, over sparsified positions; 0.0 for unhooked projections),
-        tokens (sparsified positions seen; 0 when unhooked or not yet run).
+        masking, over sparsified positions; 0.0 for unhooked projections, NaN
+        for hooked ones before any token), tokens (sparsified positions seen;
+        0 when unhooked or not yet run).
         """
-        cols = ["layer", "projection", "name", "d_in", "n_params"]
-        out = self.table[cols].copy()
-        out["target_sparsity"] = self.table["sparsity"].to_numpy()
-        out["k"] = self.table["k"].to_numpy()
-        realised, tokens = [], []
-        for name, d_in in zip(out["name"], out["d_in"]):
-            site = self._sites.get(name)
-            if site is None or site.tokens == 0 or site.zeros is None:
-                realised.append(0.0 if site is None else float("nan"))
-                tokens.append(0)
-            else:
-                realised.append(float(site.zeros) / (site.tokens * d_in))
-                tokens.append(site.tokens)
-        out["realised_sparsity"] = realised
-        out["tokens"] = tokens
-        return out
+        return super().realised()
 
 
 def weighted_sparsity(table: pd.DataFrame, column: str = "realised_sparsity") -> float:
     """Parameter-weighted mean of a sparsity column (``n_params`` weights): the fraction of weight columns skipped."""
     weights = table["n_params"].to_numpy(dtype=float)
     return float(np.dot(table[column].to_numpy(dtype=float), weights) / weights.sum())
+
+
+# --------------------------------------------------------------------------- registration (sparsify.registry)
+from .registry import register_method  # noqa: E402
+
+register_method("topk", needs=None)(
+    lambda model, allocation, *, protocol, stats, progress: TopKSparsifier(model, allocation, protocol=protocol))

@@ -17,7 +17,6 @@ float64 SVD to ~1e-12 relative to ``lambda_max``.
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core.cache import atomic_path, cache_dir
 from ..core.errors import BadWeightsError, DegenerateSpectrumError
 from ..core.fingerprint import weights_fingerprint
 from ..core.models import LoadedModel, iter_projections, load_model, resolve_device
+from ..core.result_cache import ResultCache
 from .tails import alpha_interval, check_xmin, fit_power_law
 
 _FORMAT = "gram-eigvalsh-v1"  # bump when the way spectra are computed changes
@@ -77,7 +76,7 @@ def esd(weight: torch.Tensor | np.ndarray, dtype: torch.dtype | str = torch.floa
     dev = w.device if device is None else resolve_device(device)
     w = w.to(device=dev, dtype=dtype)
     if dev.type == "cpu":
-        gram = _gram_cpu(w.numpy())
+        gram = _gram_cpu(w.numpy())  # cpu branch
         diag = np.diagonal(gram)
     else:
         gram = _gram_torch(w)
@@ -147,15 +146,15 @@ def spectra_key(model: nn.Module, dtype: torch.dtype | str = torch.float64) -> s
     return weights_fingerprint(model, "projections", salt=f"{_FORMAT}|{as_torch_dtype(dtype)}")
 
 
-def _read_cache(path: Path, names: list[str]) -> dict[str, np.ndarray] | None:
-    """The cached spectra, or None if the file is missing, unreadable or incomplete."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: np.asarray(data[name], dtype=np.float64) for name in names}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
+def spectra_cache(enabled: bool = True) -> ResultCache:
+    """The on-disk cache of :func:`model_spectra`: ``cache_dir("spectra")/<spectra_key>.npz``."""
+    return ResultCache("spectra", version=_FORMAT, fmt="npz", enabled=enabled)
+
+
+def _read_cache(key: str, names: list[str]) -> dict[str, np.ndarray] | None:
+    """The cached spectra of ``key``, or None if the file is missing, unreadable or incomplete."""
+    found = spectra_cache().load(key, check=lambda arrays: all(name in arrays for name in names))
+    return None if found is None else {name: np.asarray(found[name], dtype=np.float64) for name in names}
 
 
 def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str | torch.device | None = "auto",
@@ -185,17 +184,16 @@ def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str |
     dev = None if device is None else resolve_device(device)
     projections = list(iter_projections(module))
     names = [row["name"] for row, _ in projections]
-    path = cache_dir("spectra") / f"{spectra_key(module, dtype)}.npz" if cache else None
-    if path is not None:
-        cached = _read_cache(path, names)
+    key = spectra_key(module, dtype) if cache else None
+    if key is not None:
+        cached = _read_cache(key, names)
         if cached is not None:
             return cached
     spectra = {}
     for row, linear in tqdm(projections, desc="spectra", unit="matrix", disable=not progress):
         spectra[row["name"]] = esd(linear.weight, dtype=dtype, device=dev, name=row["name"])
-    if path is not None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **spectra)
+    if key is not None:
+        spectra_cache().save(key, spectra)
     return spectra
 
 

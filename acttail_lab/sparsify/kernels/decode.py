@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ...core.errors import AllocationError
+from ...core.hooks import hooks
 from ...core.models import iter_projections
 from ..topk import resolve_allocation, topk_mask
 from .dispatch import choose_backend, sparse_gemv
@@ -171,20 +172,14 @@ def calibrate_thresholds(model: nn.Module, allocation, input_ids: torch.Tensor) 
     table = resolve_allocation(model, allocation)
     sparsity = dict(zip(table["name"], table["sparsity"]))
     seen: dict[str, torch.Tensor] = {}
-    handles = []
 
     def hook_for(name):
         def hook(module, args):
             seen[name] = args[0].detach().abs().reshape(-1).float().cpu()
         return hook
 
-    try:
-        for row, module in iter_projections(model):
-            handles.append(module.register_forward_pre_hook(hook_for(row["name"])))
+    with hooks(pre=[(module, hook_for(row["name"])) for row, module in iter_projections(model)]):
         model(input_ids=input_ids, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
     thresholds, realised = [], []
     for name in table["name"]:
         values = seen[name].sort().values

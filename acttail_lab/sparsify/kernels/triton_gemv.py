@@ -32,7 +32,7 @@ why the benchmarks time them inside CUDA graphs.
 
 Weights and ``x`` may be fp16, bf16 or fp32; products and sums are fp32
 (cast before multiplying: the interpreter mishandles some bf16 arithmetic,
-FIELD-NOTES "GPU"). ``tl.dot`` is not used.
+docs/notes.md, "Triton on a CPU"). ``tl.dot`` is not used.
 """
 from __future__ import annotations
 
