@@ -35,6 +35,7 @@ from typing import Mapping
 
 from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
+
 # the built-in strategies register themselves when their modules load
 from . import cost_solvers, greedy_path, strategies  # noqa: F401
 from .registry import STRATEGIES, StrategyEntry, get_strategy

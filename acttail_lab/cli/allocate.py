@@ -39,7 +39,6 @@ def run(args) -> int:
         summary,
         weighted_mean,
     )
-
     from ..sparsify.methods import resolve_spec
 
     options = {name: getattr(args, name) for name in _OPTION_FLAGS if getattr(args, name) is not None}

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from ..core.corpus import DEFAULT_CORPUS
+from ..core.paths import DEFAULT_MODEL
+
 HELP = ("Perplexity of TopK-sparsified models for each strategy and target sparsity (plus a dense row); "
         "writes a CSV and a <csv>.json provenance sidecar. Rows are cached, so a re-run resumes.")
 
@@ -18,7 +21,7 @@ def _floats(text: str) -> list[float]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="smollm2-135m", help="built-in name, Hugging Face id, folder or .gguf")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="built-in name, Hugging Face id, folder or .gguf")
     parser.add_argument("--strategies", default="uniform,acttail",
                         help="comma-separated presets or NAME[key=value;...] (e.g. uniform,acttail,acttail[eps=0.2], "
                              "rotated-acttail, teal-threshold, cats, ffn-threshold, uniform[method=threshold;"
@@ -27,7 +30,7 @@ def add_arguments(parser) -> None:
                         help="comma-separated target sparsities in [0, 1) (default 0.5,0.6,0.7,0.8)")
     parser.add_argument("--tokens", type=int, default=16384, help="evaluation tokens, whole windows (default 16384)")
     parser.add_argument("--window", type=int, default=512, help="tokens per window (default 512)")
-    parser.add_argument("--corpus", default="austen", help="'austen' or a text file (default austen)")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="'austen' or a text file (default austen)")
     parser.add_argument("--split", default="evaluation", choices=("calibration", "evaluation", "all"))
     parser.add_argument("--protocol", default="all", choices=("all", "last_half"),
                         help="all: sparsify and score every position; last_half: TEAL prefill rule")

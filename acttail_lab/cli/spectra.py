@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.paths import DEFAULT_MODEL
+
 HELP = "Fit a power law to the eigenvalue spectrum of every projection; write one CSV row per projection."
 
 
@@ -22,7 +24,7 @@ def _xmin(value: str):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", default="smollm2-135m", help="built-in name, Hugging Face id, folder or .gguf")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="built-in name, Hugging Face id, folder or .gguf")
     parser.add_argument("--xmin", default="ks", type=_xmin, help="ks (full KS search), peak (AlphaPruning), "
                         "median, or a fixed number (default: ks)")
     parser.add_argument("--out", required=True, help="CSV file to write (atomically)")

@@ -96,6 +96,14 @@ def unwrap(model) -> nn.Module:
                     "Fix: pass load_model(...) or its .model.")
 
 
+def model_name(model) -> str:
+    """A readable name: a LoadedModel's name, else the config's ``_name_or_path``, else the class name."""
+    if not isinstance(model, nn.Module) and getattr(model, "name", None):
+        return str(model.name)
+    module = unwrap(model)
+    return getattr(getattr(module, "config", None), "_name_or_path", "") or type(module).__name__
+
+
 def tokenizer_of(model):
     """The tokenizer carried by a :class:`LoadedModel` (None for a bare ``nn.Module``)."""
     return None if isinstance(model, nn.Module) else getattr(model, "tokenizer", None)

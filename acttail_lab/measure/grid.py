@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from ..core.cache import stable_hash
-from ..core.corpus import corpus_text, token_windows
+from ..core.corpus import DEFAULT_CORPUS, corpus_text, token_windows
 from ..core.errors import AllocationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import LoadedModel, load_model, projection_table
+from ..core.paths import DEFAULT_MODEL
 from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
 from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
@@ -176,8 +177,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def evaluate_grid(model_name="smollm2-135m", strategies=("uniform", "acttail"), sparsities=(0.5, 0.6, 0.7, 0.8),
-                  tokens: int = 16384, window: int = 512, corpus: str = "austen", split: str = "evaluation",
+def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), sparsities=(0.5, 0.6, 0.7, 0.8),
+                  tokens: int = 16384, window: int = 512, corpus: str = DEFAULT_CORPUS, split: str = "evaluation",
                   xmin: str = "ks", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
                   seed: int = 0, cache: bool = True, progress: bool = True, include_dense: bool = True,
                   batch_size: int = 4, device_map: str | None = None,

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.errors import AllocationError
-from ..core.models import LoadedModel
+from ..core.models import unwrap
 from ..sparsify.topk import PROTOCOLS, TopKSparsifier, weighted_sparsity
 
 
@@ -61,10 +61,6 @@ class PerplexityResult:
     def as_row(self) -> dict:
         """The scalar fields as a dict (one row of a results table)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "projections"}
-
-
-def _model_of(model) -> nn.Module:
-    return model.model if isinstance(model, LoadedModel) else model
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -157,7 +153,7 @@ def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "a
         raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
     if windows.dim() != 2 or windows.shape[1] < 2:
         raise ValueError(f"windows must be [n_windows, T>=2] token ids, got shape {tuple(windows.shape)}.")
-    model = _model_of(model)
+    model = unwrap(model)
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)

@@ -38,7 +38,7 @@ from ..core.corpus import DEFAULT_CORPUS, corpus_text, token_windows
 from ..core.errors import AllocationError, CorpusError
 from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.hooks import hooks
-from ..core.models import iter_projections
+from ..core.models import iter_projections, tokenizer_of, unwrap
 from ..core.result_cache import ResultCache
 from ..sparsify.topk import TopKSparsifier, keep_count
 
@@ -54,13 +54,6 @@ def sensitivity_cache(fmt: str = "csv", enabled: bool = True) -> ResultCache:
 
 
 # --------------------------------------------------------------------------- inputs
-def _unwrap(model) -> tuple[nn.Module, object]:
-    """(module, tokenizer or None) from an nn.Module or a models.LoadedModel."""
-    if isinstance(model, nn.Module):
-        return model, None
-    if hasattr(model, "model") and isinstance(model.model, nn.Module):
-        return model.model, getattr(model, "tokenizer", None)
-    raise TypeError(f"Expected a torch model or a LoadedModel, got {type(model).__name__}.")
 
 
 def calibration_windows(tokenizer, corpus: str = DEFAULT_CORPUS, window: int = 512,
@@ -70,7 +63,7 @@ def calibration_windows(tokenizer, corpus: str = DEFAULT_CORPUS, window: int = 5
 
 
 def _resolve_windows(model, windows, corpus: str, window: int, n_tokens: int) -> tuple[nn.Module, torch.Tensor]:
-    net, tokenizer = _unwrap(model)
+    net, tokenizer = unwrap(model), tokenizer_of(model)
     if windows is None:
         if tokenizer is None:
             raise CorpusError(

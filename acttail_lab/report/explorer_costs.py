@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..allocation import allocate, parse_strategy
+from ..core.corpus import DEFAULT_CORPUS
 from ..core.errors import AllocationError, ModelNotFoundError
 from .explorer_sources import (
     AlphaSource,
@@ -64,7 +65,7 @@ class SlicePerplexity:
     same number one call on all windows gives.
     """
 
-    def __init__(self, n_tokens: int = 1024, window: int = 256, corpus: str = "austen", protocol: str = "all"):
+    def __init__(self, n_tokens: int = 1024, window: int = 256, corpus: str = DEFAULT_CORPUS, protocol: str = "all"):
         self.n_tokens, self.window, self.corpus, self.protocol = n_tokens, window, corpus, protocol
         self._windows = {}
 

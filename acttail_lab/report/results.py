@@ -25,6 +25,7 @@ from typing import Mapping
 
 import pandas as pd
 
+from ..core.corpus import DEFAULT_CORPUS
 from ..core.errors import ActTailError, ModelNotFoundError
 from ..core.models import PROJECTIONS
 from ..core.paths import DEFAULT_MODEL, RESULTS_DIR, result_path
@@ -267,7 +268,7 @@ def rerun_arguments(runs: pd.DataFrame, **overrides) -> list[dict]:
     protocol = str(first["protocol"]) if "protocol" in runs else "all"
     tokens = settings.get("tokens") or (_requested_tokens(int(first["tokens"]), window, protocol)
                                         if "tokens" in runs else 16384)
-    common = dict(model_name=str(first.get("model", DEFAULT_MODEL)), corpus=str(first.get("corpus", "austen")),
+    common = dict(model_name=str(first.get("model", DEFAULT_MODEL)), corpus=str(first.get("corpus", DEFAULT_CORPUS)),
                   split=str(first.get("split", "evaluation")), window=window, protocol=protocol, tokens=int(tokens))
     body = runs[runs["strategy"] != DENSE]
     rules = body["xmin_rule"] if "xmin_rule" in body else pd.Series([None] * len(body), index=body.index)

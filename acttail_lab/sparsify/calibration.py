@@ -36,10 +36,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.cache import stable_hash
+from ..core.corpus import DEFAULT_CORPUS
 from ..core.errors import CalibrationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.hooks import hooks
-from ..core.models import INPUT_SITES, LoadedModel, decoder_layers, iter_projections
+from ..core.models import (
+    INPUT_SITES,
+    decoder_layers,
+    iter_projections,
+    tokenizer_of,
+    unwrap,
+)
 from ..core.result_cache import ResultCache
 from ..core.tensors import to_numpy
 
@@ -207,7 +214,7 @@ class _Collector:
 def collect_stats(model, windows: torch.Tensor, moments: bool = True, batch_size: int = 4,
                   progress: bool = True, key: str = "") -> ActivationStats:
     """Run ``model`` densely over ``windows`` ([n, T] token ids) and collect every site's statistics."""
-    model = model.model if isinstance(model, LoadedModel) else model
+    model = unwrap(model)
     if windows.dim() != 2 or windows.numel() == 0:
         raise CalibrationError(f"Calibration windows must be [n_windows, T] token ids, got shape {tuple(windows.shape)}. "
                                "Fix: use corpus.token_windows on a longer calibration text.")
@@ -270,7 +277,7 @@ def _load_histograms(key: str) -> ActivationStats | None:
     return None if payload is None else _histograms(payload, key)
 
 
-def activation_stats(model, corpus: str = "austen", split: str = "calibration", tokens: int = 8192,
+def activation_stats(model, corpus: str = DEFAULT_CORPUS, split: str = "calibration", tokens: int = 8192,
                      window: int = 512, moments: bool = False, tokenizer=None, windows: torch.Tensor | None = None,
                      cache: bool = True, progress: bool = True) -> ActivationStats:
     """Calibration statistics of ``model`` (a :class:`LoadedModel`, or a module with ``tokenizer=``).
@@ -287,9 +294,9 @@ def activation_stats(model, corpus: str = "austen", split: str = "calibration", 
     """
     from ..core.corpus import corpus_text, token_windows
 
-    lm_model = model.model if isinstance(model, LoadedModel) else model
+    lm_model = unwrap(model)
     if windows is None:
-        tok = model.tokenizer if isinstance(model, LoadedModel) else tokenizer
+        tok = tokenizer_of(model) or tokenizer
         if tok is None:
             raise CalibrationError("No tokenizer: pass a LoadedModel, tokenizer=..., or windows=....")
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..allocation.presets import StrategySpec, make_spec
+from ..core.corpus import DEFAULT_CORPUS
 from . import rotation, thresholds, topk  # noqa: F401  (the built-in methods register themselves)
 from .calibration import ActivationStats, activation_stats
 from .registry import METHODS, get_method
@@ -45,7 +46,7 @@ def resolve_spec(strategy, options=None, label: str | None = None) -> StrategySp
     return spec
 
 
-def calibration_for(lm, methods, corpus: str = "austen", tokens: int = 8192, window: int = 512,
+def calibration_for(lm, methods, corpus: str = DEFAULT_CORPUS, tokens: int = 8192, window: int = 512,
                     progress: bool = True) -> ActivationStats | None:
     """The calibration statistics that ``methods`` need (None when none needs any)."""
     needs = {get_method(m).needs for m in methods} - {None}

@@ -26,7 +26,13 @@ from torch import nn
 
 from ..core.errors import BadWeightsError, DegenerateSpectrumError
 from ..core.fingerprint import weights_fingerprint
-from ..core.models import LoadedModel, iter_projections, load_model, resolve_device
+from ..core.models import (
+    iter_projections,
+    load_model,
+    model_name,
+    resolve_device,
+    unwrap,
+)
 from ..core.result_cache import ResultCache
 from .tails import alpha_interval, check_xmin, fit_power_law
 
@@ -129,15 +135,9 @@ def _bad_weights(weight, label: str, dtype: torch.dtype) -> BadWeightsError:
 
 
 # --------------------------------------------------------------------------- a whole model
-def _unwrap(model):
-    """Accept an nn.Module, a LoadedModel, or a model name (loaded on the CPU)."""
-    if isinstance(model, (str, Path)):
-        loaded = load_model(str(model), device="cpu")
-        return loaded.model, loaded.name
-    if isinstance(model, LoadedModel):
-        return model.model, model.name
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    return model, name
+def _resolve(model):
+    """An nn.Module or LoadedModel as it is; a model name or path is loaded on the CPU first."""
+    return load_model(str(model), device="cpu") if isinstance(model, (str, Path)) else model
 
 
 
@@ -179,7 +179,7 @@ def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str |
     """
     from tqdm.auto import tqdm
 
-    module, _ = _unwrap(model)
+    module = unwrap(_resolve(model))
     dtype = as_torch_dtype(dtype)
     dev = None if device is None else resolve_device(device)
     projections = list(iter_projections(module))
@@ -227,7 +227,8 @@ def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int
     check_xmin(xmin)
     if robust_method not in ("bootstrap", "perturb"):
         raise ValueError(f"Unknown robust_method {robust_method!r}; use 'bootstrap' or 'perturb'.")
-    module, model_name = _unwrap(model)
+    model = _resolve(model)
+    module, name = unwrap(model), model_name(model)
     spectra = model_spectra(module, dtype=dtype, device=device, cache=cache, progress=progress)
     rows = []
     projections = [row for row, _ in iter_projections(module)]
@@ -243,6 +244,6 @@ def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int
         rows.append({**row, **fit})
     columns = list(projections[0]) + FIT_COLUMNS + (ROBUST_COLUMNS if robust else [])
     table = pd.DataFrame(rows)[columns]
-    table.attrs.update(model=model_name, xmin=str(xmin), dtype=str(as_torch_dtype(dtype)),
+    table.attrs.update(model=name, xmin=str(xmin), dtype=str(as_torch_dtype(dtype)),
                        robust_method=robust_method if robust else None)
     return table
