@@ -200,7 +200,8 @@ def parse_strategy(text: str) -> StrategySpec:
     else:
         raise AllocationError(
             f"Unknown strategy {text!r}. Presets: {', '.join(STRATEGY_PRESETS)}; strategies: "
-            f"{', '.join(STRATEGIES)}; options go in brackets, e.g. acttail[eps=0.2;granularity=block]."
+            f"{', '.join(STRATEGIES)}. Fix: use one of those names (check the spelling); options go in "
+            "brackets, e.g. acttail[eps=0.2;granularity=block]."
         )
     overrides = _parse_options(base.strategy, match.group(2) or "")
     return make_spec(base, overrides)

@@ -63,6 +63,8 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import torch
 
     from ..allocation import parse_strategies
@@ -71,6 +73,8 @@ def run(args) -> int:
     from ..core.results_io import write_results
     from ..measure.grid import evaluate_grid
 
+    if Path(args.out).is_dir():  # every check runs before the model loads (evaluate_grid checks the rest)
+        raise ActTailError(f"--out {args.out} is a folder. Fix: pass a CSV file path, e.g. {args.out}/grid.csv.")
     specs = [] if args.strategies.strip().lower() in ("", "none") else parse_strategies(args.strategies)
     if not specs and args.no_dense:
         raise ActTailError("Nothing to evaluate: --strategies none with --no-dense. Fix: drop one of them.")

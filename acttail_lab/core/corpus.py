@@ -114,22 +114,84 @@ def fetch_austen() -> Path:
     return folder
 
 
+# --------------------------------------------------------------------------- checks (no text read)
+def _austen_cached() -> bool:
+    folder = cache_dir("corpus", "austen")
+    return all((folder / f"{n}.txt").exists() for n in AUSTEN_NOVELS)
+
+
+def check_corpus(name) -> str:
+    """``name`` if it is a usable corpus, else a CorpusError naming the problem and the fix; reads no text.
+
+    ``"austen"`` is usable when its novels are cached, or when they can be fetched (``ACTTAIL_AUSTEN_DEB``
+    names an existing .deb, or ``apt-get`` is available for ``apt-get download``); anything else must be an
+    existing text file (``~`` expanded).
+    """
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise CorpusError(f"corpus={name!r} is not a corpus name. Fix: pass corpus='austen' or the path of a "
+                          "text file.")
+    if name == "austen":
+        deb = os.environ.get("ACTTAIL_AUSTEN_DEB")
+        if _austen_cached():
+            return name
+        if deb:
+            if not Path(deb).is_file():
+                raise CorpusError(f"ACTTAIL_AUSTEN_DEB={deb} does not exist, and the Austen novels are not cached "
+                                  "yet. Fix: point ACTTAIL_AUSTEN_DEB to the r-cran-janeaustenr .deb file.")
+            return name
+        if shutil.which("apt-get") is None:
+            raise CorpusError(
+                f"The Austen corpus is not fetched yet and cannot be: it comes from the Debian package "
+                f"{_DEB_PACKAGE}, and apt-get is not available here. Fix: run `acttail-lab fetch` on a "
+                "Debian/Ubuntu machine, set ACTTAIL_AUSTEN_DEB=/path/to/r-cran-janeaustenr_*.deb, or pass a "
+                "local text file as corpus.")
+        return name
+    path = Path(os.path.expanduser(name))
+    if path.is_dir():
+        raise CorpusError(f"Corpus {name!r} is a folder ({path.resolve()}), not a text file. "
+                          "Fix: pass the path of one text file, or corpus='austen'.")
+    if not path.is_file():
+        raise CorpusError(f"Corpus {name!r} is neither 'austen' nor an existing text file: {path.resolve()} "
+                          "does not exist. Fix: check the path (relative paths start at the current folder), "
+                          "or pass corpus='austen'.")
+    return name
+
+
+def check_split(split) -> str:
+    """``split`` if it is one of :data:`SPLITS`, else a CorpusError."""
+    if split not in SPLITS:
+        raise CorpusError(f"Unknown split {split!r}. Fix: choose one of {', '.join(SPLITS)}.")
+    return split
+
+
+def check_window(window, n_tokens=None) -> int:
+    """``window`` if it is an integer >= 2 and ``n_tokens`` (when given) an integer >= window; else CorpusError."""
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 2:
+        raise CorpusError(f"window must be an integer of at least 2 tokens, got {window!r}. "
+                          "Fix: pass e.g. window=512.")
+    if n_tokens is not None and (isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer))
+                                 or n_tokens < window):
+        raise CorpusError(f"tokens={n_tokens!r} is fewer than one window of {window} tokens (tokens are rounded "
+                          f"down to whole windows). Fix: pass tokens >= window, e.g. tokens={int(window) * 8}.")
+    return int(window)
+
+
 # --------------------------------------------------------------------------- public API
 def load_corpus(name: str = DEFAULT_CORPUS) -> dict[str, str]:
     """Return ``{document name: text}`` for ``"austen"`` or a local text file."""
     if name == "austen":
         folder = fetch_austen()
         return {n: (folder / f"{n}.txt").read_text(encoding="utf-8") for n in AUSTEN_NOVELS}
+    check_corpus(name)
     path = Path(os.path.expanduser(name))
-    if not path.is_file():
-        raise CorpusError(f"Corpus {name!r} is neither 'austen' nor an existing text file. Fix: check the path.")
     return {path.stem: path.read_text(encoding="utf-8", errors="replace")}
 
 
 def corpus_text(name: str = DEFAULT_CORPUS, split: str = "evaluation") -> str:
     """Text of one split: ``"calibration"``, ``"evaluation"`` or ``"all"`` (see module doc)."""
-    if split not in SPLITS:
-        raise CorpusError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+    check_split(split)
     docs = load_corpus(name)
     if split == "all":
         return "\n\n".join(docs.values())
@@ -161,8 +223,7 @@ def token_windows(tokenizer, text: str, window: int = 512, n_tokens: int | None 
         LongTensor ``[n_windows, window]``. Each window starts with BOS when the
         tokenizer adds one (Gemma), and with plain text otherwise (SmolLM2).
     """
-    if window < 2:
-        raise CorpusError(f"window must be at least 2 tokens, got {window}.")
+    check_window(window)
     bos = bos_id(tokenizer)
     body = window - (bos is not None)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 
 import pandas as pd
@@ -30,14 +31,22 @@ import torch
 from torch import nn
 
 from ..core.cache import stable_hash
-from ..core.corpus import DEFAULT_CORPUS, corpus_text, token_windows
-from ..core.errors import AllocationError
+from ..core.corpus import (
+    DEFAULT_CORPUS,
+    check_corpus,
+    check_split,
+    check_window,
+    corpus_text,
+    token_windows,
+)
+from ..core.errors import AllocationError, CalibrationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import LoadedModel, load_model, projection_table
 from ..core.paths import DEFAULT_MODEL
 from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
 from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
+from ..sparsify.registry import get_method
 from ..sparsify.topk import PROTOCOLS, weighted_sparsity
 from .perplexity import input_device, perplexity
 
@@ -126,6 +135,63 @@ def _resolve_specs(strategies):
     return [resolve_spec(s) for s in strategies]
 
 
+def _check_sparsities(sparsities, n_strategies: int) -> list[float]:
+    """The targets as floats, each a finite number in [0, 1); at least one when there are strategies."""
+    if isinstance(sparsities, (int, float)) and not isinstance(sparsities, bool):
+        sparsities = [sparsities]
+    if isinstance(sparsities, (str, bytes)) or not hasattr(sparsities, "__iter__"):
+        raise AllocationError(f"sparsities={sparsities!r} is not a sequence of numbers. "
+                              "Fix: pass e.g. sparsities=(0.5, 0.6, 0.7).")
+    values = list(sparsities)
+    for value in values:
+        try:
+            ok = not isinstance(value, (bool, str, bytes)) and math.isfinite(float(value))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise AllocationError(f"Sparsity {value!r} is not a finite number. Fix: pass numbers in [0, 1), "
+                                  "e.g. sparsities=(0.5, 0.6).")
+        if not 0.0 <= float(value) < 1.0:
+            raise AllocationError(f"Sparsity {value!r} is outside [0, 1): it is the mean fraction of inputs "
+                                  "zeroed. Fix: pass targets such as 0.5 (50%), not 50 or 1.")
+    if n_strategies and not values:
+        raise AllocationError("sparsities is empty, so no strategy would be evaluated. Fix: pass at least one "
+                              "target, e.g. sparsities=(0.5,), or strategies=() for the dense row only.")
+    return [float(v) for v in values]
+
+
+def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens: int, corpus, split: str,
+                      batch_size: int = 4, calibration_tokens: int = 8192) -> tuple[list, list[float]]:
+    """Every input of :func:`evaluate_grid` that can be checked without a model, in this order: sparsities,
+    strategies (parsed once, method registered), protocol, window / tokens (and batch size, calibration
+    tokens when a method calibrates), corpus (``core.corpus.check_corpus``: no text read), split.
+
+    Returns the typed specs and the sparsities as floats; raises an ActTailError naming the fix.
+    """
+    from ..allocation import StrategySpec
+
+    if isinstance(strategies, (str, StrategySpec)):
+        strategies = [strategies]
+    strategies = list(strategies)
+    targets = _check_sparsities(sparsities, len(strategies))
+    specs = _resolve_specs(strategies)
+    if protocol not in PROTOCOLS:
+        raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
+    check_window(window, tokens)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise AllocationError(f"batch_size={batch_size!r} must be a positive integer. Fix: pass e.g. batch_size=4.")
+    calibrated = sorted({spec.method for spec in specs if get_method(spec.method).needs})
+    if calibrated and calibration_tokens is not None and (
+            isinstance(calibration_tokens, bool) or not isinstance(calibration_tokens, numbers.Integral)
+            or calibration_tokens < window):
+        raise CalibrationError(f"calibration_tokens={calibration_tokens!r} is fewer than one window of {window} "
+                               f"tokens, and the {', '.join(calibrated)} method(s) calibrate on whole windows. "
+                               f"Fix: pass calibration_tokens >= window, e.g. calibration_tokens={window * 16}.")
+    check_corpus(corpus)
+    check_split(split)
+    return specs, targets
+
+
 def _projection_table_for(model: nn.Module, specs, xmin, progress: bool = False) -> pd.DataFrame:
     """Spectra table (with alpha; cached by ``spectra``) when a strategy needs alphas, else the projection table."""
     if any(spec.entry.needs_alpha for spec in specs):
@@ -203,12 +269,15 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
     Returns:
         DataFrame, one row per run, columns :data:`GRID_COLUMNS`. ``tokens`` is the
         number of scored tokens; ``options`` the strategy options as JSON.
+    Raises:
+        ActTailError (AllocationError, CalibrationError, CorpusError) from :func:`check_grid_inputs`
+        before any model is loaded, when an input is bad.
     """
-    if protocol not in PROTOCOLS:
-        raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
     from ..allocation import allocate
 
-    specs = _resolve_specs(strategies)  # parsed once, checked before any model is loaded
+    # every check that needs no model runs before one is loaded (seconds here, minutes for a 7B model)
+    specs, sparsities = check_grid_inputs(strategies, sparsities, protocol, window, tokens, corpus, split,
+                                          batch_size, calibration_tokens)
     torch.manual_seed(seed)
     lm = model_name if isinstance(model_name, LoadedModel) else load_model(
         model_name, device=device, dtype=dtype, device_map=device_map)

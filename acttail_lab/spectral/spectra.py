@@ -227,7 +227,9 @@ def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int
     check_xmin(xmin)
     if robust_method not in ("bootstrap", "perturb"):
         raise ValueError(f"Unknown robust_method {robust_method!r}; use 'bootstrap' or 'perturb'.")
-    model = _resolve(model)
+    if robust and (isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2):
+        raise ValueError(f"n_boot={n_boot!r}: robust fits need at least 2 replicates. Fix: pass e.g. n_boot=200.")
+    model = _resolve(model)  # checks above run before a model name is loaded
     module, name = unwrap(model), model_name(model)
     spectra = model_spectra(module, dtype=dtype, device=device, cache=cache, progress=progress)
     rows = []
