@@ -35,8 +35,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protocol", default="all", choices=("all", "last_half"),
                         help="all: sparsify and score every position; last_half: TEAL prefill rule")
     parser.add_argument("--xmin", default="ks", help="xmin rule for the alphas (default ks)")
-    parser.add_argument("--calibration-tokens", type=int, default=8192,
-                        help="calibration-split tokens for rotated / threshold / cats strategies (default 8192)")
+    parser.add_argument("--calibration-tokens", type=int, default=None,
+                        help="calibration-split tokens for rotated / threshold / cats strategies (default 8192; "
+                             "for rotation at least the widest projection input, e.g. 11264 for LLaMA-2-7B)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=_DTYPES)
     parser.add_argument("--device-map", default=None, help="e.g. auto: spread a large model over GPUs")

@@ -161,7 +161,7 @@ def _check_sparsities(sparsities, n_strategies: int) -> list[float]:
 
 
 def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens: int, corpus, split: str,
-                      batch_size: int = 4, calibration_tokens: int = 8192) -> tuple[list, list[float]]:
+                      batch_size: int = 4, calibration_tokens: int | None = None) -> tuple[list, list[float]]:
     """Every input of :func:`evaluate_grid` that can be checked without a model, in this order: sparsities,
     strategies (parsed once, method registered), protocol, window / tokens (and batch size, calibration
     tokens when a method calibrates), corpus (``core.corpus.check_corpus``: no text read), split.
@@ -248,7 +248,7 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
                   xmin: str = "ks", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
                   seed: int = 0, cache: bool = True, progress: bool = True, include_dense: bool = True,
                   batch_size: int = 4, device_map: str | None = None,
-                  calibration_tokens: int = 8192) -> pd.DataFrame:
+                  calibration_tokens: int | None = None) -> pd.DataFrame:
     """Perplexity for every (strategy, target sparsity) pair, plus a dense row, on the same windows.
 
     Args:
@@ -265,7 +265,8 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
         seed: torch seed. cache: read/write the per-row JSON cache. progress: tqdm bar + one log line per row.
         include_dense: add the dense row (strategy ``"dense"``, sparsity 0).
         calibration_tokens: calibration-split tokens for methods that need statistics
-            (rotated, threshold, cats; ``acttail_lab.sparsify.methods``).
+            (rotated, threshold, cats; ``acttail_lab.sparsify.methods.calibration_for``). None: 8192, or
+            for rotation at least the widest projection input in whole windows (11264 at LLaMA-2-7B).
     Returns:
         DataFrame, one row per run, columns :data:`GRID_COLUMNS`. ``tokens`` is the
         number of scored tokens; ``options`` the strategy options as JSON.

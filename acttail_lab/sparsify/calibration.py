@@ -19,7 +19,9 @@ Statistics kept:
   :meth:`ActivationStats.threshold` reads the magnitude below which a
   fraction ``s`` of the entries fall (relative bin width 1.4%);
 * optionally the uncentred second moment ``E[x x^T]`` (float64), whose
-  eigenvectors are the rotation of :mod:`acttail_lab.sparsify.rotation`.
+  eigenvectors are the rotation of :mod:`acttail_lab.sparsify.rotation`
+  (it needs at least :func:`moment_tokens` tokens; each moment is freed once
+  its rotation is built, :meth:`ActivationStats.take_moment`).
 
 :func:`activation_stats` caches the histograms on disk keyed by the weights,
 the token ids and the settings (the second moments, ~0.4 GB for SmolLM2, are
@@ -88,6 +90,8 @@ class ActivationStats:
     tokens: int
     key: str
     has_moments: bool
+    rotations: dict | None = field(default=None, repr=False)
+    """The rotations built from (and replacing) the second moments, once built (``rotation.rotations_for``)."""
 
     def site(self, layer: int, site: str) -> SiteStats:
         try:
@@ -120,7 +124,31 @@ class ActivationStats:
 
     def second_moment(self, layer: int, site: str) -> torch.Tensor:
         """``E[x x^T]`` of the site (float64, [d, d])."""
+        stats = self._moment_site(layer, site)
+        return stats.moment / stats.tokens
+
+    def take_moment(self, layer: int, site: str) -> torch.Tensor:
+        """``E[x x^T]`` of the site, dropped from these statistics (divided in place: no second copy).
+
+        Same numbers as :meth:`second_moment`; afterwards the site holds no moment.
+        """
+        stats = self._moment_site(layer, site)
+        moment, stats.moment = stats.moment, None
+        with torch.inference_mode():  # the sums were made there (collect_stats); in place is allowed only there
+            return moment.div_(stats.tokens)
+
+    @property
+    def moments_held(self) -> int:
+        """How many (layer, site) second moments these statistics still hold."""
+        return sum(st.moment is not None for st in self.sites.values())
+
+    def _moment_site(self, layer: int, site: str) -> SiteStats:
         stats = self.site(layer, site)
+        if stats.moment is None and self.has_moments:
+            raise CalibrationError(
+                f"The second moment of layer {layer} ({site}) was freed once its rotation was built "
+                "(rotations_from_stats(..., release=True) / rotations_for). Fix: reuse those rotations, or "
+                "collect again (collect_stats(..., moments=True)).")
         if stats.moment is None:
             raise CalibrationError("These statistics were collected without second moments. "
                                    "Fix: activation_stats(..., moments=True) (needed for rotation).")
@@ -128,8 +156,8 @@ class ActivationStats:
             raise CalibrationError(
                 f"Only {stats.tokens} calibration tokens for a {stats.d}-dimensional input at layer {layer} "
                 f"({site}): its covariance is rank-deficient and the rotation would be arbitrary. "
-                f"Fix: calibrate on at least {stats.d} tokens (tokens=...).")
-        return stats.moment / stats.tokens
+                f"Fix: calibrate on at least {stats.d} tokens (tokens=... / calibration_tokens >= {stats.d}).")
+        return stats
 
     def summary(self) -> pd.DataFrame:
         """One row per (layer, site): d, tokens, zero fraction, median |x| and the 50% / 80% thresholds."""
@@ -230,6 +258,29 @@ def collect_stats(model, windows: torch.Tensor, moments: bool = True, batch_size
     return ActivationStats(sites=collector.sites, tokens=int(windows.numel()), key=key, has_moments=moments)
 
 
+def moment_tokens(model: nn.Module) -> int:
+    """Fewest calibration tokens for full-rank second moments: the widest projection input of ``model``.
+
+    A ``d x d`` moment from fewer than ``d`` tokens is rank-deficient (the
+    down projection's input, the intermediate size, is the widest: 11008 for
+    LLaMA-2-7B). Known from the weight shapes, before any forward pass.
+    """
+    return max(row["d_in"] for row, _ in iter_projections(unwrap(model)))
+
+
+def check_moment_tokens(have: int, needed: int, window: int | None = None) -> None:
+    """CalibrationError naming ``needed`` (rounded up to whole windows) when ``have`` tokens are too few."""
+    if have >= needed:
+        return
+    whole = -(-needed // window) * window if window else needed
+    unit = f" (whole windows of {window})" if window else ""
+    raise CalibrationError(
+        f"Rotation needs at least {needed} calibration tokens: the widest rotated input has {needed} entries and "
+        f"its {needed}x{needed} second moment is rank-deficient from fewer tokens; got {have}. "
+        f"Fix: calibration_tokens >= {whole}{unit} (tokens=... for activation_stats), on a calibration text "
+        "that long.")
+
+
 def check_tokens(windows: torch.Tensor, needed: int, what: str) -> None:
     """Raise :class:`CalibrationError` when ``windows`` hold fewer than ``needed`` tokens for ``what``."""
     have = int(windows.numel())
@@ -308,6 +359,8 @@ def activation_stats(model, corpus: str = DEFAULT_CORPUS, split: str = "calibrat
     memo = _MEMORY.get(key) if cache else None
     if memo is not None and (memo.has_moments or not moments):
         return memo
+    if moments:  # before the forward pass: full-rank moments need as many tokens as the widest input
+        check_moment_tokens(int(windows.numel()), moment_tokens(lm_model), windows.shape[1])
     if cache and not moments:
         loaded = _load_histograms(key)
         if loaded is not None:

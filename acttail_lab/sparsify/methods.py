@@ -27,7 +27,7 @@ from torch import nn
 from ..allocation.presets import StrategySpec, make_spec
 from ..core.corpus import DEFAULT_CORPUS
 from . import rotation, thresholds, topk  # noqa: F401  (the built-in methods register themselves)
-from .calibration import ActivationStats, activation_stats
+from .calibration import ActivationStats, activation_stats, check_moment_tokens, moment_tokens
 from .registry import METHODS, get_method
 
 __all__ = ["METHODS", "calibration_for", "check_method", "make_sparsifier", "resolve_spec"]
@@ -46,14 +46,32 @@ def resolve_spec(strategy, options=None, label: str | None = None) -> StrategySp
     return spec
 
 
-def calibration_for(lm, methods, corpus: str = DEFAULT_CORPUS, tokens: int = 8192, window: int = 512,
+DEFAULT_CALIBRATION_TOKENS = 8192
+"""Calibration tokens when none are asked for (raised to the widest input's width for rotation)."""
+
+
+def calibration_for(lm, methods, corpus: str = DEFAULT_CORPUS, tokens: int | None = None, window: int = 512,
                     progress: bool = True) -> ActivationStats | None:
-    """The calibration statistics that ``methods`` need (None when none needs any)."""
+    """The calibration statistics that ``methods`` need (None when none needs any).
+
+    ``tokens`` (rounded down to whole windows): default :data:`DEFAULT_CALIBRATION_TOKENS`, or, when a
+    method needs second moments (rotation), at least the widest projection input in whole windows
+    (11008 -> 11264 tokens for LLaMA-2-7B). Too few tokens for rotation is a CalibrationError naming the
+    number needed, raised before any forward pass.
+    """
     needs = {get_method(m).needs for m in methods} - {None}
     if not needs:
         return None
+    moments = "moments" in needs
+    if moments:
+        needed = moment_tokens(lm)
+        if tokens is None:
+            tokens = max(DEFAULT_CALIBRATION_TOKENS, -(-needed // window) * window)
+        check_moment_tokens((int(tokens) // window) * window, needed, window)
+    elif tokens is None:
+        tokens = DEFAULT_CALIBRATION_TOKENS
     return activation_stats(lm, corpus=corpus, split="calibration", tokens=tokens, window=window,
-                            moments="moments" in needs, progress=progress)
+                            moments=moments, progress=progress)
 
 
 def make_sparsifier(model: nn.Module, allocation, method: str = "topk", protocol: str = "all",

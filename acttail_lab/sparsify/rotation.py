@@ -14,7 +14,15 @@ projections that share an input share one rotation per call). In a deployed
 model the input rotation of ``attn_in`` / ``mlp_in`` would be folded into the
 preceding layers; here it is applied online, which doubles the CPU cost of a
 forward pass but changes no number. On leaving the context the original
-weights are put back (bit for bit).
+weights are put back (bit for bit; they wait on the CPU, so a GPU holds only
+the rotated weights), and each rotated input is freed once the last
+projection reading it has run.
+
+Memory (:func:`rotations_for`): one ``Q`` per (layer, site), shared by the
+projections reading that site, kept in the model's dtype (float64 for
+float32 models) on the layer's device; each second moment is freed from the
+statistics as soon as its ``Q`` is built. Rotation needs at least as many
+calibration tokens as the widest rotated input (``calibration.moment_tokens``).
 
 :class:`RotatedTopK` = :class:`Rotation` + :class:`acttail_lab.sparsify.topk.TopKSparsifier`
 for any allocation (rotation + uniform, rotation + ActTail, ...).
@@ -62,27 +70,85 @@ def orthogonality_error(q: torch.Tensor) -> float:
     return float((q.T @ q - torch.eye(q.shape[1], dtype=torch.float64)).abs().max())
 
 
-def rotations_from_stats(stats: ActivationStats, layers, kinds=ROTATABLE, progress: bool = True) -> dict:
-    """``{(layer, site): Q}`` for every layer in ``layers`` and the sites of ``kinds`` (needs second moments)."""
+def q_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a ``Q`` is kept in for weights of ``weight_dtype``: the model's dtype for 16-bit models
+    (fp16/bf16: a quarter of float64), float64 for float32/float64 models (there ``W Q`` and
+    :func:`orthogonality_error` stay exact to ~1e-15, as ``measure.related.rotation_check`` requires)."""
+    return torch.float64 if weight_dtype in (torch.float32, torch.float64) else weight_dtype
+
+
+def placement_of(model: nn.Module) -> dict:
+    """``{(layer, site): (device, dtype)}``: where each ``Q`` lives (its layer's device, :func:`q_dtype`)."""
+    out = {}
+    for row, module in iter_projections(model):
+        w = module.weight
+        out.setdefault((row["layer"], SITE_OF[row["projection"]]), (w.device, q_dtype(w.dtype)))
+    return out
+
+
+def iter_rotations(stats: ActivationStats, layers, kinds=ROTATABLE, release: bool = False):
+    """Yield ``((layer, site), Q)`` (float64) one (layer, site) at a time.
+
+    With ``release``, each second moment is taken out of ``stats`` (:meth:`ActivationStats.take_moment`)
+    before its eigenvectors are computed, so it is freed as soon as its ``Q`` exists: the moments alive
+    only ever decrease while rotations are built.
+    """
     if not stats.has_moments:
         raise CalibrationError("Rotation needs the second moments of the inputs. "
                                "Fix: activation_stats(model, moments=True).")
     sites = sorted({SITE_OF[k] for k in check_kinds(kinds)})
-    wanted = [(layer, site) for layer in sorted(set(layers)) for site in sites]
-    return {ls: rotation_from_moment(stats.second_moment(*ls))
-            for ls in tqdm(wanted, desc="rotations", disable=not progress, leave=False)}
+    take = stats.take_moment if release else stats.second_moment
+    for layer in sorted(set(layers)):
+        for site in sites:
+            moment = take(layer, site)
+            q = rotation_from_moment(moment)
+            del moment
+            yield (layer, site), q
+
+
+def rotations_from_stats(stats: ActivationStats, layers, kinds=ROTATABLE, progress: bool = True,
+                         release: bool = False, placement: dict | None = None) -> dict:
+    """``{(layer, site): Q}`` for every layer in ``layers`` and the sites of ``kinds`` (needs second moments).
+
+    One ``Q`` per (layer, site), shared by every projection reading that site (q/k/v, gate/up). Built one at
+    a time (:func:`iter_rotations`); ``release`` frees each moment from ``stats`` once its ``Q`` is built.
+    ``placement`` ``{(layer, site): (device, dtype)}`` (:func:`placement_of`) moves each ``Q`` there as soon
+    as it is built (float64 only while its eigenvectors are computed); default: float64 on the CPU.
+    """
+    layers = sorted(set(layers))
+    n = len(layers) * len({SITE_OF[k] for k in check_kinds(kinds)})
+    out = {}
+    for ls, q in tqdm(iter_rotations(stats, layers, kinds, release=release), total=n, desc="rotations",
+                      disable=not progress, leave=False):
+        if placement is not None and ls in placement:
+            device, dtype = placement[ls]
+            q = q.to(device=device, dtype=dtype)
+        out[ls] = q
+    return out
 
 
 _MEMO: dict = {}
 
 
 def rotations_for(model: nn.Module, stats: ActivationStats, progress: bool = True) -> dict:
-    """Rotations of every layer and site of ``model`` from ``stats``, memoised per statistics key (one per process)."""
+    """Rotations of every layer and site of ``model`` from ``stats``, memoised per statistics key (one per process).
+
+    Streams: each second moment is freed from ``stats`` once its ``Q`` is built, and each ``Q`` is kept in
+    :func:`q_dtype` of the model on its layer's device; the rotations stay on ``stats.rotations`` (they
+    replace the moments there) and in the memo.
+    """
     key = stats.key or id(stats)
+    rotations = _MEMO.get(key)
+    if rotations is None:
+        rotations = stats.rotations
+    if rotations is None:
+        rotations = rotations_from_stats(stats, range(len(decoder_layers(model))), progress=progress,
+                                         release=True, placement=placement_of(model))
+        stats.rotations = rotations
     if key not in _MEMO:
         _MEMO.clear()
-        _MEMO[key] = rotations_from_stats(stats, range(len(decoder_layers(model))), progress=progress)
-    return _MEMO[key]
+        _MEMO[key] = rotations
+    return rotations
 
 
 class Rotation:
@@ -111,25 +177,41 @@ class Rotation:
                                     "entries. Fix: compute the rotations on this same model.")
             self.targets.append((row, module, q))
         self._saved, self._memo, self._stack = [], {}, None
+        readers: dict = {}
+        for row, module, _ in self.targets:
+            readers.setdefault((row["layer"], SITE_OF[row["projection"]]), []).append(module)
+        self._readers = readers  # (layer, site) -> the rotated projections reading it
 
     def _fold(self) -> list:
-        """Fold ``W Q`` into the weights (originals saved); returns the input-rotation pre-hooks to install."""
-        pre = []
+        """Fold ``W Q`` into the weights; returns the input-rotation pre-hooks to install.
+
+        ``W Q`` is computed in float64 and cast to the weight's dtype. The originals are kept for a bit-exact
+        restore (``W`` cannot be recovered exactly from the rounded ``W Q``): on the CPU, so a GPU holds
+        only the rotated weights. Each group (projections reading one site) gets one input ``Q`` in the
+        weights' dtype: the stored ``Q`` itself when it already has that dtype and device.
+        """
+        pre, cast = [], {}
         with torch.no_grad():
             for row, module, q in self.targets:
                 weight = module.weight
-                qw = q.to(device=weight.device, dtype=torch.float64)
-                self._saved.append((module, weight.data))
-                weight.data = (weight.data.to(torch.float64) @ qw).to(weight.dtype)
                 group = (row["layer"], SITE_OF[row["projection"]])
-                pre.append((module, self._make_hook(group, qw.to(weight.dtype))))
+                original = weight.data
+                rotated = (original.to(torch.float64) @ q.to(device=weight.device, dtype=torch.float64))
+                rotated = rotated.to(weight.dtype)
+                self._saved.append((module, original.to("cpu"), original.device))
+                weight.data = rotated
+                del original
+                hq = cast.get(group)
+                if hq is None:
+                    hq = cast[group] = q.to(device=weight.device, dtype=weight.dtype)
+                pre.append((module, self._make_hook(group, hq)))
         return pre
 
     def _unfold(self) -> None:
         """Put the original weights back (bit for bit) and drop the per-call memo."""
         with torch.no_grad():
-            for module, original in self._saved:
-                module.weight.data = original
+            for module, original, device in self._saved:
+                module.weight.data = original.to(device)
         self._saved, self._memo = [], {}
 
     @property
@@ -151,11 +233,17 @@ class Rotation:
         return self
 
     def _make_hook(self, group, q: torch.Tensor):
+        """Pre-hook: ``x -> x @ Q``, computed once per call for the group and dropped after its last reader."""
+        n_readers = len(self._readers[group])
+
         def hook(module, args):
             x = args[0]
             memo = self._memo.get(group)
-            if memo is None or memo[0] is not x:
-                memo = self._memo[group] = (x, x @ q)
+            if memo is None or memo[0] is not x or module in memo[2]:
+                memo = self._memo[group] = (x, x @ q, set())
+            memo[2].add(module)
+            if len(memo[2]) >= n_readers:  # every reader of this input has it: free x and x @ Q
+                del self._memo[group]
             return (memo[1],) + tuple(args[1:])
 
         return hook
