@@ -1,6 +1,6 @@
 """Compatibility alias: the spectra moved to :mod:`acttail_lab.spectral.spectra`.
 
-``from acttail_lab.spectral.spectra import analyze`` keeps working; new code imports
+``from acttail_lab.spectra import analyze`` keeps working; new code imports
 ``acttail_lab.spectral`` (see docs/architecture.md).
 """
 from .spectral.spectra import *  # noqa: F401,F403
