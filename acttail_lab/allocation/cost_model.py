@@ -1,27 +1,9 @@
-"""Measured sensitivity: how much does TopK at sparsity s hurt each projection?
+"""The additive cost model: an allocation's estimated cost from a measured cost table (pure).
 
-Two measures, both on CALIBRATION text (``corpus_text(split="calibration")``,
-Sense and Sensibility for the default corpus; the evaluation split is never
-touched here):
-
-- :func:`cost_table` (cheap): for every projection and sparsity level, the
-  relative output error of TopK on its own input,
-  ``rel_error = ||W (x - topk_s(x))||_F / ||W x||_F`` over the captured tokens
-  (every other projection dense), and ``rel_input_error = ||x - topk_s(x)||_F
-  / ||x||_F``. One dense forward, then matrix products only.
-- :func:`loss_increase_table` (expensive): mean NLL with ONLY that projection
-  sparsified minus the dense mean NLL; one forward per (projection, level).
-
-Then :func:`spectral_correlations` asks whether spectral metrics (alpha under
-several xmin rules, alpha_weighted, stable rank, lambda_max) rank projections
-the way the measured sensitivity does (Spearman), overall, within each
-projection kind (across layers) and within each layer (across kinds), and
-:func:`estimate_cost` scores any allocation on the measured curves (fast
-enough for a slider). Solvers that use the curves live in
-:mod:`acttail_lab.allocation.cost_solvers`.
-
-Results are cached under ``cache_dir("sensitivity")``, keyed by the model's
-weights, the token ids and the options, written atomically.
+Input: a cost table (one row per projection x sparsity level with a cost such as ``rel_error``,
+the TopK relative output error on calibration text). :func:`cost_curves` turns it into
+per-projection curves; :func:`estimate_cost` interpolates each projection's curve at its
+sparsity and sums, weighted by ``n_params``. The explorer and the cost-solved strategies use it.
 """
 from __future__ import annotations
 

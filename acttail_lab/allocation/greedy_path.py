@@ -1,27 +1,11 @@
-"""TEAL's block-wise greedy allocation (Liu et al., ICLR 2025), on calibration text.
+"""Budgets read off TEAL's greedy path (pure: a path table in, an allocation out).
 
-For each decoder layer ("block") on its own, all seven projections start
-dense. One greedy step raises ONE projection's sparsity by
-``delta * sum(P) / P_i`` (``P`` = parameters per projection), so every step
-raises the block's parameter-weighted sparsity by exactly ``delta``; the step
-taken is the one whose block output has the smallest relative error
-``||y_s - y||_F / ||y||_F`` against the dense block output ``y`` on the
-captured calibration inputs. Projections whose next step would pass ``s_max``
-are skipped. Recording the sparsities after every step gives a *path*: one
-allocation per block target ``0, delta, 2 delta, ...``, so one run serves
-every target (:func:`teal_greedy_allocation` interpolates between recorded
-targets). Every block gets the same target, so the model-level weighted mean
-equals it too.
-
-With coarse steps small projections hit ``s_max`` early (SmolLM2's k/v have
-1/32 of the block's parameters: one step of 0.025 moves them by 0.8), so the
-path ends at the largest block target reachable under ``s_max`` when that is
-below ``max_target``.
-
-Sparsification is exact per-token TopK on each projection input
-(:func:`acttail_lab.sparsify.topk.topk_sparsify`), every position. Results are
-cached under ``cache_dir("teal_greedy")`` keyed by the weights, the token ids
-and the options, written atomically.
+A greedy path (:func:`acttail_lab.measure.teal_greedy.greedy_path`, measured on calibration
+text) lists, per block target on a grid of steps, the sparsity of every projection.
+:func:`teal_greedy_allocation` interpolates it at a model-wide target so that the
+parameter-weighted mean equals the target; :func:`kind_means` summarises a path per projection
+kind (TEAL's published LLaMA-2-7B table has this layout). Registers the ``teal-greedy``
+strategy.
 """
 from __future__ import annotations
 

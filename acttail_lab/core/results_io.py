@@ -1,23 +1,9 @@
-"""Perplexity of a (TopK-sparsified) model, and a cached grid over strategies x sparsities.
+"""Result files: a tidy DataFrame written as CSV with its JSON provenance sidecar, and read back.
 
-Scoring protocols (say which one a number uses):
-
-* ``"all"``: every projection input is sparsified at every position, and all
-  ``T - 1`` next-token targets of each window of ``T`` tokens are scored.
-* ``"last_half"``: TEAL's prefill rule. Positions ``t >= T // 2`` are
-  sparsified, earlier positions are dense, and only the targets predicted at
-  sparsified positions are scored (tokens ``T // 2 + 1 ... T - 1``:
-  ``T - 1 - T // 2`` per window). A dense row under this protocol is scored on
-  exactly the same tokens, so rows compare like for like.
-
-Perplexity is ``exp(mean NLL)`` over scored tokens, NLL in nats. Windows are
-non-overlapping (no sliding context), so numbers depend on the window length.
-
-:func:`evaluate_grid` caches every row as a small JSON file under
-``cache_dir("eval")``, keyed by the model (source and a weight fingerprint),
-the token windows (corpus, split, window, tokens and a hash of the ids), the
-sparsity vector, the protocol and the dtype/device type. Re-running resumes:
-an interrupted run loses at most the row in progress.
+:func:`write_results` writes ``<name>.csv`` atomically and ``<name>.csv.json`` (versions,
+device, seed, git commit, command, settings; :mod:`acttail_lab.core.provenance`);
+:func:`load_table` reads a CSV with its sidecar in ``attrs["provenance"]``;
+:func:`read_sidecar` reads the sidecar alone.
 """
 from __future__ import annotations
 

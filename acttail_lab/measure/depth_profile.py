@@ -1,29 +1,13 @@
-"""Depth utilisation: how much each decoder layer does, and whether activation sparsity changes it.
+"""Per-layer profile of the residual stream, and how far each layer is from the identity.
 
-Background: under Pre-LN the residual stream's variance grows with depth, so
-late layers add ever smaller relative updates and act close to the identity
-(the "curse of depth"); arXiv 2603.15389 reports that activation sparsity
-damps this variance growth and makes layers more useful. This module measures,
-per decoder layer ``l`` of a real model, with ``h_in`` / ``h_out`` the
-residual-stream hidden states entering / leaving the layer (one vector of
-``d`` = hidden size per token):
-
-* :func:`layer_profile`: ``var_in`` / ``var_out`` (mean over tokens of the
-  variance across the ``d`` hidden dimensions; units: squared activation),
-  ``growth = var_out / var_in``, ``rel_update`` (mean of
-  ``||h_out - h_in|| / ||h_in||``) and ``cos_in_out`` (mean cosine of ``h_in``
-  and ``h_out``; ``block_influence = 1 - cos_in_out`` is ShortGPT's score),
-  dense or under a TopK allocation (:class:`acttail_lab.sparsify.topk.TopKSparsifier`);
-* :func:`jacobian_identity_gap`: how far the layer map is from the identity
-  along random directions (central finite differences, 0 = identity);
-* :func:`skip_layer_perplexity`: the perplexity when the layer is replaced by
-  the identity (its output := its input), cached per layer on disk.
-
-:func:`depth_table` joins these with each layer's mean alpha and the sparsity
-ActTail gives the layer; :func:`depth_correlations` ranks them against each
-other (Spearman); :func:`variance_under_sparsity` compares variance profiles
-under dense / uniform / ActTail allocations. Committed SmolLM2-135M results are
-made by ``scripts/reproduce_depth.py`` and read by :func:`load_depth`.
+Inputs: a model (or LoadedModel) and token windows ``[n, T]``. :func:`layer_profile` records,
+per decoder layer, ``var_in`` / ``var_out`` (mean over tokens of the variance across the
+hidden dimensions; units: squared activation), ``growth = var_out / var_in``, ``rel_update``
+(mean ``||h_out - h_in|| / ||h_in||``), ``cos_in_out`` and ``block_influence = 1 - cos``
+(ShortGPT's score), with per-token medians, dense or under a TopK allocation.
+:func:`jacobian_identity_gap` measures ``||J v - v|| / ||v||`` along random directions ``v``
+by central finite differences (0 = the layer is the identity). Hooks go through
+:func:`acttail_lab.core.hooks.hooks`.
 """
 from __future__ import annotations
 

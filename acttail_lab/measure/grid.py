@@ -1,23 +1,10 @@
-"""Perplexity of a (TopK-sparsified) model, and a cached grid over strategies x sparsities.
+"""The evaluation grid: perplexity of every (strategy, sparsity) on the same windows, cached per row.
 
-Scoring protocols (say which one a number uses):
-
-* ``"all"``: every projection input is sparsified at every position, and all
-  ``T - 1`` next-token targets of each window of ``T`` tokens are scored.
-* ``"last_half"``: TEAL's prefill rule. Positions ``t >= T // 2`` are
-  sparsified, earlier positions are dense, and only the targets predicted at
-  sparsified positions are scored (tokens ``T // 2 + 1 ... T - 1``:
-  ``T - 1 - T // 2`` per window). A dense row under this protocol is scored on
-  exactly the same tokens, so rows compare like for like.
-
-Perplexity is ``exp(mean NLL)`` over scored tokens, NLL in nats. Windows are
-non-overlapping (no sliding context), so numbers depend on the window length.
-
-:func:`evaluate_grid` caches every row as a small JSON file under
-``cache_dir("eval")``, keyed by the model (source and a weight fingerprint),
-the token windows (corpus, split, window, tokens and a hash of the ids), the
-sparsity vector, the protocol and the dtype/device type. Re-running resumes:
-an interrupted run loses at most the row in progress.
+:func:`evaluate_grid` checks every input before a model loads (:func:`check_grid_inputs`),
+computes what the strategies need once (alphas, cost tables, greedy paths, calibration
+statistics), allocates, sparsifies by each spec's method, and returns one row per run
+(:data:`GRID_COLUMNS`). Each row is cached by content (weights fingerprint, token ids,
+allocation vector, method, calibration key), so an interrupted grid resumes.
 """
 from __future__ import annotations
 

@@ -1,23 +1,11 @@
-"""Perplexity of a (TopK-sparsified) model, and a cached grid over strategies x sparsities.
+"""Perplexity of a causal LM on token windows, dense or under any sparsifier.
 
-Scoring protocols (say which one a number uses):
-
-* ``"all"``: every projection input is sparsified at every position, and all
-  ``T - 1`` next-token targets of each window of ``T`` tokens are scored.
-* ``"last_half"``: TEAL's prefill rule. Positions ``t >= T // 2`` are
-  sparsified, earlier positions are dense, and only the targets predicted at
-  sparsified positions are scored (tokens ``T // 2 + 1 ... T - 1``:
-  ``T - 1 - T // 2`` per window). A dense row under this protocol is scored on
-  exactly the same tokens, so rows compare like for like.
-
-Perplexity is ``exp(mean NLL)`` over scored tokens, NLL in nats. Windows are
-non-overlapping (no sliding context), so numbers depend on the window length.
-
-:func:`evaluate_grid` caches every row as a small JSON file under
-``cache_dir("eval")``, keyed by the model (source and a weight fingerprint),
-the token windows (corpus, split, window, tokens and a hash of the ids), the
-sparsity vector, the protocol and the dtype/device type. Re-running resumes:
-an interrupted run loses at most the row in progress.
+Inputs: a model (or LoadedModel), LongTensor windows ``[n_windows, T]``, and an allocation or a
+ready sparsifier. Protocol ``"all"``: every position is sparsified and every next-token
+prediction scored; ``"last_half"`` (TEAL's): only positions >= T/2 are sparsified and scored.
+Output: :class:`PerplexityResult` (perplexity = exp of the mean NLL in nats per scored token,
+tokens scored, realised sparsity, wall time). The LM head and the loss run on chunks of
+positions, so memory does not grow with batch x length x vocabulary.
 """
 from __future__ import annotations
 

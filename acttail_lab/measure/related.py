@@ -1,14 +1,8 @@
-"""The related methods side by side (notebook 05): committed tables, spreads, fair comparisons.
+"""Measurements for the related methods: per-token spread of threshold sparsity, and the rotation check.
 
-The perplexity grid of the related methods (``scripts/reproduce_related.py``,
-``data/results/perplexity_related_smollm2-135m.csv``) is an ordinary runs
-table (:func:`acttail_lab.measure.grid.evaluate_grid`) with a ``method`` column
-(topk, rotated, threshold, cats) and a ``kinds`` column (empty = all seven
-projections; ``gate+up+down`` = FFN only; ``down`` = CATS). Its ``sparsity``
-is each method's own knob (the target over the kinds that get a budget);
-``realised_sparsity`` is the fraction of *all* projection weights the run
-skips, the fair axis across methods: :func:`at_realised` reads every method's
-perplexity at common realised sparsities.
+:func:`threshold_spread` records, per projection, the realised per-token sparsity (mean, std,
+5th/95th percentile) of threshold methods on evaluation text; :func:`rotation_check` verifies
+that the rotated dense model reproduces the dense logits (raises when it does not).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Plot helpers (matplotlib, no pyplot state). The ESD helpers (``plots.esd``) take ``ax=None`` and return the Axes."""
-from .esd import (
+from .esd import (  # noqa: F401
     alpha_matrix,
     plot_alpha_by_depth,
     plot_alpha_by_kind,

@@ -1,29 +1,10 @@
-"""State of the alpha -> sparsity explorer: plain Python, no widgets (testable without a browser).
+"""The explorer's cost estimates and their check against measured perplexity.
 
-:class:`ExplorerState` holds the alpha sources (the default model under each
-xmin rule, other models already analysed, AlphaPruning's published LLaMA
-alphas) and the current :class:`ExplorerSettings`. ``state.update(**changes)``
-re-allocates with ``allocation.allocate(table, "acttail", target, ...)`` and
-returns an :class:`ExplorerView`: the allocation, the layer x projection
-sparsity matrix, the histogram of budgets, the alpha -> sparsity mapping
-curve, per-layer numbers next to uniform's, and the estimated model-level
-cost of the allocation and of uniform. The cost is read off per-projection
-curves of TopK's relative output error measured once on calibration
-activations (``sensitivity.cost_table``), so it needs no model run.
-
-An impossible or invalid setting never raises from ``update``: the view comes
-back with ``message`` set (and no allocation), which the widget shows.
-
-Default inputs are small committed CSVs (fast and deterministic, e.g. in CI):
-
-- ``data/results/<model>_spectra_<rule>.csv``: ``spectra.analyze(model, xmin=rule)``
-  for rule in ks, peak, median;
-- ``data/results/<model>_cost_table.csv``: ``sensitivity.cost_table(model)``;
-- ``data/results/perplexity_<model>.csv``: measured perplexity per
-  (strategy, sparsity), for :func:`strategy_costs` / :func:`rank_agreement`.
-
-When a CSV is missing, the loaders compute the table with the package (on the
-real model, cached by those modules).
+:class:`SlicePerplexity` measures the perplexity of the explorer's current allocation on a
+small evaluation slice. :func:`strategy_costs` estimates each committed grid row's cost from
+the calibration cost table (:func:`acttail_lab.allocation.cost_model.estimate_cost`), and
+:func:`rank_agreement` / :func:`measured_rank_agreement` say how well that estimate ranks the
+rows the way measured perplexity does (Spearman and Kendall per target).
 """
 from __future__ import annotations
 

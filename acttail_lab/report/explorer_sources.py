@@ -1,29 +1,9 @@
-"""State of the alpha -> sparsity explorer: plain Python, no widgets (testable without a browser).
+"""Where the alpha-to-sparsity explorer's alphas come from: committed spectra, cost tables and published alphas.
 
-:class:`ExplorerState` holds the alpha sources (the default model under each
-xmin rule, other models already analysed, AlphaPruning's published LLaMA
-alphas) and the current :class:`ExplorerSettings`. ``state.update(**changes)``
-re-allocates with ``allocation.allocate(table, "acttail", target, ...)`` and
-returns an :class:`ExplorerView`: the allocation, the layer x projection
-sparsity matrix, the histogram of budgets, the alpha -> sparsity mapping
-curve, per-layer numbers next to uniform's, and the estimated model-level
-cost of the allocation and of uniform. The cost is read off per-projection
-curves of TopK's relative output error measured once on calibration
-activations (``sensitivity.cost_table``), so it needs no model run.
-
-An impossible or invalid setting never raises from ``update``: the view comes
-back with ``message`` set (and no allocation), which the widget shows.
-
-Default inputs are small committed CSVs (fast and deterministic, e.g. in CI):
-
-- ``data/results/<model>_spectra_<rule>.csv``: ``spectra.analyze(model, xmin=rule)``
-  for rule in ks, peak, median;
-- ``data/results/<model>_cost_table.csv``: ``sensitivity.cost_table(model)``;
-- ``data/results/perplexity_<model>.csv``: measured perplexity per
-  (strategy, sparsity), for :func:`strategy_costs` / :func:`rank_agreement`.
-
-When a CSV is missing, the loaders compute the table with the package (on the
-real model, cached by those modules).
+:class:`AlphaSource` holds one set of alpha tables (per xmin rule) with the model shapes;
+:func:`default_sources` builds the committed SmolLM2 source(s) and the published LLaMA-2
+alphas; ``load_spectra`` / ``load_cost_table`` read the committed CSVs (or measure them on
+request). Paths come from :mod:`acttail_lab.core.paths`.
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
-"""The related methods side by side (notebook 05): committed tables, spreads, fair comparisons.
+"""Committed related-methods results (rotation, thresholds, CATS, FFN-only): loaders, comparisons, sentences.
 
-The perplexity grid of the related methods (``scripts/reproduce_related.py``,
-``data/results/perplexity_related_smollm2-135m.csv``) is an ordinary runs
-table (:func:`acttail_lab.measure.grid.evaluate_grid`) with a ``method`` column
-(topk, rotated, threshold, cats) and a ``kinds`` column (empty = all seven
-projections; ``gate+up+down`` = FFN only; ``down`` = CATS). Its ``sparsity``
-is each method's own knob (the target over the kinds that get a budget);
-``realised_sparsity`` is the fraction of *all* projection weights the run
-skips, the fair axis across methods: :func:`at_realised` reads every method's
-perplexity at common realised sparsities.
+Reads ``perplexity_related_<model>.csv``, ``<model>_threshold_spread.csv`` and
+``<model>_active_sets.csv``. :func:`at_realised` interpolates every method to common realised
+sparsities (the fair axis across methods), :func:`spread_by_kind` summarises per-token spread,
+and :func:`conclusions` writes the findings from the numbers.
 """
 from __future__ import annotations
 
