@@ -71,10 +71,14 @@ def test_git_state_of_a_repository_clean_then_dirty(tmp_path, monkeypatch):
 
     git("init", "-q")
     (repo / "a.txt").write_text("one")
-    git("add", "a.txt")
+    (repo / "data" / "results").mkdir(parents=True)
+    (repo / "data" / "results" / "r.csv").write_text("x\n1\n")
+    git("add", "a.txt", "data/results/r.csv")
     git("commit", "-q", "-m", "first")
     sha = git("rev-parse", "HEAD")
     assert git_state(repo) == {"git_sha": sha, "git_dirty": False}
+    (repo / "data" / "results" / "r.csv").write_text("x\n2\n")  # a reproduce script rewriting its output
+    assert git_state(repo / "data")["git_dirty"] is False
     (repo / "untracked.txt").write_text("ignored by the dirty flag")
     assert git_state(repo)["git_dirty"] is False
     (repo / "a.txt").write_text("two")

@@ -50,18 +50,26 @@ def describe_device(device: str | torch.device | None = None) -> str:
     return str(device)
 
 
+RESULTS_PATHSPEC = "data/results"
+"""Where result files live relative to the repository root (ignored by the dirty check)."""
+
+
 def git_state(folder: str | os.PathLike | None = None) -> dict[str, object]:
     """``{"git_sha": ..., "git_dirty": ...}`` of the repository holding ``folder`` (the package by default).
 
-    Both are None when git or the repository is missing (e.g. an installed wheel).
+    ``git_dirty`` says whether tracked files differ from the commit, except ``data/results/``: a
+    reproduce script rewrites its own committed CSVs there while it runs (after each tier), and its
+    own output must not mark the code that made it as dirty. Both are None when git or the
+    repository is missing (e.g. an installed wheel).
     """
     folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return {"git_sha": None, "git_dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                 f":(top,exclude){RESULTS_PATHSPEC}"], cwd=folder, capture_output=True, text=True,
+                                timeout=30)
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
     return {"git_sha": sha.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
