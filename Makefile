@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_explorer.py
 	$(BIN)/python benchmarks/bench_gemv.py --device cpu
 	$(BIN)/python benchmarks/bench_decode.py --device cpu
+	$(BIN)/python benchmarks/bench_memory_7b.py --layers 2
 
 # On a GPU machine: per-GEMV and end-to-end decode speed (writes data/results/*_gpu.csv).
 bench-gpu: setup
