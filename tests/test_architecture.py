@@ -92,6 +92,20 @@ def test_no_module_is_large():
     assert not big, f"modules over {MAX_MODULE_LINES} lines (split them along one job each): {big}"
 
 
+def test_every_exception_class_lives_in_core_errors():
+    import ast
+
+    elsewhere = []
+    for path in PACKAGE_DIR.rglob("*.py"):
+        if path.relative_to(PACKAGE_DIR).as_posix() == "core/errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases):
+                elsewhere.append(f"{path.relative_to(PACKAGE_DIR)}: {node.name}")
+    assert not elsewhere, f"define exceptions in core/errors.py: {elsewhere}"
+
+
 def test_cycle_finder_finds_a_circle():
     class Fake:
         modules = {"a", "b", "c"}

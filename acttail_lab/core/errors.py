@@ -51,3 +51,7 @@ class RotationError(ActTailError, ValueError):
 
 class DepthError(ActTailError, ValueError):
     """Bad input to a depth measurement (windows, layer index, condition text)."""
+
+
+class CacheFileError(ActTailError, ValueError):
+    """A cache file that cannot be trusted (unreadable, truncated, malformed, or failing its check)."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import atomic_path, cache_dir
+from .errors import CacheFileError
 
 FORMATS = ("json", "csv", "npz", "pt")
 META = "_cache"
@@ -43,10 +44,6 @@ CSV_HEADER = "#acttail-cache "
 CSV_TRAILER = "#acttail-cache-end "
 
 _WARNED: set = set()
-
-
-class CacheFileError(ValueError):
-    """A cache file that cannot be trusted (unreadable, truncated, malformed, or failing its check)."""
 
 
 class ResultCache:
