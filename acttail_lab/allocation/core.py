@@ -1,24 +1,13 @@
 """``allocate``: a projection table in, an allocation table out."""
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
-import numpy as np
 import pandas as pd
 
-from ..core.errors import AllocationError
 from .presets import StrategySpec, make_spec
+from .solver import check_fraction
 from .tables import validate_table
-
-
-def _check_target(target) -> float:
-    if isinstance(target, bool) or not isinstance(target, (int, float, np.number)) or not math.isfinite(target):
-        raise AllocationError(f"target={target!r} must be a number in [0, 1). Fix: pass e.g. target=0.5.")
-    if not 0.0 <= target < 1.0:
-        raise AllocationError(f"target={target} is outside [0, 1): it is the mean fraction of inputs zeroed. "
-                              "Fix: pass e.g. 0.5 for 50% sparsity.")
-    return float(target)
 
 
 def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *,
@@ -48,7 +37,7 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
     ``cost`` and ``greedy_path`` are shorthands for two of them. What a strategy reads, and how
     it turns the table into budgets, is its registry entry's (``registry.StrategyEntry``).
     """
-    target = _check_target(target)
+    target = check_fraction(target)
     spec = make_spec(strategy, options, label)
     entry = spec.entry
     validate_table(table, entry.needs_alpha)

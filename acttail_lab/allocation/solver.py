@@ -13,12 +13,29 @@ projection cannot take is spread over the unclipped ones in proportion to r_i.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from ..core.errors import AllocationError
 
 TOLERANCE = 1e-9
 """Largest accepted |weighted mean - target| (sparsity units)."""
+
+
+def check_fraction(value, name: str = "target") -> float:
+    """``value`` as a float if it is a finite real number in [0, 1) (a mean sparsity); else AllocationError.
+
+    ``name`` is how the error message calls it (``target`` for allocate, ``sparsity`` for a grid).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise AllocationError(f"{name}={value!r} is not a finite number; it must be a number in [0, 1). "
+                              f"Fix: pass e.g. {name}=0.5.")
+    if not 0.0 <= value < 1.0:
+        raise AllocationError(f"{name}={value!r} is outside [0, 1): it is the mean fraction of inputs zeroed. "
+                              "Fix: pass e.g. 0.5 for 50% sparsity, not 50 or 1.")
+    return float(value)
 
 
 def weighted_mean(sparsity, n_params) -> float:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..allocation.solver import check_fraction
 from ..core.cache import stable_hash
 from ..core.corpus import (
     DEFAULT_CORPUS,
@@ -129,22 +130,11 @@ def _check_sparsities(sparsities, n_strategies: int) -> list[float]:
     if isinstance(sparsities, (str, bytes)) or not hasattr(sparsities, "__iter__"):
         raise AllocationError(f"sparsities={sparsities!r} is not a sequence of numbers. "
                               "Fix: pass e.g. sparsities=(0.5, 0.6, 0.7).")
-    values = list(sparsities)
-    for value in values:
-        try:
-            ok = not isinstance(value, (bool, str, bytes)) and math.isfinite(float(value))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise AllocationError(f"Sparsity {value!r} is not a finite number. Fix: pass numbers in [0, 1), "
-                                  "e.g. sparsities=(0.5, 0.6).")
-        if not 0.0 <= float(value) < 1.0:
-            raise AllocationError(f"Sparsity {value!r} is outside [0, 1): it is the mean fraction of inputs "
-                                  "zeroed. Fix: pass targets such as 0.5 (50%), not 50 or 1.")
+    values = [check_fraction(value, "sparsity") for value in sparsities]
     if n_strategies and not values:
         raise AllocationError("sparsities is empty, so no strategy would be evaluated. Fix: pass at least one "
                               "target, e.g. sparsities=(0.5,), or strategies=() for the dense row only.")
-    return [float(v) for v in values]
+    return values
 
 
 def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens: int, corpus, split: str,
