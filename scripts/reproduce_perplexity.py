@@ -22,8 +22,7 @@ import pandas as pd
 import torch
 
 from acttail_lab.core.models import load_model
-from acttail_lab.core.results_io import write_results
-from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.grid import evaluate_grid, write_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 # (xmin rule, strategies) in priority order; the CSV is rewritten after each tier,
@@ -56,7 +55,7 @@ def main(argv=None) -> int:
             part["strategy"] = part["strategy"] + f"-{rule}"
         parts.append(part)
         df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
-        write_results(df, args.out, seed=0, device="cpu",
+        write_grid(df, args.out, seed=0, device="cpu",
                       command="python scripts/reproduce_perplexity.py " + " ".join(argv or sys.argv[1:]),
                       model="smollm2-135m", corpus="austen", split="evaluation", tokens=args.tokens,
                       window=args.window, protocol="all", tiers_done=number + 1,

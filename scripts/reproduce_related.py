@@ -44,8 +44,7 @@ CALIBRATION_TOKENS = 8192
 
 
 def run_perplexity(lm, args, command: str) -> None:
-    from acttail_lab.core.results_io import write_results
-    from acttail_lab.measure.grid import evaluate_grid
+    from acttail_lab.measure.grid import evaluate_grid, write_grid
 
     parts = []
     for number, (strategies, sparsities) in enumerate(TIERS[:args.tiers]):
@@ -53,7 +52,7 @@ def run_perplexity(lm, args, command: str) -> None:
                              seed=0, include_dense=number == 0, calibration_tokens=CALIBRATION_TOKENS)
         parts.append(part)
         df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
-        write_results(df, OUT / "perplexity_related_smollm2-135m.csv", seed=0, device="cpu", command=command,
+        write_grid(df, OUT / "perplexity_related_smollm2-135m.csv", seed=0, device="cpu", command=command,
                       model="smollm2-135m", corpus="austen", split="evaluation", tokens=args.tokens, window=512,
                       protocol="all", calibration="austen/calibration (Sense and Sensibility)",
                       calibration_tokens=CALIBRATION_TOKENS, tiers_done=number + 1,

@@ -11,7 +11,7 @@ from acttail_lab.cli import main
 from acttail_lab.core.models import LoadedModel, random_model
 from acttail_lab.core.results_io import write_results
 from acttail_lab.measure import grid as evaluation
-from acttail_lab.measure.grid import GRID_COLUMNS, evaluate_grid
+from acttail_lab.measure.grid import GRID_COLUMNS, WINDOW_COLUMN, evaluate_grid, window_table
 from acttail_lab.measure.perplexity import perplexity
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
@@ -119,7 +119,7 @@ def grid(tiny, corpus_file, **kwargs):
 
 def test_grid_rows_columns_and_cache_resume(tiny, corpus_file, cache_root, counted):
     first = grid(tiny, corpus_file)
-    assert list(first.columns) == list(GRID_COLUMNS)
+    assert list(first.columns) == [*GRID_COLUMNS, WINDOW_COLUMN]
     assert first["strategy"].tolist() == ["dense", "uniform", "uniform", "acttail", "acttail"]
     assert first["sparsity"].tolist() == [0.0, 0.3, 0.6, 0.3, 0.6]
     assert len(counted) == 5 and not first["cached"].any()
@@ -136,11 +136,33 @@ def test_grid_rows_columns_and_cache_resume(tiny, corpus_file, cache_root, count
     second = grid(tiny, corpus_file)
     assert len(counted) == 5  # every row came from the cache
     assert second["cached"].all()
-    cols = [c for c in GRID_COLUMNS if c != "cached"]
-    pd.testing.assert_frame_equal(first[cols], second[cols])
+    cols = [c for c in GRID_COLUMNS if c != "cached"] + [WINDOW_COLUMN]
+    pd.testing.assert_frame_equal(first[cols], second[cols])  # per-window losses come back from the cache too
 
     grid(tiny, corpus_file, sparsities=(0.3, 0.6, 0.8))  # resumes: only the new target runs
     assert len(counted) == 7
+
+
+def test_window_table_pairs_every_run_on_the_same_windows(tiny, corpus_file, cache_root):
+    runs = grid(tiny, corpus_file)
+    table = window_table(runs)
+    assert len(table) == len(runs) * 3  # 96 tokens in windows of 32
+    assert all(list(idx) == [0, 1, 2] for _, idx in table.groupby(["strategy", "sparsity"])["window_index"])
+    means = table.groupby(["strategy", "sparsity"], sort=False)["nll"].mean().to_numpy()
+    assert means == pytest.approx(runs["nll"].to_numpy(), rel=1e-12)
+    dense = table[table.strategy == "dense"]["nll"].to_numpy()
+    sparse = table[(table.strategy == "uniform") & (table.sparsity == 0.6)]["nll"].to_numpy()
+    assert (sparse != dense).all()
+
+
+def test_cached_row_without_window_losses_is_recomputed(tiny, corpus_file, cache_root, counted):
+    grid(tiny, corpus_file, strategies=("uniform",), sparsities=(0.5,))
+    for path in (cache_root / "eval").glob("*.json"):
+        payload = json.loads(path.read_text())
+        payload.pop(WINDOW_COLUMN)
+        path.write_text(json.dumps(payload))
+    grid(tiny, corpus_file, strategies=("uniform",), sparsities=(0.5,))
+    assert len(counted) == 4
 
 
 def test_grid_cache_depends_on_protocol_and_windows(tiny, corpus_file, cache_root, counted):
@@ -202,6 +224,12 @@ def test_cli_evaluate_writes_csv(tiny, corpus_file, cache_root, tmp_path, monkey
     assert (df["protocol"] == "last_half").all() and (df["tokens"] == 2 * 15).all()
     meta = json.loads((tmp_path / "res.csv.json").read_text())
     assert meta["settings"]["protocol"] == "last_half" and "evaluate" in meta["command"]
+    assert WINDOW_COLUMN not in df.columns
+    windows = pd.read_csv(tmp_path / "res_windows.csv")  # two windows of 32 tokens per run
+    assert len(windows) == 2 * len(df) and set(windows["window_index"]) == {0, 1}
+    assert windows.groupby(["strategy", "sparsity"], sort=False)["nll"].mean().to_numpy() == \
+        pytest.approx(df["nll"].to_numpy(), rel=1e-9)
+    assert (tmp_path / "res_windows.csv.json").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")

@@ -137,7 +137,7 @@ def test_good_input_with_a_loaded_tiny_model_still_runs(good, char_tokenizer):
     lm = LoadedModel(model=random_model("llama-tiny", seed=0), tokenizer=char_tokenizer(),
                      name="llama-tiny-random", source="random:llama-tiny:seed0")
     df = evaluate_grid(lm, **{**good, "sparsities": np.array([0.5])})
-    assert list(df.columns) == list(GRID_COLUMNS)
+    assert list(df.columns)[:len(GRID_COLUMNS)] == list(GRID_COLUMNS)
     assert df["strategy"].tolist() == ["dense", "uniform"] and df["sparsity"].tolist() == [0.0, 0.5]
     assert (df["tokens"] == 2 * 31).all() and np.isfinite(df["perplexity"]).all()
     dense_only = evaluate_grid(lm, **{**good, "strategies": (), "sparsities": ()})

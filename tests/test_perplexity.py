@@ -26,8 +26,9 @@ def test_chunked_loss_equals_full_logits_loss(family, extra, start, monkeypatch)
     with torch.inference_mode():
         chunked = _window_nll(model, ids, start, keep_arg=True)
         full = _window_nll_full(model, ids, start, keep_arg=True)
-    assert chunked[1] == full[1] == 3 * (12 - start)
-    assert chunked[0] == pytest.approx(full[0], rel=1e-5)
+    assert chunked[1] == full[1] == 12 - start  # targets per window
+    assert chunked[0].shape == full[0].shape == (3,)
+    assert torch.allclose(chunked[0], full[0], rtol=1e-5)
 
 
 def test_lm_head_never_sees_more_than_one_chunk(monkeypatch):
@@ -49,4 +50,16 @@ def test_unknown_architecture_uses_the_models_own_forward():
             return type("Out", (), {"logits": self.emb(input_ids)})()
 
     nll, n = _window_nll(Toy(), torch.randint(0, 10, (2, 5)), 0, keep_arg=False)
-    assert n == 8 and nll > 0
+    assert n == 4 and nll.shape == (2,) and bool((nll > 0).all())
+
+
+@pytest.mark.parametrize("protocol", ["all", "last_half"])
+def test_window_losses_are_each_windows_own_mean_and_average_to_the_nll(protocol):
+    model = _model("llama")
+    windows = torch.randint(0, 300, (5, 12), generator=torch.Generator().manual_seed(2))
+    result = perplexity(model, windows, batch_size=2, progress=False, protocol=protocol)
+    assert len(result.window_nll) == 5
+    assert sum(result.window_nll) / 5 == pytest.approx(result.nll, rel=1e-12)
+    alone = perplexity(model, windows[3:4], progress=False, protocol=protocol)  # window 3 on its own
+    assert result.window_nll[3] == pytest.approx(alone.nll, rel=1e-6)
+    assert len(set(result.window_nll)) == 5

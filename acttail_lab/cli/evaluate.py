@@ -71,8 +71,7 @@ def run(args) -> int:
     from ..allocation import parse_strategies
     from ..core.errors import ActTailError
     from ..core.models import resolve_device
-    from ..core.results_io import write_results
-    from ..measure.grid import evaluate_grid
+    from ..measure.grid import evaluate_grid, windows_path, write_grid
 
     if Path(args.out).is_dir():  # every check runs before the model loads (evaluate_grid checks the rest)
         raise ActTailError(f"--out {args.out} is a folder. Fix: pass a CSV file path, e.g. {args.out}/grid.csv.")
@@ -88,7 +87,7 @@ def run(args) -> int:
         calibration_tokens=args.calibration_tokens,
     )
     device = "cuda" if args.device_map else resolve_device(args.device)
-    path = write_results(
+    path = write_grid(
         df, args.out, seed=args.seed, device=device, command=command_line(args),
         model=args.model, strategies=args.strategies, sparsities=args.sparsities, tokens=args.tokens,
         window=args.window, corpus=args.corpus, split=args.split, protocol=args.protocol, xmin=args.xmin,
@@ -97,5 +96,5 @@ def run(args) -> int:
     cols = ["strategy", "method", "sparsity", "perplexity", "realised_sparsity", "realised_std", "tokens", "wall_s",
             "cached"]
     print(df[cols].to_string(index=False))
-    print(f"wrote {path} and {path}.json")
+    print(f"wrote {path} and {path}.json; per-window losses in {windows_path(path)}")
     return 0

@@ -21,6 +21,7 @@ RESULTS_DIR = Path(os.environ.get("ACTTAIL_RESULTS_DIR") or DATA_DIR / "results"
 
 RESULT_FILES = {
     "perplexity": "perplexity_{model}.csv",
+    "perplexity_windows": "perplexity_{model}_windows.csv",
     "related": "perplexity_related_{model}.csv",
     "spectra": "{model}_spectra_{rule}.csv",
     "cost_table": "{model}_cost_table.csv",

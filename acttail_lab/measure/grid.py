@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -33,12 +34,13 @@ from ..core.models import LoadedModel, load_model, projection_table
 from ..core.paths import DEFAULT_MODEL
 from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
+from ..core.results_io import write_results
 from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
 from ..sparsify.registry import get_method
 from ..sparsify.topk import PROTOCOLS, weighted_sparsity
 from .perplexity import input_device, perplexity
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when the cached row format or the scoring changes (old rows are then ignored)."""
 
 GRID_COLUMNS = ("strategy", "sparsity", "perplexity", "nll", "tokens", "realised_sparsity", "protocol",
@@ -48,6 +50,10 @@ GRID_COLUMNS = ("strategy", "sparsity", "perplexity", "nll", "tokens", "realised
 (``kinds``; all when empty); ``realised_sparsity`` is always the parameter-weighted fraction of *all*
 projection weights the run skips; ``realised_std`` the parameter-weighted mean of the per-token standard
 deviation of each projection's sparsity (0 for TopK, which is exact per token)."""
+WINDOW_COLUMN = "window_nll"
+"""The extra column :func:`evaluate_grid` returns after :data:`GRID_COLUMNS`: each row's per-window mean NLL
+(nats per scored token, a tuple in window order). Result CSVs keep it apart (:func:`window_table`)."""
+WINDOW_TABLE_COLUMNS = ("strategy", "sparsity", "method", "window_index", "nll")
 
 
 # --------------------------------------------------------------------------- one perplexity
@@ -83,7 +89,7 @@ def token_spread(projections: pd.DataFrame | None) -> float:
     return weighted_sparsity(projections, "realised_std")
 
 
-_MEASURED = ("perplexity", "nll", "tokens", "realised_sparsity", "wall_s", "device")
+_MEASURED = ("perplexity", "nll", "tokens", "realised_sparsity", "wall_s", "device", WINDOW_COLUMN)
 _OPTIONAL = ("realised_std",)
 
 
@@ -97,7 +103,14 @@ def _row_ok(data: dict, key: str) -> bool:
     return (data.get("key") == key and all(f in data for f in _MEASURED)
             and isinstance(data["tokens"], int) and data["tokens"] > 0
             and math.isfinite(data["nll"]) and math.isclose(data["perplexity"], math.exp(data["nll"]), rel_tol=1e-9)
-            and 0.0 <= data["realised_sparsity"] <= 1.0)
+            and 0.0 <= data["realised_sparsity"] <= 1.0
+            and _windows_ok(data[WINDOW_COLUMN], data["nll"]))
+
+
+def _windows_ok(window_nll, nll: float) -> bool:
+    """Per-window losses are present and average to the row's NLL."""
+    return (isinstance(window_nll, list) and len(window_nll) > 0
+            and math.isclose(sum(window_nll) / len(window_nll), nll, rel_tol=1e-9, abs_tol=1e-12))
 
 
 def _read_cached(key: str, enabled: bool = True) -> dict | None:
@@ -245,8 +258,9 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
             (rotated, threshold, cats; ``acttail_lab.sparsify.methods.calibration_for``). None: 8192, or
             for rotation at least the widest projection input in whole windows (11264 at LLaMA-2-7B).
     Returns:
-        DataFrame, one row per run, columns :data:`GRID_COLUMNS`. ``tokens`` is the
-        number of scored tokens; ``options`` the strategy options as JSON.
+        DataFrame, one row per run, columns :data:`GRID_COLUMNS` then :data:`WINDOW_COLUMN` (per-window
+        losses; :func:`window_table` makes them a table). ``tokens`` is the number of scored tokens;
+        ``options`` the strategy options as JSON.
     Raises:
         ActTailError (AllocationError, CalibrationError, CorpusError) from :func:`check_grid_inputs`
         before any model is loaded, when an input is bad.
@@ -293,7 +307,8 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
                           make_sparsifier(model, allocation, method, protocol=protocol, stats=stats, progress=progress))
             result = perplexity(model, windows, allocation, protocol=protocol, batch_size=batch_size,
                                 progress=progress, seed=seed, desc=f"{label} @ {target:g}", sparsifier=sparsifier)
-            measured = {**{f: getattr(result, f) for f in _MEASURED if f != "device"},
+            measured = {**{f: getattr(result, f) for f in _MEASURED if f not in ("device", WINDOW_COLUMN)},
+                        WINDOW_COLUMN: list(result.window_nll),
                         "device": describe_device(dev), "realised_std": token_spread(result.projections)}
             _write_cached(key, measured, context, cache)
         needs_alpha = spec is not None and spec.entry.needs_alpha
@@ -302,11 +317,37 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
                "options": json.dumps(dict(spec.options) if spec else {}, sort_keys=True, default=str),
                "cached": cached, "method": method if spec is not None else None,
                "kinds": "+".join(spec.kinds) if spec is not None and spec.kinds else None}
+        row[WINDOW_COLUMN] = tuple(measured[WINDOW_COLUMN])
         rows.append(row)
         if progress:
             print(f"[evaluate] {label:>14s} s={target:.3f}: ppl {row['perplexity']:.4f} "
                   f"(realised {row['realised_sparsity']:.4f}, {row['tokens']} tokens, "
                   f"{row['wall_s']:.1f} s{', cached' if cached else ''})", file=sys.stderr, flush=True)
-    return pd.DataFrame(rows, columns=list(GRID_COLUMNS))
+    return pd.DataFrame(rows, columns=[*GRID_COLUMNS, WINDOW_COLUMN])
 
 
+def window_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-window losses of ``runs`` (an :func:`evaluate_grid` result) as a tidy table: one row per
+    (run, window), columns :data:`WINDOW_TABLE_COLUMNS` (``nll`` in nats per scored token). Every run of one
+    grid is scored on the same windows, so ``window_index`` pairs the rows of two strategies."""
+    rows = [{"strategy": run.strategy, "sparsity": run.sparsity, "method": run.method, "window_index": i,
+             "nll": nll} for run in runs.itertuples() for i, nll in enumerate(getattr(run, WINDOW_COLUMN))]
+    return pd.DataFrame(rows, columns=list(WINDOW_TABLE_COLUMNS))
+
+
+
+
+def windows_path(path_csv) -> Path:
+    """Where the per-window losses of the grid CSV ``path_csv`` go: ``<stem>_windows.csv`` beside it."""
+    path = Path(path_csv)
+    return path.with_name(f"{path.stem}_windows{path.suffix or '.csv'}")
+
+
+def write_grid(runs: pd.DataFrame, path_csv, **provenance) -> Path:
+    """Write an :func:`evaluate_grid` result: the runs (without the per-window column) to ``path_csv`` and
+    :func:`window_table` to :func:`windows_path`, each with its provenance sidecar; return ``path_csv``."""
+    path = write_results(runs.drop(columns=[WINDOW_COLUMN], errors="ignore"), path_csv, **provenance)
+    if WINDOW_COLUMN in runs:
+        write_results(window_table(runs), windows_path(path), **provenance,
+                      table="per-window mean NLL (nats per scored token) of every run in " + path.name)
+    return path

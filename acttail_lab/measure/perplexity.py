@@ -35,7 +35,9 @@ class PerplexityResult:
     mean of the measured per-projection sparsity (0.0 when dense).
     projections: per-projection table from :meth:`TopKSparsifier.realised`
     (None when dense). wall_s: seconds for the forward passes. protocol: see
-    the module doc.
+    the module doc. window_nll: mean NLL per scored token of each window (nats), in window
+    order (every window scores the same number of tokens, so ``nll == mean(window_nll)``);
+    the unit of the paired bootstrap in :mod:`acttail_lab.report.bootstrap`.
     """
 
     perplexity: float
@@ -45,10 +47,11 @@ class PerplexityResult:
     wall_s: float
     protocol: str
     projections: pd.DataFrame | None = field(default=None, repr=False)
+    window_nll: tuple[float, ...] = field(default=(), repr=False)
 
     def as_row(self) -> dict:
         """The scalar fields as a dict (one row of a results table)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "projections"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("projections", "window_nll")}
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -83,8 +86,9 @@ def _chunked_head(model: nn.Module):
     return model.model, head, getattr(text, "final_logit_softcapping", None)
 
 
-def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[float, int]:
-    """Summed NLL (nats) and count of the targets ``ids[:, start + 1:]`` predicted from ``ids``.
+def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[torch.Tensor, int]:
+    """Summed NLL (nats) of each window's targets ``ids[:, start + 1:]`` (float64 CPU tensor ``[batch]``)
+    and the count of targets per window.
 
     For the supported architectures the LM head runs on chunks of at most ``LOGIT_BUDGET / vocab``
     positions, so peak memory does not grow with batch x length x vocabulary.
@@ -97,16 +101,18 @@ def _window_nll(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool)
     hidden = hidden[:, start:-1].reshape(-1, hidden.shape[-1])  # predictions made at positions start..T-2
     targets = ids[:, start + 1:].reshape(-1).to(hidden.device)
     rows = max(1, LOGIT_BUDGET // head.weight.shape[0])
-    total = 0.0
+    losses = []
     for i in range(0, hidden.shape[0], rows):
         logits = head(hidden[i:i + rows])
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        total += float(F.cross_entropy(logits.float(), targets[i:i + rows].to(logits.device), reduction="sum"))
-    return total, targets.numel()
+        losses.append(F.cross_entropy(logits.float(), targets[i:i + rows].to(logits.device), reduction="none")
+                      .to("cpu", torch.float64))
+    per_window = torch.cat(losses).reshape(ids.shape[0], -1)
+    return per_window.sum(dim=1), per_window.shape[1]
 
 
-def _window_nll_full(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[float, int]:
+def _window_nll_full(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: bool) -> tuple[torch.Tensor, int]:
     """:func:`_window_nll` through the model's own forward (any other architecture)."""
     length = ids.shape[1]
     kwargs = {"use_cache": False}
@@ -115,8 +121,8 @@ def _window_nll_full(model: nn.Module, ids: torch.Tensor, start: int, keep_arg: 
     logits = model(input_ids=ids, **kwargs).logits
     logits = logits[:, logits.shape[1] - (length - start):-1]  # predictions made at positions start..T-2
     targets = ids[:, start + 1:].to(logits.device)
-    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-    return float(nll), targets.numel()
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return nll.reshape(targets.shape).to("cpu", torch.float64).sum(dim=1), targets.shape[1]
 
 
 def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "all", batch_size: int = 4,
@@ -150,19 +156,21 @@ def perplexity(model, windows: torch.Tensor, allocation=None, protocol: str = "a
     keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
     if sparsifier is None and allocation is not None:
         sparsifier = TopKSparsifier(model, allocation, protocol=protocol)
-    total_nll, total_tokens = 0.0, 0
+    window_sums, per_window = [], 0
     t0 = time.perf_counter()
     try:
         with torch.inference_mode(), (sparsifier if sparsifier is not None else contextlib.nullcontext()):
             for batch in tqdm(windows.split(batch_size), desc=desc, disable=not progress, leave=False):
-                nll, count = _window_nll(model, batch.to(device), start, keep_arg)
-                total_nll += nll
-                total_tokens += count
+                sums, per_window = _window_nll(model, batch.to(device), start, keep_arg)
+                window_sums.append(sums)
     finally:
         model.train(was_training)
     wall = time.perf_counter() - t0
     projections = sparsifier.realised() if sparsifier is not None else None
     realised = weighted_sparsity(projections) if projections is not None else 0.0
-    mean_nll = total_nll / total_tokens
+    sums = torch.cat(window_sums)
+    total_tokens = per_window * sums.numel()
+    mean_nll = float(sums.sum()) / total_tokens
     return PerplexityResult(perplexity=math.exp(mean_nll), nll=mean_nll, tokens=total_tokens,
-                            realised_sparsity=realised, wall_s=wall, protocol=protocol, projections=projections)
+                            realised_sparsity=realised, wall_s=wall, protocol=protocol, projections=projections,
+                            window_nll=tuple(float(v) / per_window for v in sums))
