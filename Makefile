@@ -14,7 +14,7 @@ ifeq ($(CI),true)
 export ACTTAIL_REQUIRE_BROWSER ?= 1
 endif
 
-.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu strip clean
+.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu gpu-check strip clean
 
 # Server options for `make lab`, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8888 --no-browser".
 # As root (most GPU containers) --allow-root is added, since Jupyter refuses root without it.
@@ -69,6 +69,14 @@ bench: setup
 bench-gpu: setup
 	$(BIN)/python benchmarks/bench_gemv.py --device cuda --tune
 	$(BIN)/python benchmarks/bench_decode.py --device cuda --tune
+
+# One command that checks every stage on a GPU (random-weight models of real shapes, no network, no model
+# files; < 8 min on one H100/H200): pass/fail table + data/results/gpu_check_gpu.csv, gemv_gpu.csv,
+# decode_gpu.csv. Uses the venv when there is one, else the machine's python (GPU images ship torch).
+# `python benchmarks/gpu_check.py --device cpu` is the small CPU version that the tests run.
+GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py --device cuda
 
 strip:
 	$(BIN)/nbstripout --drop-empty-cells notebooks/*.ipynb

@@ -19,8 +19,10 @@ batch):
 =============== =====================================================================================
 spectra         ``spectral.spectra.analyze(model, xmin="ks", cache=False)``
 calib_hist      ``sparsify.calibration.collect_stats(model, calib, moments=False)``
-calib_rotation  ``collect_stats(model, calib, moments=True)`` + ``sparsify.rotation.rotations_for``
-                (needs >= 11008 calibration tokens: default 22 windows of 512 = 11264)
+calib_rotation  histograms (``collect_stats(moments=False)``), then ``sparsify.rotation.rotations_for`` on
+                deferred moments: streamed ``--moment-budget-gb`` of float64 moments at a time
+                (``sparsify.moment_stream``; default 1.4 GB = one 7B layer, as at 32 layers, where the
+                4 GiB default budget is 3 of 32 layers) (needs >= 11008 calibration tokens: 22 x 512)
 eval_topk       ``measure.perplexity.perplexity(model, eval, allocation=0.5, batch_size=1)``
 eval_threshold  same with ``sparsify.methods.make_sparsifier(model, 0.5, "threshold", stats=...)``
 eval_rotated    same with ``make_sparsifier(model, 0.5, "rotated", stats=...)``
@@ -160,10 +162,15 @@ def _run_stage(stage: str, model, cfg: dict, workdir: Path) -> None:
     elif stage == "calib_rotation":
         import dataclasses
 
+        from acttail_lab.sparsify import moment_stream
         from acttail_lab.sparsify.calibration import collect_stats
         from acttail_lab.sparsify.rotation import rotations_for
 
-        stats = collect_stats(model, calib, moments=True, progress=False, key="bench_memory_7b")
+        # the production path (activation_stats(..., moments=True) + rotations_for): histograms in one pass,
+        # then second moments streamed a group of layers at a time (at most moment_budget_gb alive)
+        moment_stream.MOMENT_BUDGET_BYTES = int(cfg["moment_budget_gb"] * 2 ** 30)
+        hist = collect_stats(model, calib, moments=False, progress=False, key="bench_memory_7b")
+        stats = dataclasses.replace(hist, has_moments=True, windows=calib)
         rotations_for(model, stats, progress=False)
         if cfg.get("save_stats"):
             torch.save(dataclasses.replace(stats, rotations=None), stats_hist)
@@ -304,6 +311,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=int, default=None,
                         help="calibration tokens (whole windows; default 11264 = 22 x 512, >= 11008 for rotation)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output CSV (a .json sidecar is written next to it)")
+    parser.add_argument("--moment-budget-gb", type=float, default=1.4,
+                        help="second moments alive at once in calib_rotation (default 1.4 = one 7B layer)")
     parser.add_argument("--small", action="store_true", help="tiny config (llama-tiny shapes) for a quick smoke run")
     parser.add_argument("--jobs", type=int, default=1,
                         help="stage subprocesses at once (peaks stay per stage; times get slower when > 1)")
@@ -322,10 +331,11 @@ def main(argv=None) -> int:
         parser.error(f"unknown stage(s) {bad}; choose from {', '.join(STAGES)}")
     if args.small:
         cfg = dict(preset="llama-tiny", layers=args.layers, window=64, tokens=args.tokens or 256, eval_windows=2,
-                   cost_tokens=64, greedy_tokens=64, decode_steps=4)
+                   cost_tokens=64, greedy_tokens=64, decode_steps=4, moment_budget_gb=1e-4)
     else:
         cfg = dict(preset="llama2-7b", layers=args.layers, window=512, tokens=args.tokens or 22 * 512,
-                   eval_windows=2, cost_tokens=256, greedy_tokens=128, decode_steps=32)
+                   eval_windows=2, cost_tokens=256, greedy_tokens=128, decode_steps=32,
+                   moment_budget_gb=args.moment_budget_gb)
 
     def log(msg):
         print(msg, flush=True)

@@ -55,3 +55,8 @@ class DepthError(ActTailError, ValueError):
 
 class CacheFileError(ActTailError, ValueError):
     """A cache file that cannot be trusted (unreadable, truncated, malformed, or failing its check)."""
+
+
+class StopForward(Exception):
+    """Control flow, not an error: raised by a hook to end a forward pass early (``sparsify.moment_stream``
+    stops each pass after the last layer whose inputs it needs); caught where the pass is run."""

@@ -29,6 +29,7 @@ kept in memory only, once per process).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +93,10 @@ class ActivationStats:
     has_moments: bool
     rotations: dict | None = field(default=None, repr=False)
     """The rotations built from (and replacing) the second moments, once built (``rotation.rotations_for``)."""
+    windows: torch.Tensor | None = field(default=None, repr=False)
+    """Calibration token ids whose second moments are *deferred*: :func:`activation_stats` with moments
+    collects histograms only, and ``rotation.rotations_for`` streams the moments a group of layers at a time
+    (:mod:`.moment_stream`), so all layers' moments are never alive at once."""
 
     def site(self, layer: int, site: str) -> SiteStats:
         try:
@@ -144,6 +149,11 @@ class ActivationStats:
 
     def _moment_site(self, layer: int, site: str) -> SiteStats:
         stats = self.site(layer, site)
+        if stats.moment is None and self.windows is not None:
+            raise CalibrationError(
+                f"The second moments of these statistics are deferred (layer {layer}, {site}): they are collected "
+                "a group of layers at a time when rotations are built. Fix: use rotation.rotations_for(model, "
+                "stats), or collect_stats(model, windows, moments=True) for every moment at once.")
         if stats.moment is None and self.has_moments:
             raise CalibrationError(
                 f"The second moment of layer {layer} ({site}) was freed once its rotation was built "
@@ -195,27 +205,40 @@ def mlp_act_fn(model: nn.Module, layer: int):
     return act
 
 
-class _Collector:
-    """Hooks that add each batch's site inputs to the statistics."""
+class Collector:
+    """Hooks that add each batch's site inputs to the statistics.
 
-    def __init__(self, model: nn.Module, moments: bool):
-        self.model, self.moments = model, moments
+    ``moments``: also sum ``x x^T`` (float64, on the input's device), for the layers in ``moment_layers``
+    (all when None). ``histograms``: also count log2|x|; with ``histograms=False`` only the moment layers'
+    sites are kept (:mod:`.moment_stream`).
+    """
+
+    def __init__(self, model: nn.Module, moments: bool, moment_layers=None, histograms: bool = True):
+        self.model, self.moments, self.histograms = model, moments, histograms
+        self.moment_layers = None if moment_layers is None else set(moment_layers)
         self.sites: dict = {}
         self._hooks = None
 
+    def _wants_moment(self, layer: int, site: str) -> bool:
+        return (self.moments and site != "gate_act"
+                and (self.moment_layers is None or layer in self.moment_layers))
+
     def _add(self, layer: int, site: str, x: torch.Tensor) -> None:
+        if not (self.histograms or self._wants_moment(layer, site)):
+            return
         x2 = x.detach().reshape(-1, x.shape[-1])
         st = self.sites.get((layer, site))
         if st is None:
             st = self.sites[(layer, site)] = SiteStats(d=x2.shape[1], counts=np.zeros(BINS, dtype=np.int64))
-            if self.moments and site != "gate_act":
-                st.moment = torch.zeros(x2.shape[1], x2.shape[1], dtype=torch.float64)
-        counts, zeros = _log2_histogram(x2)
-        st.counts += counts
-        st.zeros += zeros
+            if self._wants_moment(layer, site):
+                st.moment = torch.zeros(x2.shape[1], x2.shape[1], dtype=torch.float64, device=x2.device)
+        if self.histograms:
+            counts, zeros = _log2_histogram(x2)
+            st.counts += counts
+            st.zeros += zeros
         st.tokens += x2.shape[0]
         if st.moment is not None:
-            xd = x2.to(torch.float64).cpu()
+            xd = x2.to(torch.float64)
             st.moment.addmm_(xd.T, xd)
 
     def __enter__(self):
@@ -250,7 +273,7 @@ def collect_stats(model, windows: torch.Tensor, moments: bool = True, batch_size
     model.eval()
     device = next(model.parameters()).device
     try:
-        with torch.inference_mode(), _Collector(model, moments) as collector:
+        with torch.inference_mode(), Collector(model, moments) as collector:
             for batch in tqdm(windows.split(batch_size), desc="calibration stats", disable=not progress, leave=False):
                 model(input_ids=batch.to(device), use_cache=False)
     finally:
@@ -336,7 +359,9 @@ def activation_stats(model, corpus: str = DEFAULT_CORPUS, split: str = "calibrat
     Args:
         corpus, split, tokens, window: the calibration text (``corpus_text(corpus, split)``), cut into
             ``tokens // window`` windows. Ignored when ``windows`` (token ids [n, T]) is given.
-        moments: also collect second moments (for rotation; kept in memory only).
+        moments: second moments will be needed (rotation): checks there are enough tokens and keeps the
+            windows so that ``rotation.rotations_for`` streams the moments a group of layers at a time
+            (:mod:`.moment_stream`); the histograms come from the same one pass (or the disk cache).
         cache: read/write the histogram cache (``cache_dir("calibration")``) and the in-process memo.
     Returns:
         :class:`ActivationStats`.
@@ -361,12 +386,11 @@ def activation_stats(model, corpus: str = DEFAULT_CORPUS, split: str = "calibrat
         return memo
     if moments:  # before the forward pass: full-rank moments need as many tokens as the widest input
         check_moment_tokens(int(windows.numel()), moment_tokens(lm_model), windows.shape[1])
-    if cache and not moments:
-        loaded = _load_histograms(key)
-        if loaded is not None:
-            _MEMORY[key] = loaded
-            return loaded
-    stats = collect_stats(lm_model, windows, moments=moments, progress=progress, key=key)
+    stats = _load_histograms(key) if cache else None
+    if stats is None:
+        stats = collect_stats(lm_model, windows, moments=False, progress=progress, key=key)
+    if moments:
+        stats = dataclasses.replace(stats, has_moments=True, windows=windows)
     if cache:
         _save_histograms(stats)
         _MEMORY.clear()  # keep at most one set of second moments alive

@@ -135,12 +135,17 @@ def rotations_for(model: nn.Module, stats: ActivationStats, progress: bool = Tru
 
     Streams: each second moment is freed from ``stats`` once its ``Q`` is built, and each ``Q`` is kept in
     :func:`q_dtype` of the model on its layer's device; the rotations stay on ``stats.rotations`` (they
-    replace the moments there) and in the memo.
+    replace the moments there) and in the memo. Deferred moments (``stats.windows``, what
+    ``activation_stats(..., moments=True)`` returns) are collected a group of layers at a time
+    (:func:`.moment_stream.streamed_moments`), so at most one group's moments are ever alive.
     """
     key = stats.key or id(stats)
     rotations = _MEMO.get(key)
     if rotations is None:
         rotations = stats.rotations
+    if rotations is None and stats.windows is not None:
+        rotations = _streamed_rotations(model, stats.windows, progress)
+        stats.rotations = rotations
     if rotations is None:
         rotations = rotations_from_stats(stats, range(len(decoder_layers(model))), progress=progress,
                                          release=True, placement=placement_of(model))
@@ -149,6 +154,19 @@ def rotations_for(model: nn.Module, stats: ActivationStats, progress: bool = Tru
         _MEMO.clear()
         _MEMO[key] = rotations
     return rotations
+
+
+def _streamed_rotations(model: nn.Module, windows: torch.Tensor, progress: bool) -> dict:
+    """Rotations of every layer, the second moments collected and freed one group of layers at a time."""
+    from .moment_stream import layer_groups, streamed_moments
+
+    placement, out = placement_of(model), {}
+    groups = tqdm(streamed_moments(model, windows), total=len(layer_groups(model)), desc="moments + rotations",
+                  disable=not progress, leave=False)
+    for layers, stats in groups:
+        out.update(rotations_from_stats(stats, layers, progress=False, release=True, placement=placement))
+        del stats
+    return out
 
 
 class Rotation:
