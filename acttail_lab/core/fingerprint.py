@@ -14,6 +14,7 @@ from torch import nn
 
 from .cache import hash_bytes, stable_hash
 from .models import iter_projections
+from .tensors import offloaded_tensors, stored_weight
 
 MODES = ("sampled", "full", "projections")
 """``sampled``: names, shapes, dtypes, a strided sample and the sum of every tensor (fast on 7B-70B models;
@@ -24,15 +25,18 @@ tells checkpoints apart in practice). ``full``: every byte of every parameter an
 def weights_fingerprint(model: nn.Module, mode: str = "sampled", *, samples: int = 4096, salt: str = "") -> str:
     """Hex key of ``model``'s weights in ``mode`` (one of :data:`MODES`); ``salt`` is mixed in (e.g. a dtype).
 
-    Tensors on the ``meta`` device (offloaded) contribute their name, shape and dtype only.
+    Weights that accelerate offloads (``device_map`` with CPU/disk offload: a meta parameter, values in the
+    module's offload map) are read from where they are stored; other meta tensors contribute their name,
+    shape and dtype only.
     """
     if mode == "sampled":
         return _sampled(model, samples, salt)
     if mode == "full":
+        stored = offloaded_tensors(model)
         tensors = _unique(list(model.named_parameters()) + list(model.named_buffers()))
-        return _full(tensors, type(model).__name__ + salt)
+        return _full([(name, stored.get(name, t)) for name, t in tensors], type(model).__name__ + salt)
     if mode == "projections":
-        return _full([(row["name"], m.weight) for row, m in iter_projections(model)], salt)
+        return _full([(row["name"], stored_weight(m)) for row, m in iter_projections(model)], salt)
     raise ValueError(f"Unknown fingerprint mode {mode!r}. Fix: use one of {', '.join(MODES)}.")
 
 
@@ -64,8 +68,10 @@ def _full(named, salt: str) -> str:
 
 def _sampled(model: nn.Module, samples: int, salt: str) -> str:
     parts = [salt] if salt else []
+    stored = offloaded_tensors(model)
     with torch.no_grad():
         for name, tensor in sorted(model.state_dict().items()):
+            tensor = stored.get(name, tensor)
             entry = [name, list(tensor.shape), str(tensor.dtype)]
             if tensor.device.type != "meta" and tensor.numel() > 0 and tensor.is_floating_point():
                 flat = tensor.reshape(-1)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..core.errors import CalibrationError, RotationError
 from ..core.hooks import hooks
 from ..core.models import decoder_layers, iter_projections
+from ..core.tensors import is_offloaded
 from .base import Sparsifier
 from .calibration import SITE_OF, ActivationStats
 from .topk import TopKSparsifier, resolve_allocation
@@ -190,6 +191,11 @@ class Rotation:
                     raise RotationError(f"No rotation for {row['name']} (layer {row['layer']}, "
                                         f"site {SITE_OF[row['projection']]}). Fix: compute rotations for that layer.")
                 continue
+            if is_offloaded(module):
+                raise RotationError(f"{row['name']} is offloaded by accelerate (its weight is read from CPU/disk "
+                                    "only while it runs), so W Q cannot be folded into it. Fix: load the model with "
+                                    "a device_map / max_memory that keeps every decoder layer on an accelerator, "
+                                    "or use a method that does not rewrite weights (topk, threshold, cats).")
             if q.shape != (row["d_in"], row["d_in"]):
                 raise RotationError(f"Rotation for {row['name']} is {tuple(q.shape)}, the input has {row['d_in']} "
                                     "entries. Fix: compute the rotations on this same model.")

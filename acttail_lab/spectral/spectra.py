@@ -34,6 +34,7 @@ from ..core.models import (
     unwrap,
 )
 from ..core.result_cache import ResultCache
+from ..core.tensors import stored_weight
 from .tails import alpha_interval, check_xmin, fit_power_law
 
 _FORMAT = "gram-eigvalsh-v1"  # bump when the way spectra are computed changes
@@ -191,7 +192,7 @@ def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str |
             return cached
     spectra = {}
     for row, linear in tqdm(projections, desc="spectra", unit="matrix", disable=not progress):
-        spectra[row["name"]] = esd(linear.weight, dtype=dtype, device=dev, name=row["name"])
+        spectra[row["name"]] = esd(stored_weight(linear), dtype=dtype, device=dev, name=row["name"])
     if key is not None:
         spectra_cache().save(key, spectra)
     return spectra
