@@ -72,3 +72,13 @@ def test_with_intervals_joins_the_relative_table():
 def test_bad_tables_name_the_fix(table, match):
     with pytest.raises(ActTailError, match=match):
         bootstrap.paired_bootstrap(table)
+
+
+def test_committed_window_tables_load_and_pair(tmp_path):
+    from acttail_lab.core.results_io import write_results
+
+    write_results(windows_of({"uniform": BASE, "a": BASE + 0.1}), tmp_path / "perplexity_m_windows.csv", seed=0)
+    out = bootstrap.committed_intervals("perplexity", model="m", results_dir=tmp_path)
+    assert out["strategy"].tolist() == ["a"] and out["change_pct"].iloc[0] > 0
+    with pytest.raises(FileNotFoundError, match="regenerate"):
+        bootstrap.load_windows("perplexity", model="other", results_dir=tmp_path)

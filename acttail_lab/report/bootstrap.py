@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ActTailError
+from ..core.paths import DEFAULT_MODEL, result_path
+from ..core.results_io import load_table
 
 UNIFORM = "uniform"
 BOOTSTRAP_COLUMNS = ("strategy", "sparsity", "baseline", "change_pct", "ci_low_pct", "ci_high_pct",
@@ -97,3 +99,15 @@ def noise_sentence(intervals: pd.DataFrame, level: float = 0.95) -> str:
     return (f"{len(inside)} of {len(intervals)} comparisons with {intervals['baseline'].iloc[0]} have a "
             f"{level:.0%} paired-bootstrap interval (over {intervals['n_windows'].iloc[0]} evaluation windows) "
             f"that contains 0, so they are inside the noise" + (f": {names}." if names else "."))
+
+
+def load_windows(table: str = "perplexity", model: str = DEFAULT_MODEL, results_dir=None) -> pd.DataFrame:
+    """The committed per-window losses of the grid ``table`` (``"perplexity"``, ``"wina_farms"``, ...): the
+    ``<table>_windows`` entry of ``core.paths.RESULT_FILES``, with its sidecar in ``attrs["provenance"]``."""
+    return load_table(result_path(f"{table}_windows", model, results_dir))
+
+
+def committed_intervals(table: str = "perplexity", model: str = DEFAULT_MODEL, results_dir=None,
+                        **bootstrap) -> pd.DataFrame:
+    """:func:`paired_bootstrap` of a committed grid: every run against uniform, with its interval."""
+    return paired_bootstrap(load_windows(table, model, results_dir), **bootstrap)
