@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     start = time.time()
     lm = load_model("smollm2-135m")
-    common = dict(sparsities=SPARSITIES, tokens=args.tokens, window=args.window, seed=0)
+    common = dict(sparsities=SPARSITIES, tokens=args.tokens, window=args.window, seed=0, log_rows=True)
     parts = []
     for number, (rule, strategies) in enumerate(TIERS[:args.tiers]):
         part = evaluate_grid(lm, strategies=strategies, xmin=rule, include_dense=number == 0, **common)

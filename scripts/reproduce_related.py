@@ -49,7 +49,8 @@ def run_perplexity(lm, args, command: str) -> None:
     parts = []
     for number, (strategies, sparsities) in enumerate(TIERS[:args.tiers]):
         part = evaluate_grid(lm, strategies=strategies, sparsities=sparsities, tokens=args.tokens, window=512,
-                             seed=0, include_dense=number == 0, calibration_tokens=CALIBRATION_TOKENS)
+                             seed=0, include_dense=number == 0, calibration_tokens=CALIBRATION_TOKENS,
+                             log_rows=True)
         parts.append(part)
         df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
         write_grid(df, OUT / "perplexity_related_smollm2-135m.csv", seed=0, device="cpu", command=command,

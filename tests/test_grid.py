@@ -194,10 +194,12 @@ def test_grid_without_dense_and_without_cache(tiny, corpus_file, cache_root, cou
     assert not (cache_root / "eval").exists() or not list((cache_root / "eval").glob("*.json"))
 
 
-def test_grid_logs_one_line_per_row(tiny, corpus_file, cache_root, capsys):
-    grid(tiny, corpus_file, strategies=("uniform",), sparsities=(0.5,), progress=True)
+def test_grid_logs_one_line_per_row_only_when_asked(tiny, corpus_file, cache_root, capsys):
+    grid(tiny, corpus_file, strategies=("uniform",), sparsities=(0.5,), progress=True, log_rows=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[evaluate]")]
     assert len(lines) == 2 and "ppl" in lines[1] and "uniform" in lines[1]
+    grid(tiny, corpus_file, strategies=("uniform",), sparsities=(0.5,), progress=True)  # notebooks: bars only
+    assert "[evaluate]" not in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- files and CLI

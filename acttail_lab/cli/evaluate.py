@@ -30,7 +30,9 @@ def add_arguments(parser) -> None:
                         help="comma-separated target sparsities in [0, 1) (default 0.5,0.6,0.7,0.8)")
     parser.add_argument("--tokens", type=int, default=16384, help="evaluation tokens, whole windows (default 16384)")
     parser.add_argument("--window", type=int, default=512, help="tokens per window (default 512)")
-    parser.add_argument("--corpus", default=DEFAULT_CORPUS, help="'austen' or a text file (default austen)")
+    parser.add_argument("--corpus", default=DEFAULT_CORPUS,
+                        help="'austen', 'encyclopedic', 'wikitext2' (Hugging Face Hub, online only) or a text file "
+                             "(default austen)")
     parser.add_argument("--split", default="evaluation", choices=("calibration", "evaluation", "all"))
     parser.add_argument("--protocol", default="all", choices=("all", "last_half"),
                         help="all: sparsify and score every position; last_half: TEAL prefill rule")
@@ -84,7 +86,7 @@ def run(args) -> int:
         corpus=args.corpus, split=args.split, xmin=args.xmin, protocol=args.protocol, device=args.device,
         dtype=dtype, seed=args.seed, cache=not args.no_cache, progress=not args.quiet,
         include_dense=not args.no_dense, batch_size=args.batch_size, device_map=args.device_map,
-        calibration_tokens=args.calibration_tokens,
+        calibration_tokens=args.calibration_tokens, log_rows=not args.quiet,
     )
     device = "cuda" if args.device_map else resolve_device(args.device)
     path = write_grid(

@@ -238,7 +238,7 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
                   xmin: str = "ks", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
                   seed: int = 0, cache: bool = True, progress: bool = True, include_dense: bool = True,
                   batch_size: int = 4, device_map: str | None = None,
-                  calibration_tokens: int | None = None) -> pd.DataFrame:
+                  calibration_tokens: int | None = None, log_rows: bool = False) -> pd.DataFrame:
     """Perplexity for every (strategy, target sparsity) pair, plus a dense row, on the same windows.
 
     Args:
@@ -252,7 +252,8 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
         xmin: xmin rule passed to ``spectra.analyze`` for alpha-based strategies.
         protocol: ``"all"`` or ``"last_half"`` (module doc).
         device, dtype, device_map: passed to ``load_model`` (``device_map="auto"`` for big models).
-        seed: torch seed. cache: read/write the per-row JSON cache. progress: tqdm bar + one log line per row.
+        seed: torch seed. cache: read/write the per-row JSON cache. progress: tqdm bars.
+        log_rows: also print one line per finished row to stderr (scripts and the CLI; notebooks keep it off).
         include_dense: add the dense row (strategy ``"dense"``, sparsity 0).
         calibration_tokens: calibration-split tokens for methods that need statistics
             (rotated, threshold, cats; ``acttail_lab.sparsify.methods.calibration_for``). None: 8192, or
@@ -319,7 +320,7 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
                "kinds": "+".join(spec.kinds) if spec is not None and spec.kinds else None}
         row[WINDOW_COLUMN] = tuple(measured[WINDOW_COLUMN])
         rows.append(row)
-        if progress:
+        if log_rows:
             print(f"[evaluate] {label:>14s} s={target:.3f}: ppl {row['perplexity']:.4f} "
                   f"(realised {row['realised_sparsity']:.4f}, {row['tokens']} tokens, "
                   f"{row['wall_s']:.1f} s{', cached' if cached else ''})", file=sys.stderr, flush=True)
