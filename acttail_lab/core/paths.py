@@ -23,6 +23,13 @@ RESULT_FILES = {
     "perplexity": "perplexity_{model}.csv",
     "perplexity_windows": "perplexity_{model}_windows.csv",
     "related": "perplexity_related_{model}.csv",
+    "perplexity_fitquality": "perplexity_fitquality_{model}.csv",
+    "perplexity_fitquality_windows": "perplexity_fitquality_{model}_windows.csv",
+    "wina_farms": "perplexity_wina_farms_{model}.csv",
+    "wina_farms_windows": "perplexity_wina_farms_{model}_windows.csv",
+    "alpha_estimators": "{model}_alpha_estimators.csv",
+    "alpha_estimator_correlations": "{model}_alpha_estimator_correlations.csv",
+    "farms_spectra": "{model}_farms_spectra.csv",
     "spectra": "{model}_spectra_{rule}.csv",
     "cost_table": "{model}_cost_table.csv",
     "loss_increase": "{model}_loss_increase.csv",
@@ -34,6 +41,7 @@ RESULT_FILES = {
     "depth_variance": "{model}_depth_variance.csv",
     "gemv": "gemv_{kind}.csv",
     "decode": "decode_{kind}.csv",
+    "zeroshot": "zeroshot_{model}.csv",
 }
 """Every committed result table, by name: a file-name pattern under :data:`RESULTS_DIR`."""
 
