@@ -306,7 +306,7 @@ def test_output_columns_describe_the_run(llama):
     alloc = allocate(llama, "acttail-power", 0.5)
     assert list(alloc.columns) == ["layer", "projection", "name", "d_out", "d_in", "n_params", "alpha",
                                    "xmin_rule", "ratio", "sparsity", "label", "strategy", "target", "epsilon",
-                                   "granularity", "direction", "mapping", "power", "s_max"]
+                                   "granularity", "direction", "mapping", "power", "s_max", "estimator"]
     assert alloc.xmin_rule[0] == "xmin_peak" and alloc.power[0] == 2.0 and alloc.s_max[0] == 0.99
     assert "power" not in allocate(llama, "acttail", 0.5).columns
     assert list(allocate(llama.drop(columns="alpha"), "uniform", 0.5).columns[-3:]) == ["label", "strategy", "target"]

@@ -8,6 +8,7 @@ mass goes to the other projections. See docs/method.md, "Alpha to sparsity".
 """
 from ..core.reference import with_alphas
 from .core import allocate
+from .fit_quality import effective_alphas, fit_quality_table, unreliable
 from .presets import (
     STRATEGY_PRESETS,
     StrategySpec,
@@ -43,7 +44,7 @@ from .tables import (
 )
 
 __all__ = [
-    "allocate", "STRATEGY_PRESETS", "StrategySpec", "parse_strategies", "parse_strategy", "presets_help",
+    "allocate", "fit_quality_table", "effective_alphas", "unreliable", "STRATEGY_PRESETS", "StrategySpec", "parse_strategies", "parse_strategy", "presets_help",
     "max_achievable", "solve_scale", "weighted_mean", "DEFAULT_S_MAX", "STRATEGIES", "acttail_ratios",
     "kind_ratios", "shuffled_ratios", "uniform_ratios", "check_matches", "load_alpha_table",
     "load_allocation", "save_allocation", "summary", "validate_table", "with_alphas",

@@ -5,6 +5,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from ..core.errors import AllocationError
+from .options import ESTIMATOR_OPTION
 from .presets import StrategySpec, make_spec
 from .solver import check_fraction
 from .tables import validate_table
@@ -41,5 +43,17 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
     spec = make_spec(strategy, options, label)
     entry = spec.entry
     validate_table(table, entry.needs_alpha)
+    if entry.needs_alpha:
+        check_estimator_matches(table, spec.resolved[ESTIMATOR_OPTION])
     measured = {**(inputs or {}), **{k: v for k, v in (("cost", cost), ("greedy_path", greedy_path)) if v is not None}}
     return entry.allocate(table, spec, target, measured)
+
+
+def check_estimator_matches(table: pd.DataFrame, estimator: str) -> None:
+    """AllocationError when ``table`` says it was made with another estimator (``table.attrs["estimator"]``,
+    set by ``spectra.analyze``). A table that does not say (published alphas, a CSV read back) is taken as
+    given: its alphas are whatever the caller computed."""
+    made = table.attrs.get("estimator")
+    if made is not None and made != estimator:
+        raise AllocationError(f"The strategy asks for estimator={estimator} alphas but the table was made with "
+                              f"estimator={made}. Fix: pass spectra.analyze(model, estimator={estimator!r}).")

@@ -16,6 +16,8 @@ import numpy as np
 from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
 from ..core.reference import TEAL_LLAMA2_7B_50
+from ..spectral.farms import ESTIMATORS
+from .fit_quality import FIT_MODES
 
 DEFAULT_S_MAX = 0.99
 """Default cap on any one projection's sparsity. 0.99 changes AlphaPruning's
@@ -25,6 +27,11 @@ projection's inputs (e.g. 41 of 4096 channels). Lower it to be more cautious."""
 GRANULARITIES = ("projection", "block")
 DIRECTIONS = ("alpha_up", "alpha_down")
 MAPPINGS = ("linear", "rank", "power", "log")
+ESTIMATOR_OPTION = "estimator"
+"""The option every alpha-based strategy takes (default ``"plain"``): which alpha estimator the spectra
+table was made with (``spectral.farms.ESTIMATORS``; ``acttail[estimator=farms]``). It selects the table,
+not the ratios: ``measure.grid`` computes one spectra table per estimator and ``allocate`` refuses a
+table made with another estimator."""
 
 
 def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[object], str]:
@@ -54,6 +61,12 @@ def _seed(value):
     return int(value)
 
 
+def _min_tail(value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise AllocationError(f"min_tail={value!r} must be a positive integer (tail eigenvalues). Fix: pass e.g. min_tail=20.")
+    return int(value)
+
+
 def _budgets(value):
     if value is None:
         return dict(TEAL_LLAMA2_7B_50)
@@ -79,6 +92,9 @@ VALIDATORS: dict[str, Callable] = {
     "budgets": _budgets,
     "value": _choice("value", ("rel_error", "rel_error_token")),
     "weight": _choice("weight", ("n_params", "uniform")),
+    ESTIMATOR_OPTION: _choice(ESTIMATOR_OPTION, ESTIMATORS),
+    "fit": _choice("fit", FIT_MODES),
+    "min_tail": _min_tail,
 }
 
 
@@ -104,6 +120,12 @@ def resolve(strategy: str, defaults: Mapping[str, object], options: Mapping[str,
         if "power" in options:
             raise AllocationError(f"power={options['power']} only applies with mapping='power'. Fix: drop it or set mapping=power.")
         resolved.pop("power", None)
+    if resolved.get("fit") == "all":
+        if "min_tail" in options:
+            raise AllocationError(f"min_tail={options['min_tail']} only applies with fit=winsorise or fit=block-mean. "
+                                  "Fix: drop it or set fit=winsorise.")
+        resolved.pop("min_tail", None)
+        resolved.pop("fit", None)  # the default: allocation tables keep their columns (no fit column = fit=all)
     return resolved
 
 

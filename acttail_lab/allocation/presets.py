@@ -11,14 +11,19 @@ Two options belong to every strategy:
 * ``method``: how the budgets are applied when a model runs, a name of the
   method registry (``acttail_lab.sparsify.registry``; built in: ``topk``
   (exact TopK, the default), ``rotated`` (TopK on LaRoSA-rotated inputs),
-  ``threshold`` (TEAL-style calibrated magnitude thresholds) or ``cats``
-  (threshold on the MLP gate activation; budget on ``down`` only)). This layer
+  ``threshold`` (TEAL-style calibrated magnitude thresholds), ``cats``
+  (threshold on the MLP gate activation; budget on ``down`` only), ``wina``
+  (TopK of ``|x| * ||W col||``) or ``rotated-wina``). This layer
   never applies a method, so it checks only that it is a name; the sparsify
   layer, which owns the registry, checks that it is registered
   (``sparsify.methods.resolve_spec``, ``make_sparsifier``).
 * ``kinds``: the projection kinds that get a budget, joined by ``+``
   (``kinds=gate+up+down`` for FFN only); the others stay dense and the target
   is then the parameter-weighted mean over the listed kinds only.
+
+Alpha-based strategies (acttail, shuffled, hybrid) also take ``estimator``:
+``plain`` (default) or ``farms`` (alphas of FARMS' fixed-aspect-ratio window
+ESDs), e.g. ``acttail[estimator=farms]`` (``options.ESTIMATOR_OPTION``).
 
 A spec is parsed once into a :class:`StrategySpec`: its options are checked
 then and kept both as given (``options``, which name the result) and resolved
@@ -111,6 +116,7 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("acttail-eps0.5", "acttail", epsilon=0.5),
     _preset("acttail-rank", "acttail", epsilon=0.3, mapping="rank"),
     _preset("acttail-power", "acttail", epsilon=0.3, mapping="power", power=2.0),
+    _preset("acttail-fit", "acttail", epsilon=0.3, fit="winsorise"),
     _preset("shuffled", "shuffled", epsilon=0.3, seed=0),
     _preset("teal-kind", "kind"),
     _preset("optimal", "optimal"),
@@ -123,6 +129,12 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("cats", "uniform", method="cats", kinds=("down",)),
     _preset("ffn-threshold", "uniform", method="threshold", kinds=_FFN),
     _preset("ffn-topk", "uniform", kinds=_FFN),
+    _preset("wina", "uniform", method="wina"),
+    _preset("acttail-wina", "acttail", method="wina", epsilon=0.3),
+    _preset("teal-greedy-wina", "teal-greedy", method="wina"),
+    _preset("rotated-wina", "uniform", method="rotated-wina"),
+    _preset("acttail-farms", "acttail", epsilon=0.3, estimator="farms"),
+    _preset("acttail-block-farms", "acttail", epsilon=0.3, granularity="block", estimator="farms"),
 ]}
 """Readable names used in result tables -> StrategySpec."""
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import AllocationError
-from .options import option_columns, resolve
+from .options import ESTIMATOR_OPTION, option_columns, resolve
 from .solver import solve_scale
 from .tables import IDENTITY_COLUMNS
 
@@ -103,8 +103,10 @@ class StrategyEntry:
         return False
 
     def resolve(self, options: Mapping[str, object]) -> dict[str, object]:
-        """The defaults overridden by ``options``, each checked (``options.resolve``)."""
-        return resolve(self.name, self.defaults, options, self.validators)
+        """The defaults overridden by ``options``, each checked (``options.resolve``). An alpha-based
+        strategy also takes ``estimator`` (default ``"plain"``; ``options.ESTIMATOR_OPTION``)."""
+        defaults = {**self.defaults, ESTIMATOR_OPTION: "plain"} if self.needs_alpha else self.defaults
+        return resolve(self.name, defaults, options, self.validators)
 
     def inputs(self, resolved: Mapping[str, object]) -> dict[str, dict]:
         """Measured tables the strategy reads: input name -> the parameters it is computed with."""
@@ -122,7 +124,7 @@ class RatioStrategy(StrategyEntry):
 
     def allocate(self, table, spec, target, inputs):
         resolved = spec.resolved
-        ratio_options = {k: v for k, v in resolved.items() if k != "s_max"}
+        ratio_options = {k: v for k, v in resolved.items() if k not in ("s_max", ESTIMATOR_OPTION)}
         selected = _selected_rows(table, spec.kinds)
         ratios = np.zeros(len(table))
         sparsity = np.zeros(len(table))
@@ -166,7 +168,8 @@ class CostStrategy(_MeasuredStrategy):
 
     def allocate(self, table, spec, target, inputs):
         cost = self._measured(spec, inputs)
-        out = self.solve(table, cost, target, label=spec.label, **spec.resolved)
+        options = {k: v for k, v in spec.resolved.items() if k != ESTIMATOR_OPTION}  # it chose the table
+        out = self.solve(table, cost, target, label=spec.label, **options)
         if "name" in table.columns:  # same row order as the input table
             out = out.set_index("name").loc[table["name"]].reset_index()
         return out

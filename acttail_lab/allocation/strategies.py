@@ -10,6 +10,7 @@ constant that makes the parameter-weighted mean sparsity equal the target (clipp
 - ``acttail``: AlphaPruning's ``ww_sparsity`` form,
   r_i = (m_i - m_min) / (m_max - m_min) * 2 eps + (1 - eps), with m_i = mapping(alpha_i):
   higher alpha (lighter tail, less trained) -> more sparsity (``direction="alpha_up"``).
+  Option ``fit=winsorise|block-mean`` keeps unreliable alpha fits from driving it (``fit_quality.py``).
 - ``shuffled``: the acttail ratios in a random order (a control: same spread, no alpha signal).
 - ``kind``: a fixed budget per projection kind (default: TEAL's LLaMA-2-7B means at 50%).
 """
@@ -23,11 +24,12 @@ from scipy.stats import rankdata
 
 from ..core.errors import AllocationError
 from ..core.reference import TEAL_LLAMA2_7B_50
+from .fit_quality import DEFAULT_MIN_TAIL, effective_alphas
 from .options import DEFAULT_S_MAX, DIRECTIONS, GRANULARITIES, MAPPINGS, option_columns  # noqa: F401 (re-exported)
 from .registry import STRATEGIES, get_strategy, register_strategy  # noqa: F401 (re-exported)
 
 _ACTTAIL_DEFAULTS = dict(epsilon=0.3, granularity="projection", direction="alpha_up", mapping="linear",
-                         power=2.0, s_max=DEFAULT_S_MAX)
+                         power=2.0, fit="all", min_tail=DEFAULT_MIN_TAIL, s_max=DEFAULT_S_MAX)
 
 
 # --------------------------------------------------------------------------- ratio functions
@@ -70,12 +72,18 @@ def spread_ratios(scores: np.ndarray, epsilon: float) -> np.ndarray:
 
 @register_strategy("acttail", defaults=_ACTTAIL_DEFAULTS, needs_alpha=True)
 def acttail_ratios(table: pd.DataFrame, epsilon: float = 0.3, granularity: str = "projection",
-                   direction: str = "alpha_up", mapping: str = "linear", power: float = 2.0) -> np.ndarray:
+                   direction: str = "alpha_up", mapping: str = "linear", power: float = 2.0,
+                   fit: str = "all", min_tail: int = DEFAULT_MIN_TAIL) -> np.ndarray:
     """AlphaPruning's ratios r_i in [1 - eps, 1 + eps] from ``table.alpha``.
 
     ``direction="alpha_down"`` reverses the order (lowest alpha gets the most
     sparsity): the ablation that tests whether the paper's direction matters.
+    ``fit`` (``fit_quality.FIT_MODES``): ``all`` maps every alpha as fitted; ``winsorise`` /
+    ``block-mean`` first replace the alphas of unreliable fits (tail shorter than ``min_tail``,
+    ``tail_ok`` False, or fragile), so they cannot set the ends of the min-max mapping.
     """
+    if fit != "all":
+        table = table.assign(alpha=effective_alphas(table, fit, min_tail))
     scores = alpha_scores(table, granularity, mapping, power)
     if direction == "alpha_down":
         scores = -scores

@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--no-cache", action="store_true", help="recompute the spectra even if cached")
+    parser.add_argument("--estimator", default="plain", choices=("plain", "farms"),
+                        help="plain: the whole matrix's ESD; farms: pooled ESD of fixed-aspect-ratio windows "
+                             "(FARMS, default windows; docs/method.md) (default: plain)")
 
 
 def run(args) -> int:
@@ -59,11 +62,12 @@ def run(args) -> int:
         raise ActTailError(f"--out {args.out} is a folder. Fix: pass a CSV file path, e.g. {args.out}/spectra.csv.")
     table = analyze(args.model, xmin=args.xmin, robust=args.robust, n_boot=args.n_boot, seed=args.seed,
                     robust_method=args.robust_method, dtype=args.dtype, device=args.device,
-                    cache=not args.no_cache)
+                    cache=not args.no_cache, estimator=args.estimator)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     by_kind = table.groupby("projection", sort=False)["alpha"].median().round(2)
-    print(f"wrote {len(table)} rows to {args.out} (xmin={args.xmin}); median alpha by projection: "
+    print(f"wrote {len(table)} rows to {args.out} (xmin={args.xmin}, estimator={args.estimator}); "
+          "median alpha by projection: "
           + ", ".join(f"{k} {v}" for k, v in by_kind.items()))
     if args.robust:
         print(f"fragile alphas: {int(table['fragile'].sum())} of {len(table)}")

@@ -17,6 +17,7 @@ float64 SVD to ~1e-12 relative to ``lambda_max``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,12 @@ from ..core.models import (
 )
 from ..core.result_cache import ResultCache
 from ..core.tensors import stored_weight
+from .farms import (
+    check_estimator,
+    check_farms_options,
+    model_farms_spectra,
+    resolved_farms_options,
+)
 from .tails import alpha_interval, check_xmin, fit_power_law
 
 _FORMAT = "gram-eigvalsh-v1"  # bump when the way spectra are computed changes
@@ -202,7 +209,7 @@ def model_spectra(model, dtype: torch.dtype | str = torch.float64, device: str |
 def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int = 0,
             robust_method: str = "bootstrap", dtype: torch.dtype | str = torch.float64,
             device: str | torch.device | None = "auto", cache: bool = True,
-            progress: bool = True) -> pd.DataFrame:
+            progress: bool = True, estimator: str = "plain", farms: dict | None = None) -> pd.DataFrame:
     """Power-law fit of every projection's spectrum: one row per projection.
 
     Args:
@@ -213,12 +220,17 @@ def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int
         n_boot, seed, robust_method: replicates per matrix, seed (the same for every
             matrix), ``"bootstrap"`` or ``"perturb"``.
         dtype, device, cache, progress: as in ``model_spectra``.
+        estimator: which spectrum is fitted (``farms.ESTIMATORS``): ``"plain"`` (default) the whole
+            matrix's ESD; ``"farms"`` the pooled ESD of fixed-aspect-ratio windows
+            (``spectral/farms.py``; ``n_eigs`` is then the pooled count), with the window options
+            ``farms`` (defaults ``farms.FARMS_DEFAULTS``). Same columns either way.
 
     Returns:
         DataFrame with columns ``layer, projection, name, d_out, d_in, n_params``,
         then ``FIT_COLUMNS`` (alpha, xmin, ks_distance, n_tail, lambda_max, sigma,
         alpha_weighted, stable_rank, n_eigs, tail_ok, warning, xmin_rule) and,
-        if ``robust``, ``ROBUST_COLUMNS``. ``attrs`` holds model, xmin, dtype.
+        if ``robust``, ``ROBUST_COLUMNS``. ``attrs`` holds model, xmin, dtype, estimator (and the
+        resolved FARMS options as JSON when ``estimator="farms"``).
 
     Raises:
         DegenerateSpectrumError: naming the projection whose spectrum cannot be fitted.
@@ -226,13 +238,21 @@ def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int
     from tqdm.auto import tqdm
 
     check_xmin(xmin)
+    check_estimator(estimator)
+    if farms is not None and estimator != "farms":
+        raise ValueError(f"farms={farms!r} only applies with estimator='farms'. Fix: drop it or pass estimator='farms'.")
+    check_farms_options(farms)
     if robust_method not in ("bootstrap", "perturb"):
         raise ValueError(f"Unknown robust_method {robust_method!r}; use 'bootstrap' or 'perturb'.")
     if robust and (isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2):
         raise ValueError(f"n_boot={n_boot!r}: robust fits need at least 2 replicates. Fix: pass e.g. n_boot=200.")
     model = _resolve(model)  # checks above run before a model name is loaded
     module, name = unwrap(model), model_name(model)
-    spectra = model_spectra(module, dtype=dtype, device=device, cache=cache, progress=progress)
+    farms_opts = resolved_farms_options(module, farms) if estimator == "farms" else None
+    spectra = (model_spectra(module, dtype=dtype, device=device, cache=cache, progress=progress)
+               if estimator == "plain" else
+               model_farms_spectra(module, dtype=as_torch_dtype(dtype), device=device, cache=cache,
+                                   progress=progress, options=farms_opts))
     rows = []
     projections = [row for row, _ in iter_projections(module)]
     for row in tqdm(projections, desc="alpha", unit="matrix", disable=not (progress and robust)):
@@ -248,5 +268,7 @@ def analyze(model, xmin="ks", robust: bool = False, n_boot: int = 200, seed: int
     columns = list(projections[0]) + FIT_COLUMNS + (ROBUST_COLUMNS if robust else [])
     table = pd.DataFrame(rows)[columns]
     table.attrs.update(model=name, xmin=str(xmin), dtype=str(as_torch_dtype(dtype)),
-                       robust_method=robust_method if robust else None)
+                       robust_method=robust_method if robust else None, estimator=estimator)
+    if farms_opts is not None:
+        table.attrs["farms"] = json.dumps(farms_opts, sort_keys=True)
     return table
