@@ -40,9 +40,9 @@ rotated evaluation must hold). When ``calib_rotation`` is not among the stages
 asked for, it is run first as an unrecorded prerequisite.
 
 Extrapolation (LINEAR, stated in the sidecar): stages whose memory is held per
-layer (``calib_rotation``: second moments of every layer until rotations are
-built; ``eval_rotated``: one Q per layer and site; ``sparse_decode``: an
-input-major copy of every projection) use ``per_layer_gb = peak / L`` times 32
+layer (``calib_rotation``: one Q per layer and site, plus one group of second
+moments, counted per layer too, which over-states it at 32 layers;
+``eval_rotated``: one Q per layer and site) use ``per_layer_gb = peak / L`` times 32
 (7B) and times 80 x r (70B shapes), r = ratio of per-layer parameter counts,
 70B (hidden 8192, intermediate 28672, 64 heads, 8 KV heads) / 7B = 4.23. Every
 other stage's peak is taken as independent of depth (one matrix, or one layer's
@@ -87,7 +87,9 @@ DEFAULT_OUT = REPO / "data" / "results" / "memory_7b_shapes.csv"
 STAGES = ("spectra", "calib_hist", "calib_rotation", "eval_topk", "eval_threshold", "eval_rotated",
           "cost_table", "teal_greedy", "depth_profile", "sparse_decode")
 NEEDS_STATS = ("eval_threshold", "eval_rotated")
-PER_LAYER = ("calib_rotation", "eval_rotated", "sparse_decode")
+PER_LAYER = ("calib_rotation", "eval_rotated")
+# sparse_decode holds one copy of each weight (the Linear views the input-major W^T), so beyond the weights only
+# one matrix at a time (the transpose on entry and exit) and one token's activations: independent of depth.
 """Stages that hold memory for every layer at once (the others: one matrix / one layer's activations at a time)."""
 TARGET_KIND = {"spectra": "per_layer", "calib_hist": "per_layer", "calib_rotation": "per_layer"}
 TARGET_PER_LAYER_GB = {"spectra": 1.0, "calib_hist": 2.0, "calib_rotation": 2.0}

@@ -225,6 +225,26 @@ def test_sparse_decoding_gives_the_logits_of_topk_masking(tiny):
     assert [m for _, m in iter_projections(model)] == before  # originals restored
 
 
+def test_sparse_decoding_holds_one_copy_of_each_swapped_weight(tiny):
+    model = tiny["model"]
+    linears = {row["name"]: m for row, m in iter_projections(model)}
+    saved = {name: m.weight.detach().clone() for name, m in linears.items()}
+    with torch.no_grad(), sparse_decoding(model, tiny["allocation"], backend="torch") as table:
+        for name, swapped in zip(table["name"], table["swapped"]):
+            weight = linears[name].weight
+            if swapped:  # the Linear views W^T: no second storage while swapped out
+                assert weight.untyped_storage().data_ptr() == model.get_submodule(name).w_t.untyped_storage().data_ptr()
+                assert not weight.is_contiguous()
+            else:
+                assert weight.is_contiguous()
+        decoded = _decode_with_cache(model, tiny["ids"])
+    assert (decoded - tiny["masked"]).abs().max() < 1e-5
+    for name, m in linears.items():  # restored: row-major, bit for bit
+        assert m.weight.is_contiguous() and torch.equal(m.weight, saved[name]), name
+    with torch.no_grad():
+        assert (model(tiny["ids"]).logits[0] - tiny["dense"]).abs().max() < 1e-6
+
+
 def test_sparse_decoding_restores_on_error_and_checks_its_inputs(tiny):
     model = tiny["model"]
     before = [m for _, m in iter_projections(model)]
@@ -232,6 +252,7 @@ def test_sparse_decoding_restores_on_error_and_checks_its_inputs(tiny):
         with sparse_decoding(model, 0.5, backend="torch"):
             raise RuntimeError("boom")
     assert [m for _, m in iter_projections(model)] == before
+    assert all(m.weight.is_contiguous() for m in before)
     with pytest.raises(AllocationError, match="missing"):
         with sparse_decoding(model, {"model.layers.0.self_attn.q_proj": 0.5}):
             pass

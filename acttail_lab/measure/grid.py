@@ -182,13 +182,19 @@ def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens
     return specs, targets
 
 
-def _projection_table_for(model: nn.Module, specs, xmin, progress: bool = False) -> pd.DataFrame:
+def _projection_table_for(model: nn.Module, specs, xmin, progress: bool = False,
+                          estimator: str = "plain") -> pd.DataFrame:
     """Spectra table (with alpha; cached by ``spectra``) when a strategy needs alphas, else the projection table."""
     if any(spec.entry.needs_alpha for spec in specs):
         from ..spectral.spectra import analyze
 
-        return analyze(model, xmin=xmin, progress=progress)
+        return analyze(model, xmin=xmin, progress=progress, estimator=estimator)
     return projection_table(model)
+
+
+def _estimator_of(spec) -> str:
+    """The alpha estimator a spec's table is made with (``estimator`` option; ``"plain"`` when it reads no alpha)."""
+    return spec.resolved.get("estimator", "plain") if spec.entry.needs_alpha else "plain"
 
 
 def _cost_input(lm: LoadedModel, corpus: str, progress: bool, **params) -> pd.DataFrame:
@@ -276,7 +282,8 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
         model_name, device=device, dtype=dtype, device_map=device_map)
     model = lm.model
     windows = token_windows(lm.tokenizer, corpus_text(corpus, split), window=window, n_tokens=tokens)
-    table = _projection_table_for(model, specs, xmin, progress) if specs else None
+    tables = {est: _projection_table_for(model, specs, xmin, progress, est)
+              for est in dict.fromkeys(_estimator_of(spec) for spec in specs)}  # one table per alpha estimator
     model_dtype = next(model.parameters()).dtype
     dev = input_device(model)
     context = {
@@ -293,7 +300,7 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
     jobs = [("dense", 0.0, None, None)] if include_dense else []
     for spec, inputs in zip(specs, measured_inputs):
         for target in sparsities:
-            alloc = allocate(table, spec, float(target), inputs=inputs)
+            alloc = allocate(tables[_estimator_of(spec)], spec, float(target), inputs=inputs)
             jobs.append((spec.label, float(target), spec, alloc))
 
     rows = []

@@ -11,6 +11,8 @@ topk        exact per-token TopK (:class:`TopKSparsifier`)   none
 rotated     TopK on LaRoSA-rotated inputs (:class:`RotatedTopK`)  second moments
 threshold   TEAL-style |x| > t (:class:`ThresholdSparsifier`) histograms
 cats        CATS gate threshold (:class:`CatsSparsifier`)     histograms
+wina        TopK of ``|x| * ||W col||`` (:class:`WinaSparsifier`) none
+rotated-wina WINA on LaRoSA-rotated inputs (:class:`RotatedWina`) second moments
 =========== ================================================ ==========================
 
 Calibration statistics always come from the calibration split (never the
@@ -26,7 +28,7 @@ from torch import nn
 
 from ..allocation.presets import StrategySpec, make_spec
 from ..core.corpus import DEFAULT_CORPUS
-from . import rotation, thresholds, topk  # noqa: F401  (the built-in methods register themselves)
+from . import rotation, thresholds, topk, wina  # noqa: F401  (the built-in methods register themselves)
 from .calibration import ActivationStats, activation_stats, check_moment_tokens, moment_tokens
 from .registry import METHODS, get_method
 

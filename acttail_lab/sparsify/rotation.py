@@ -291,13 +291,17 @@ class RotatedTopK(Sparsifier):
         protocol: ``"all"`` or ``"last_half"``.
     ``realised()`` is the TopK sparsifier's (sparsity of the rotated inputs). A :class:`Sparsifier`:
     one active per model, no re-entry; the rotation hooks run before the TopK hooks (TopK sees ``Q^T x``).
+    ``INNER`` is the sparsifier class run on the rotated inputs (a TopKSparsifier subclass; ``wina.RotatedWina``
+    uses WINA's); its hooks are made after the rotation is folded in, so it sees the rotated weights.
     """
+
+    INNER = TopKSparsifier
 
     def __init__(self, model: nn.Module, allocation, rotations: dict, protocol: str = "all"):
         table = resolve_allocation(model, allocation)
         names = set(table.loc[table["k"] < table["d_in"], "name"])
         self.rotation = Rotation(model, rotations, names=names)
-        self.topk = TopKSparsifier(model, table[["name", "sparsity"]], protocol=protocol)
+        self.topk = self.INNER(model, table[["name", "sparsity"]], protocol=protocol)
         super().__init__(model, self.topk.table, protocol, record=self.topk.record)
 
     def _reset(self) -> None:

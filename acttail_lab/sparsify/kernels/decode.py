@@ -16,12 +16,24 @@ the dense model under ``sparsity.TopKSparsifier(model, allocation)`` (protocol
 ``"all"``) up to floating-point summation order: both keep, per token, the
 ``k`` largest ``|x|`` with ties at the cut broken by position.
 
-Memory: while active, each swapped projection holds ``W^T`` besides the
-original weight (about 2x the projection weights).
+Memory: one copy of each swapped weight. On entry the input-major ``W^T`` is
+made and the original ``nn.Linear``'s weight becomes a transposed *view* of it
+(same values, its row-major storage freed); on exit the weight is made
+contiguous again, one projection at a time, so the peak is the weights plus one
+matrix. With a shared ``weights`` dict (several allocations reusing one ``W^T``)
+the dict's copies come on top (about 2x the projection weights).
 
 ``mode="threshold"`` instead keeps ``|x| > threshold`` with per-projection
 thresholds from :func:`calibrate_thresholds` (TEAL's scheme: no selection pass,
 the kept count varies per token around the target).
+
+``mode="wina"`` keeps the ``k`` largest ``|x_i| * ||W[:, i]||`` (WINA,
+:mod:`acttail_lab.sparsify.wina`; column norms of the weight as it is on entry).
+Only the scores differ: the token is masked by WINA's selection and the masked
+row goes through the same ``k``-sparse GEMV, which then reads exactly the
+selected rows of ``W^T`` (the kept entries are the row's only nonzeros; a kept
+entry that is itself zero contributes nothing either way). The output equals
+the dense model under ``wina.WinaSparsifier`` up to summation order.
 """
 from __future__ import annotations
 
@@ -37,10 +49,11 @@ from ...core.errors import AllocationError
 from ...core.hooks import hooks
 from ...core.models import iter_projections
 from ..topk import resolve_allocation, topk_mask
+from ..wina import column_norms, wina_mask
 from .dispatch import choose_backend, sparse_gemv
 from .reference import input_major
 
-MODES = ("topk", "threshold")
+MODES = ("topk", "threshold", "wina")
 
 
 class SparseLinear(nn.Module):
@@ -53,10 +66,12 @@ class SparseLinear(nn.Module):
         backend: ``sparse_gemv`` backend (``"auto"``, ``"triton"``, ``"torch"``).
         name: the projection's module name (for messages and tables).
         w_t: the input-major weight if already made (shared, not copied); default ``input_major(linear.weight)``.
+        norms: column norms ``||W[:, i]||`` (float32 ``[d_in]``): select by WINA's scores (with ``k``).
     """
 
     def __init__(self, linear: nn.Linear, k: int | None = None, threshold: float | None = None,
-                 backend: str = "auto", name: str = "", w_t: torch.Tensor | None = None):
+                 backend: str = "auto", name: str = "", w_t: torch.Tensor | None = None,
+                 norms: torch.Tensor | None = None):
         super().__init__()
         if (k is None) == (threshold is None):
             raise AllocationError(f"SparseLinear {name!r}: give exactly one of k or threshold.")
@@ -73,18 +88,25 @@ class SparseLinear(nn.Module):
         self.threshold = None if threshold is None else float(threshold)
         self.backend = backend
         self.name = name
+        if norms is not None and (self.k is None or norms.shape != (self.in_features,)):
+            raise AllocationError(f"SparseLinear {name!r}: WINA norms need k and shape ({self.in_features},).")
+        self.register_buffer("norms", norms, persistent=False)
 
     def extra_repr(self) -> str:
         rule = f"k={self.k}" if self.k is not None else f"threshold={self.threshold:.4g}"
         return f"in={self.in_features}, out={self.out_features}, {rule}, backend={self.backend}"
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norms is not None:
+            return wina_mask(x, self.norms, self.k)
         if self.k is not None:
             return topk_mask(x, self.k)
         return x.abs() > self.threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() == self.in_features:  # one token: the decoding step
+            if self.norms is not None:  # WINA: mask by its scores; the GEMV then reads exactly those rows
+                x = x * self._mask(x)
             return sparse_gemv(x, self.w_t, k=self.k, threshold=self.threshold, bias=self.bias,
                                backend=self.backend)
         y = (x * self._mask(x)) @ self.w_t  # several tokens (prefill): mask, then one dense product
@@ -120,7 +142,8 @@ def sparse_decoding(model: nn.Module, allocation, backend: str = "auto", mode: s
             ``name -> sparsity`` or one float (see ``sparsity.resolve_allocation``).
         backend: ``"auto"`` (Triton on CUDA when installed, else PyTorch),
             ``"triton"`` (DeviceError at entry when it cannot run) or ``"torch"``.
-        mode: ``"topk"`` (exact per token) or ``"threshold"`` (needs ``thresholds``).
+        mode: ``"topk"`` (exact per token), ``"wina"`` (exact per token, WINA's scores) or ``"threshold"``
+            (needs ``thresholds``).
         thresholds: DataFrame (name, threshold) or dict, for ``mode="threshold"``.
         weights: a dict ``name -> W^T`` reused across calls (filled here on
             first use), so that several allocations share one input-major
@@ -143,13 +166,16 @@ def sparse_decoding(model: nn.Module, allocation, backend: str = "auto", mode: s
                 swapped.append(False)
                 continue
             parent, attr = _parent(model, row["name"])
-            w_t = None
+            norms = column_norms(linear.weight) if mode == "wina" else None
             if weights is not None:
                 w_t = weights.get(row["name"])
                 if w_t is None:
                     w_t = weights[row["name"]] = input_major(linear.weight)
+            else:  # one copy: the Linear views W^T while swapped out (its row-major storage is freed)
+                w_t = input_major(linear.weight)
+                linear.weight.data = w_t.t()
             sparse = SparseLinear(linear, k=None if mode == "threshold" else int(k), threshold=t,
-                                  backend=chosen, name=row["name"], w_t=w_t)
+                                  backend=chosen, name=row["name"], w_t=w_t, norms=norms)
             originals.append((parent, attr, linear))
             setattr(parent, attr, sparse)
             swapped.append(True)
@@ -157,6 +183,8 @@ def sparse_decoding(model: nn.Module, allocation, backend: str = "auto", mode: s
     finally:
         for parent, attr, linear in reversed(originals):
             setattr(parent, attr, linear)
+            if not linear.weight.is_contiguous():  # back to row-major, one matrix at a time
+                linear.weight.data = linear.weight.data.contiguous()
 
 
 @torch.no_grad()
