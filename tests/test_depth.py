@@ -19,6 +19,7 @@ from acttail_lab.core.results_io import write_results
 from acttail_lab.measure import depth, depth_profile, skip_layer
 from acttail_lab.measure import grid as evaluation
 from acttail_lab.measure.perplexity import perplexity
+from acttail_lab.plots.style import strategy_style
 from acttail_lab.plots.depth import (
     plot_budget_vs_score,
     plot_layer_scores,
@@ -474,8 +475,9 @@ def test_plot_variance_profiles(long_table):
     assert [line.get_label() for line in ax.lines] == ["dense", "uniform@0.5", "acttail@0.5"]
     assert ax.get_yscale() == "log"
     np.testing.assert_allclose(ax.lines[1].get_ydata(), 1.2 * 2.0 ** np.arange(6))
-    assert ax.lines[0].get_color() == "black" and ax.lines[1].get_linestyle() == "--"
-    assert ax.lines[1].get_color() == ax.lines[2].get_color()  # same target, same colour
+    assert ax.lines[0].get_color() == strategy_style("dense")["color"]
+    assert ax.lines[1].get_color() == strategy_style("uniform")["color"]  # colour by strategy, by name
+    assert ax.lines[1].get_linestyle() == ax.lines[2].get_linestyle()  # same target, same line style
     rel = plot_variance_profiles(long_table, relative_to="dense", logy=False)
     np.testing.assert_allclose(rel.lines[0].get_ydata(), 1.0)
     np.testing.assert_allclose(rel.lines[2].get_ydata(), 0.9)

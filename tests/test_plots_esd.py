@@ -161,3 +161,17 @@ def test_alpha_scatter_matches_rows_by_name(table):
         assert np.allclose(xy[:, 1], 2 * xy[:, 0])
         assert np.allclose(np.sort(xy[:, 0]), np.sort(table.loc[table.projection == kind, "alpha"]))
     assert ax.get_xlabel() == "alpha (ks)" and ax.get_ylabel() == "alpha (peak)"
+
+
+def test_mp_edge_stays_inside_the_axes_and_the_sweep_draws_theory():
+    from acttail_lab.spectral import rmt
+
+    eigs = np.linspace(0.01, 0.05, 200)  # every eigenvalue far below the MP upper edge of sigma2 = 1
+    q = 0.4
+    ax = plots.plot_mp_fit(eigs, q, 1.0, bins=20)
+    assert ax.get_xlim()[1] > rmt.mp_edges(q, 1.0)[1]
+    sweep = pd.DataFrame(dict(tail_index=[1.0, 1.5, 3.0], alpha=[1.6, 1.9, 9.0], n_tail=[100, 120, 12]))
+    ax = plots.plot_tail_index_sweep(sweep)
+    fitted, theory = ax.lines[:2]
+    assert np.allclose(fitted.get_ydata(), sweep["alpha"]) and np.allclose(fitted.get_xdata(), sweep["tail_index"])
+    assert np.allclose(theory.get_ydata(), 1 + theory.get_xdata() / 2) and theory.get_xdata().max() == 2.0

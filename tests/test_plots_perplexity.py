@@ -47,8 +47,9 @@ def test_perplexity_plot_subset_order_no_dense_linear_and_given_ax():
     assert ax is given and ax.get_yscale() == "linear"
     assert [line.get_label() for line in ax.lines] == ["shuffled", "uniform"]
     assert np.allclose(ax.lines[0].get_ydata(), [22.0, 44.0, 130.0])
-    # styles are stable per strategy: uniform black, controls dashed
-    assert ax.lines[1].get_color() == "black" and ax.lines[0].get_linestyle() == "--"
+    # styles come from the one registry, by name (not by position in the list)
+    assert ax.lines[1].get_color() == pp.strategy_style("uniform")["color"]
+    assert ax.lines[0].get_linestyle() == pp.strategy_style("shuffled")["linestyle"] != "-"
     with pytest.raises(ValueError, match="teal-kind"):
         pp.plot_perplexity_vs_sparsity(make_runs(), strategies=["teal-kind"])
 
@@ -92,9 +93,9 @@ def test_sparsity_map_image_is_the_allocation_pivot(alpha_table):
     assert [t.get_text() for t in ax.get_xticklabels()] == list(PROJECTIONS)
     assert ax.get_title() == "acttail @ 0.7"
     assert ax.images[0].get_clim() == (0.0, 1.0)
-    centred = pp.plot_sparsity_map(allocation, center=0.7, colorbar=False).images[0].get_clim()
-    half = np.abs(allocation.sparsity - 0.7).max()
-    assert centred == pytest.approx((0.7 - half, 0.7 + half))
+    centred = pp.plot_sparsity_map(allocation, center=0.7, colorbar=False).images[0]
+    assert centred.get_clim() == (0.0, 1.0) and centred.norm.vcenter == pytest.approx(0.7)  # white = the target
+    assert np.allclose(centred.norm([0.0, 0.7, 1.0]), [0.0, 0.5, 1.0])
     uniform = pp.plot_sparsity_map(allocate(alpha_table, "uniform", 0.7), colorbar=False, title="u")
     assert np.allclose(uniform.images[0].get_array(), 0.7) and uniform.get_title() == "u"
 
@@ -109,10 +110,9 @@ def test_sparsity_maps_grid_has_one_panel_per_allocation(alpha_table):
         assert np.array_equal(np.asarray(ax.images[0].get_array()), alpha_matrix(allocation, "sparsity").to_numpy())
     block = np.asarray(panels[2].images[0].get_array())
     assert np.allclose(block, block[:, :1])  # block granularity: one budget per layer
-    # one diverging scale centred on the common target, wide enough for every value
-    deviation = max(np.abs(a.sparsity - 0.6).max() for a in allocations)
+    # one diverging scale on [0, 1] with white at the common target
     for ax in panels:
-        assert ax.images[0].get_clim() == pytest.approx((0.6 - deviation, 0.6 + deviation))
+        assert ax.images[0].get_clim() == (0.0, 1.0) and ax.images[0].norm.vcenter == pytest.approx(0.6)
         assert ax.images[0].get_cmap().name == "RdBu_r"
     fixed = pp.plot_sparsity_maps(allocations, center=None)
     assert fixed.axes[0].images[0].get_clim() == (0.0, 1.0)
@@ -132,7 +132,29 @@ def test_kind_budget_bars_equal_the_summary(alpha_table):
 
 
 def test_xmin_variants_of_one_strategy_share_the_colour_but_not_the_line():
-    ks, peak = pp.strategy_style("acttail (xmin=ks)"), pp.strategy_style("acttail (xmin=peak)")
+    ks, peak = pp.line_style("acttail (xmin=ks)"), pp.line_style("acttail (xmin=peak)")
     assert ks == pp.strategy_style("acttail") and ks["color"] == peak["color"]
-    assert peak["ls"] == "-." and peak["mfc"] == "white"
-    assert pp.strategy_style("my-own[eps=0.2]", index=1)["color"] != pp.strategy_style("my-own", index=0)["color"]
+    assert peak["linestyle"] == "-." and peak["mfc"] == "white"
+    assert pp.strategy_style("my-own[eps=0.2]") == pp.strategy_style("my-own[eps=0.2]")  # deterministic fallback
+
+
+def test_collapsed_points_are_marked_at_the_top_without_stretching_the_axis():
+    runs = make_runs()
+    limit = float(runs["perplexity"].max()) * 0.9  # the largest run counts as collapsed
+    ax = pp.plot_perplexity_vs_sparsity(runs, collapse_at=limit)
+    (markers,) = ax.collections
+    top = runs.loc[runs["perplexity"].idxmax()]
+    assert np.allclose(markers.get_offsets()[:, 0], [top["sparsity"]])
+    assert ax.get_ylim()[1] <= 2.0 * limit and ax.get_ylim()[1] > limit
+    line = next(line for line in ax.lines if line.get_label() == top["strategy"])
+    assert np.isclose(max(line.get_ydata()), top["perplexity"])  # the line keeps the exact value
+    calm = pp.plot_perplexity_vs_sparsity(runs, collapse_at=10 * float(runs["perplexity"].max()))
+    assert not calm.collections  # nothing collapsed: the axis is left alone
+
+
+def test_change_heatmap_is_strategy_by_target():
+    change = pd.DataFrame([[-20.0, 50.0], [100.0, 3600.0]], index=["a", "b"], columns=[0.5, 0.8])
+    ax = pp.plot_change_heatmap(change, title="t")
+    assert np.allclose(np.asarray(ax.images[0].get_array()), np.log2(1 + change.to_numpy() / 100))
+    assert [t.get_text() for t in ax.texts] == ["-20%", "+50%", "+100%", "x37"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_title() == "t"

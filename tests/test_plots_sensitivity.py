@@ -121,7 +121,12 @@ def test_allocations_side_by_side_share_one_scale(spectra):
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2
     assert np.allclose(panels[1].images[0].get_array(), alpha_matrix(ramp, "sparsity").to_numpy())
-    assert panels[0].images[0].get_clim() == panels[1].images[0].get_clim() == (pytest.approx(0.2), pytest.approx(0.5))
+    # no common target: the fixed sparsity scale of plots.style
+    assert panels[0].images[0].get_clim() == panels[1].images[0].get_clim() == (0.0, 1.0)
+    assert panels[0].images[0].get_cmap().name == "magma_r"
+    targeted = plot_allocations_side_by_side({"uniform": uniform.assign(target=0.5), "ramp": ramp.assign(target=0.5)})
+    image = targeted.axes[1].images[0]  # a diverging scale, white at the common target, as in plots.perplexity
+    assert image.get_clim() == (0.0, 1.0) and image.norm.vcenter == pytest.approx(0.5)
     fixed = plot_allocations_side_by_side({"uniform": uniform}, vmin=0.0, vmax=1.0)
     assert fixed.axes[0].images[0].get_clim() == (0.0, 1.0)
     mean = np.dot(ramp["sparsity"], ramp["n_params"]) / ramp["n_params"].sum()

@@ -123,7 +123,7 @@ def test_decode_speedup_plot_and_given_ax():
     assert labels[:2] == ["uniform (topk)", "acttail (topk)"] and "limit 1/(1-s)" in labels
     acttail = decode[(decode.strategy == "acttail") & (decode["mode"] == "topk")]
     assert np.allclose(ax.lines[1].get_ydata(), acttail["speedup"])
-    assert ax.lines[1].get_color() == "tab:blue"
+    assert ax.lines[1].get_color() == sp.strategy_style("acttail")["color"]
 
 
 def test_tokens_per_s_plot_draws_dense_and_limit():

@@ -409,3 +409,31 @@ def test_load_results_reads_committed_tables():
     assert set(loaded.spectra) == {"ks"} and "provenance" in loaded.cost.attrs
     assert loaded.cost.name.nunique() == len(loaded.spectra["ks"])
     assert len(tables.provenance_lines(loaded.cost, loaded.loss)) == 2
+
+
+def test_live_cost_table_measures_on_tokens_after_the_committed_ones(monkeypatch):
+    """The live re-run of notebook 07 must not re-read the committed tokens (a correlation of 1.0 would prove nothing)."""
+    import types
+
+    from acttail_lab.core.errors import CorpusError
+    from acttail_lab.measure import sensitivity
+    from acttail_lab.report import sensitivity_tables as st
+
+    class WordTokenizer:  # one token per word, no BOS: ids are the word positions in the text
+        bos_token_id = None
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": list(range(len(text.split())))}
+
+    seen = {}
+    monkeypatch.setattr(sensitivity, "cost_table", lambda lm, windows, **kw: seen.setdefault("windows", windows))
+    lm = types.SimpleNamespace(tokenizer=WordTokenizer())
+    first = st.live_cost_table(lm, window=256, n_tokens=512, levels=(0.5,), skip_tokens=0)
+    seen.clear()
+    fresh = st.live_cost_table(lm, window=256, n_tokens=512, levels=(0.5,), skip_tokens=2048)
+    assert first.shape == fresh.shape == (2, 256)
+    assert int(first.min()) == 0 and int(fresh.min()) == 2048  # starts right after the committed 2048 tokens
+    assert not set(first.flatten().tolist()) & set(fresh.flatten().tolist())
+    assert st.committed_tokens(pd.DataFrame({"n_tokens": [2048, 2048]})) == 2048
+    with pytest.raises(CorpusError, match="Fix"):
+        st.live_cost_table(lm, window=256, n_tokens=512, skip_tokens=10 ** 9)

@@ -9,6 +9,6 @@ from .esd import (  # noqa: F401
     plot_esd_grid,
     plot_ks_curve,
     plot_mean_alpha_by_kind,
-    plot_mp_fit,
     power_law_density,
 )
+from .rmt import plot_mp_fit, plot_tail_index_sweep  # noqa: F401,E402

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from .esd import _new_ax
+from .style import OKABE_ITO, strategy_style
 
-STRATEGY_STYLES = {"dense": dict(color="black", ls="-", lw=2.0), "uniform": dict(ls="--"), "acttail": dict(ls="-")}
-"""Line style per strategy in :func:`plot_variance_profiles` (others: dotted)."""
+TARGET_LINESTYLES = ("-", "--", "-.", ":")
+"""Line style of the i-th smallest target in :func:`plot_variance_profiles` (colour = strategy)."""
+SCORE_COLOR, OVERLAY_COLOR = OKABE_ITO["sky_blue"], OKABE_ITO["vermillion"]
 
 LABELS = {
     "delta_nll": "NLL increase when skipped (nats)", "jacobian_gap": "Jacobian gap ||Jv - v|| / ||v||",
@@ -42,32 +45,40 @@ def _require(df: pd.DataFrame, *columns: str) -> None:
 
 
 def plot_layer_scores(df: pd.DataFrame, score: str = "delta_nll", overlay: str | None = "alpha_mean",
-                      ax: Axes | None = None, logy: bool = False, color: str = "tab:blue") -> Axes:
-    """One bar per layer for ``score``, and ``overlay`` as a line on a twin y-axis.
+                      ax: Axes | None = None, logy: bool = False, color: str = SCORE_COLOR) -> Axes:
+    """One bar per layer for ``score``, and ``overlay`` as a line in a second panel below (shared x).
+
+    With a given ``ax`` there is no room for a second panel: the overlay then goes on a twin y-axis.
 
     Args:
         df: per-layer table (columns layer, ``score`` and ``overlay``).
         score: the bar height (e.g. delta_nll, jacobian_gap, block_influence, growth).
-        overlay: a second per-layer column drawn on the right axis (None: none).
+        overlay: a second per-layer column drawn in the panel below (None: none).
         logy: log-scaled score axis (bars <= 0 are then not visible).
     Returns:
-        The score Axes: ``len(df)`` bars in layer order (``ax.patches``). The twin
+        The score Axes: ``len(df)`` bars in layer order (``ax.patches``). The overlay
         axes (when drawn) is ``ax.overlay_axes``, with one line (x = layer, y = overlay).
     """
     _require(df, "layer", score, *([overlay] if overlay else []))
     df = df.sort_values("layer")
+    below = None
+    if ax is None and overlay:
+        ax, below = Figure(figsize=(7.0, 5.0), layout="constrained").subplots(2, 1, sharex=True, height_ratios=(3, 2))
     ax = _new_ax(ax, figsize=(7.0, 3.6))
-    ax.bar(df["layer"], df[score], color=color, alpha=0.75, label=_label(score))
+    ax.bar(df["layer"], df[score], color=color, label=_label(score))
     ax.set_xlabel("layer")
-    ax.set_ylabel(_label(score), color=color)
+    ax.set_ylabel(_label(score))
     if logy:
         ax.set_yscale("log")
     ax.overlay_axes = None
     if overlay:
-        twin = ax.twinx()
-        twin.plot(df["layer"], df[overlay], color="tab:red", marker="o", ms=3, lw=1.2, label=_label(overlay))
-        twin.set_ylabel(_label(overlay), color="tab:red")
-        ax.overlay_axes = twin
+        other = below if below is not None else ax.twinx()
+        other.plot(df["layer"], df[overlay], color=OVERLAY_COLOR, marker="o", ms=3, lw=1.2, label=_label(overlay))
+        other.set_ylabel(_label(overlay), color=OVERLAY_COLOR if below is None else "black")
+        if below is not None:
+            other.set_xlabel("layer")
+            other.grid(True, alpha=0.3)
+        ax.overlay_axes = other
     return ax
 
 
@@ -83,7 +94,7 @@ def plot_variance_profiles(long_df: pd.DataFrame, ax: Axes | None = None, value:
         logy: log-scaled y axis.
     Returns:
         The Axes: one line per condition in order of appearance, labelled by the
-        condition; dense black, uniform dashed, acttail solid; colour by target.
+        condition; colour and marker by strategy (``plots.style``), line style by target.
     """
     _require(long_df, "condition", "layer", value)
     ax = _new_ax(ax, figsize=(6.5, 4.0))
@@ -93,23 +104,31 @@ def plot_variance_profiles(long_df: pd.DataFrame, ax: Axes | None = None, value:
     reference = (long_df[long_df["condition"] == relative_to].set_index("layer")[value]
                  if relative_to is not None else None)
     targets = sorted({float(t) for t in long_df.get("target", pd.Series([0.0])) if float(t) > 0})
-    colors = dict(zip(targets, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")))
+    linestyles = {t: TARGET_LINESTYLES[i % len(TARGET_LINESTYLES)] for i, t in enumerate(targets)}
     for condition in conditions:
         part = long_df[long_df["condition"] == condition].sort_values("layer")
         y = part[value].to_numpy(dtype=float)
         if reference is not None:
             y = y / reference.reindex(part["layer"]).to_numpy(dtype=float)
         strategy = str(part["strategy"].iloc[0]) if "strategy" in part else condition
-        style = {"ls": ":", **STRATEGY_STYLES.get(strategy, {})}
+        style = strategy_style(strategy)
         target = float(part["target"].iloc[0]) if "target" in part else 0.0
-        style.setdefault("color", colors.get(target, "gray"))
-        ax.plot(part["layer"], y, marker="o", ms=2.5, label=condition, **style)
+        style["linestyle"] = linestyles.get(target, "-")
+        style["marker"] = style["marker"] or None
+        ax.plot(part["layer"], y, ms=2.5, lw=2.0 if strategy == "dense" else 1.5, label=condition, **style)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel(_label(value) + (f" / {relative_to}" if relative_to else ""))
     ax.legend(fontsize="small")
     return ax
+
+
+def _scatter_color(column: str) -> str:
+    """A ``budget_<strategy>@<target>`` column takes its strategy's colour; others the score colour."""
+    if column.startswith("budget_"):
+        return strategy_style(column[len("budget_"):].partition("@")[0])["color"]
+    return SCORE_COLOR
 
 
 def plot_budget_vs_score(df: pd.DataFrame, x: str = "budget_acttail@0.5", y: str = "delta_nll",
@@ -122,7 +141,7 @@ def plot_budget_vs_score(df: pd.DataFrame, x: str = "budget_acttail@0.5", y: str
     """
     _require(df, "layer", x, y)
     ax = _new_ax(ax, figsize=(5.0, 4.0))
-    ax.scatter(df[x], df[y], s=20, color="tab:blue", zorder=3)
+    ax.scatter(df[x], df[y], s=20, color=_scatter_color(x), zorder=3)
     if annotate:
         for layer, xv, yv in zip(df["layer"], df[x], df[y]):
             ax.annotate(str(int(layer)), (xv, yv), fontsize="x-small", xytext=(3, 3), textcoords="offset points")

@@ -21,9 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..core.models import PROJECTIONS
-from ..spectral.rmt import count_above_mp, mp_density, mp_edges
-
-XMIN_RULE_COLORS = {"ks": "tab:red", "peak": "tab:green", "median": "tab:purple"}
+from .style import ESD_COLOR, GREY, OKABE_ITO, XMIN_RULE_COLORS, color_scale, kind_color, series_color
 
 
 def _new_ax(ax: Axes | None, figsize=(5.5, 4.0)) -> Axes:
@@ -114,14 +112,14 @@ def plot_esd(
         edges = np.geomspace(eigs[0], eigs[-1], bins + 1)
     else:
         edges = np.linspace(eigs[0], eigs[-1], bins + 1)
-    ax.hist(eigs, bins=edges, density=True, color="tab:blue", alpha=0.55, label=f"ESD ({eigs.size} eigenvalues)")
+    ax.hist(eigs, bins=edges, density=True, color=ESD_COLOR, alpha=0.7, label=f"ESD ({eigs.size} eigenvalues)")
     if show_fit:
         fit = _fit(eigs, xmin) if fit is None else fit
         xs = np.geomspace(fit.xmin, eigs[-1], 100)
         ax.plot(xs, power_law_density(xs, fit), color="black", lw=2,
                 label=f"power law, alpha = {fit.alpha:.2f}{_rule_label(fit)}")
-        ax.axvline(fit.xmin, color="tab:red", ls="--", lw=1.5,
-                   label=f"xmin = {fit.xmin:.3g} ({fit.n_tail} in tail)")
+        ax.axvline(fit.xmin, color=XMIN_RULE_COLORS.get(getattr(fit, "xmin_rule", None), XMIN_RULE_COLORS["ks"]),
+                   ls="--", lw=1.5, label=f"xmin = {fit.xmin:.3g} ({fit.n_tail} in tail)")
     if loglog:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -130,7 +128,7 @@ def plot_esd(
     ax.set_ylabel("density")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="lower left" if loglog else "best")  # the tail runs to the lower right
     return ax
 
 
@@ -198,10 +196,10 @@ def plot_ks_curve(
     eigs = _positive(eigs)
     curve = ks_curve(eigs)
     ax = _new_ax(ax, figsize=(6.0, 5.0))
-    ax.plot(curve["xmin"], curve["ks_distance"], color="tab:blue", lw=1.5, label="KS distance D")
+    ax.plot(curve["xmin"], curve["ks_distance"], color=OKABE_ITO["blue"], lw=1.5, label="KS distance D")
     for rule in rules:
         fit = fit_power_law(eigs, xmin=rule)
-        ax.axvline(fit.xmin, color=XMIN_RULE_COLORS.get(rule, "gray"), ls="--",
+        ax.axvline(fit.xmin, color=XMIN_RULE_COLORS.get(rule, GREY), ls="--",
                    label=f"{rule}: xmin = {fit.xmin:.3g}, alpha = {fit.alpha:.2f}, D = {fit.ks_distance:.3f}")
     ax.set_xscale("log")
     _tidy_log_axis(ax.xaxis, float(curve["xmin"].iloc[0]), float(curve["xmin"].iloc[-1]))
@@ -209,9 +207,9 @@ def plot_ks_curve(
     ax.set_ylabel("KS distance D")
     if show_alpha:
         twin = ax.twinx()
-        twin.plot(curve["xmin"], curve["alpha"], color="tab:orange", ls=":", lw=1.5)
+        twin.plot(curve["xmin"], curve["alpha"], color=OKABE_ITO["orange"], ls=":", lw=1.5)
         twin.set_ylim(*alpha_ylim)
-        twin.set_ylabel("alpha (dotted)", color="tab:orange")
+        twin.set_ylabel("alpha (dotted)", color=OKABE_ITO["orange"])
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1, frameon=False)
     return ax
 
@@ -228,21 +226,32 @@ def plot_alpha_heatmap(
     value: str = "alpha",
     ax: Axes | None = None,
     robust: bool = True,
-    cmap: str = "viridis",
+    cmap: str | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> Axes:
     """Heat map of ``value`` with layers as rows (layer 0 on top) and projection kinds as columns.
 
     Args:
         table: one row per projection (columns ``layer``, ``projection``, ``value``).
         value: column to show.
-        robust: colour range from the 2nd to the 98th percentile (outliers saturate,
-            the colour bar shows arrows); the image data keep the exact values.
+        robust: for a column without a fixed scale, the colour range from the 2nd to the 98th
+            percentile; ``alpha`` always uses the fixed scale of ``plots.style.color_scale("alpha")``
+            so that heat maps side by side compare (outliers saturate, the colour bar shows
+            arrows); the image data keep the exact values.
+        vmin, vmax, cmap: override the colour scale.
     Returns:
         The Axes; ``ax.images[0].get_array()`` is the (n_layers, n_kinds) matrix.
     """
     matrix = alpha_matrix(table, value)
     ax = _new_ax(ax, figsize=(4.5, max(3.0, 0.16 * len(matrix) + 1.2)))
-    vmin, vmax = _robust_range(matrix.to_numpy()) if robust else (None, None)
+    scale = color_scale("alpha") if value.startswith("alpha") else None
+    if scale is not None:
+        lo, hi = scale["vmin"], scale["vmax"]
+    else:
+        lo, hi = _robust_range(matrix.to_numpy()) if robust else (np.nanmin(matrix.to_numpy()), np.nanmax(matrix.to_numpy()))
+    vmin, vmax = (lo if vmin is None else vmin), (hi if vmax is None else vmax)
+    cmap = cmap or color_scale("alpha")["cmap"]
     image = ax.imshow(matrix.to_numpy(dtype=float), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
                       interpolation="nearest")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns)
@@ -251,7 +260,7 @@ def plot_alpha_heatmap(
     ax.set_xlabel("projection")
     ax.set_ylabel("layer")
     extend = "neither"
-    if robust:
+    if vmin is not None and vmax is not None:
         data = matrix.to_numpy(dtype=float)
         extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
                   (True, True): "both"}[(bool(np.nanmin(data) < vmin), bool(np.nanmax(data) > vmax))]
@@ -278,7 +287,8 @@ def plot_alpha_by_kind(
                medianprops=dict(color="black", lw=2))
     rng = np.random.default_rng(seed)
     xs = np.concatenate([np.full(len(g), i + 1) + rng.uniform(-0.18, 0.18, len(g)) for i, g in enumerate(groups)])
-    ax.scatter(xs, np.concatenate(groups), s=10, alpha=0.6, color="tab:blue", zorder=3)
+    colors = [kind_color(k) for k, g in zip(kinds, groups) for _ in g]
+    ax.scatter(xs, np.concatenate(groups), s=10, alpha=0.6, c=colors, zorder=3)
     ax.set_xlabel("projection")
     ax.set_ylabel(value)
     return ax
@@ -302,7 +312,7 @@ def plot_alpha_by_depth(
     matrix = alpha_matrix(table, value)
     ax = _new_ax(ax, figsize=(7.0, 4.0))
     for kind in matrix.columns:
-        ax.plot(matrix.index, matrix[kind], marker="o", ms=3, lw=1, alpha=0.8, label=kind)
+        ax.plot(matrix.index, matrix[kind], marker="o", ms=3, lw=1, alpha=0.8, label=kind, color=kind_color(kind))
     if show_mean:
         ax.plot(matrix.index, matrix.mean(axis=1), color="black", lw=2.5, label="block mean")
     if robust:
@@ -331,7 +341,8 @@ def plot_mean_alpha_by_kind(
     for label, table in tables.items():
         means = table.groupby("projection")[value].mean()
         kinds = [k for k in PROJECTIONS if k in means.index]
-        ax.plot(range(len(kinds)), means.reindex(kinds).to_numpy(), marker="o", lw=1.5, label=label)
+        ax.plot(range(len(kinds)), means.reindex(kinds).to_numpy(), marker="o", lw=1.5, label=label,
+                color=series_color(label))
     ax.set_xticks(range(len(PROJECTIONS)), PROJECTIONS)
     ax.set_xlabel("projection")
     ax.set_ylabel(f"mean {value}")
@@ -359,10 +370,10 @@ def plot_alpha_scatter(
     ax = _new_ax(ax, figsize=(5.0, 4.5))
     for kind in [k for k in PROJECTIONS if k in set(merged["projection"])]:
         part = merged[merged["projection"] == kind]
-        ax.scatter(part[f"{value}_x"], part[f"{value}_y"], s=14, alpha=0.8, label=kind)
+        ax.scatter(part[f"{value}_x"], part[f"{value}_y"], s=14, alpha=0.8, label=kind, color=kind_color(kind))
     both = merged[[f"{value}_x", f"{value}_y"]].to_numpy(dtype=float)
     lo, hi = np.nanmin(both), np.nanmax(both)
-    ax.plot([lo, hi], [lo, hi], color="gray", ls="--", lw=1, label="y = x")
+    ax.plot([lo, hi], [lo, hi], color=GREY, ls="--", lw=1, label="y = x")
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -371,49 +382,4 @@ def plot_alpha_scatter(
     ax.set_xlabel(f"{value} ({labels[0]})")
     ax.set_ylabel(f"{value} ({labels[1]})")
     ax.legend(fontsize="small", ncols=2)
-    return ax
-
-
-# --------------------------------------------------------------------------- MP baseline
-def plot_mp_fit(
-    eigs,
-    q: float,
-    sigma2: float,
-    ax: Axes | None = None,
-    bins: int = 60,
-    x_max: float | None = None,
-) -> Axes:
-    """Histogram of a normalised spectrum against the Marchenko-Pastur density.
-
-    Args:
-        eigs: eigenvalues of ``W^T W / N`` (``rmt.normalized_esd``), same units as the MP law.
-        q: aspect ratio ``min/max`` of the matrix shape.
-        sigma2: entry variance of the MP law (e.g. ``rmt.mp_sigma2(eigs)``).
-        x_max: right end of the view (default: the largest eigenvalue). Eigenvalues
-            beyond it are counted in the density but not drawn.
-    Returns:
-        The Axes: histogram patches, then lines: MP density, lower edge, upper edge.
-        The text box states how many eigenvalues lie above the upper edge.
-    """
-    eigs = np.sort(np.asarray(eigs, dtype=float))
-    lo, hi = mp_edges(q, sigma2)
-    x_max = float(eigs[-1]) if x_max is None else float(x_max)
-    edges = np.linspace(0.0, x_max, bins + 1)
-    shown = eigs[eigs <= x_max]
-    weights = np.full(shown.size, 1.0 / (eigs.size * (edges[1] - edges[0])))
-    ax = _new_ax(ax)
-    ax.hist(shown, bins=edges, weights=weights, color="tab:blue", alpha=0.55, label="ESD")
-    xs = np.linspace(lo, hi, 400)
-    ax.plot(xs, mp_density(xs, q, sigma2), color="black", lw=2,
-            label=f"Marchenko-Pastur (q = {q:.3g}, $\\sigma^2$ = {sigma2:.3g})")
-    ax.axvline(lo, color="gray", ls=":", lw=1)
-    ax.axvline(hi, color="tab:red", ls="--", lw=1.5, label=f"MP edge $\\lambda_+$ = {hi:.3g}")
-    n_out = count_above_mp(eigs, q, sigma2)
-    ax.text(0.98, 0.70, f"{n_out} of {eigs.size} above $\\lambda_+$\nlargest = {eigs[-1]:.3g}",
-            transform=ax.transAxes, ha="right", va="top", fontsize="small",
-            bbox=dict(boxstyle="round", fc="white", ec="0.7"))
-    ax.set_xlim(0.0, x_max)
-    ax.set_xlabel("eigenvalue of $W^T W / N$")
-    ax.set_ylabel("density")
-    ax.legend(fontsize="small", loc="upper right")
     return ax

@@ -23,8 +23,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..core.models import PROJECTIONS
+from .style import OTHER_KIND_COLOR, plotly_color_scale, plotly_kind_color, plotly_strategy_style
 
-_KIND_COLOR = dict(zip(PROJECTIONS, ("#1f77b4", "#aec7e8", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")))
+_UNIFORM = plotly_strategy_style("uniform")["line"]["color"]
+_ALLOCATION = plotly_strategy_style("acttail")["line"]["color"]
 _HEIGHT = 360
 _WIDTH = 540  # fixed: two figures side by side fit a notebook column, and the widget never re-flows
 _MARGIN = dict(l=55, r=20, t=50, b=45)
@@ -40,12 +42,12 @@ def _base(fig: go.Figure, title: str, **layout) -> go.Figure:
 def mapping_figure(view) -> go.Figure:
     """Alpha -> sparsity: the mapping as a line, each projection as a point, uniform's S dashed."""
     fig = go.Figure([
-        go.Scatter(mode="lines", name="mapping", line=dict(color="#444", width=2), hoverinfo="skip"),
+        go.Scatter(mode="lines", name="mapping", line=dict(color=_ALLOCATION, width=2), hoverinfo="skip"),
         go.Scatter(mode="markers", name="projections",
                    marker=dict(size=6, opacity=0.8, colorscale=_kind_colorscale(), cmin=-0.5,
                                cmax=len(PROJECTIONS) + 0.5),
                    hovertemplate="%{text}<br>alpha %{x:.3f}<br>sparsity %{y:.3f}<extra></extra>"),
-        go.Scatter(mode="lines", name="uniform", line=dict(color="#999", dash="dash"), hoverinfo="skip"),
+        go.Scatter(mode="lines", name="uniform", line=dict(color=_UNIFORM, dash="dash"), hoverinfo="skip"),
     ])
     _base(fig, "alpha -> sparsity", xaxis_title="alpha", yaxis_title="sparsity",
           yaxis_range=[0, 1], legend=dict(orientation="h", y=-0.2))
@@ -86,7 +88,7 @@ def _set_identity(trace, alloc) -> None:
 
 def _kind_colorscale() -> list:
     """A step colour scale: kind index i (0..6, 7 = other) -> its colour."""
-    colors = [_KIND_COLOR[k] for k in PROJECTIONS] + ["#7f7f7f"]
+    colors = [plotly_kind_color(k) for k in PROJECTIONS] + [OTHER_KIND_COLOR]
     n = len(colors)
     return [[edge, color] for i, color in enumerate(colors) for edge in (i / n, (i + 1) / n)]
 
@@ -100,7 +102,7 @@ def _names(alloc) -> np.ndarray:
 # --------------------------------------------------------------------------- heat map
 def heatmap_figure(view) -> go.Figure:
     """Sparsity of every projection: layers down, projection kinds across, colour scale [0, 1]."""
-    fig = go.Figure(go.Heatmap(zmin=0.0, zmax=1.0, colorscale="Viridis", colorbar=dict(title="sparsity"),
+    fig = go.Figure(go.Heatmap(**plotly_color_scale("sparsity"), colorbar=dict(title="sparsity"),
                                hovertemplate="layer %{y}, %{x}: %{z:.3f}<extra></extra>"))
     _base(fig, "sparsity per layer x projection", xaxis_title="projection", yaxis_title="layer",
           yaxis_autorange="reversed")
@@ -125,9 +127,9 @@ def update_heatmap(fig: go.Figure, view) -> go.Figure:
 def histogram_figure(view) -> go.Figure:
     """How many projections get each sparsity (bins of 0.025), with uniform's S as a vertical line."""
     fig = go.Figure([
-        go.Bar(name="projections", marker_color="#1f77b4",
+        go.Bar(name="projections", marker_color=_ALLOCATION,
                hovertemplate="sparsity %{x:.3f}: %{y} projections<extra></extra>"),
-        go.Scatter(mode="lines", name="uniform", line=dict(color="#d62728", dash="dash"), hoverinfo="skip"),
+        go.Scatter(mode="lines", name="uniform", line=dict(color=_UNIFORM, dash="dash"), hoverinfo="skip"),
     ])
     _base(fig, "histogram of budgets", xaxis_title="sparsity", yaxis_title="projections",
           xaxis_range=[0, 1], bargap=0.05, showlegend=False)
@@ -157,7 +159,7 @@ def uniform_comparison_figure(view) -> go.Figure:
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=("sparsity by layer", "estimated error by layer"),
                         horizontal_spacing=0.12)
-    styles = [("allocation", "#1f77b4", None), ("uniform", "#d62728", "dash")]
+    styles = [("allocation", _ALLOCATION, None), ("uniform", _UNIFORM, "dash")]
     for col in (1, 2):
         for name, color, dash in styles:
             fig.add_trace(go.Scatter(mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,

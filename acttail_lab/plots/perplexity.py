@@ -5,10 +5,11 @@ Every ``plot_*`` helper takes ``ax=None`` and returns the Axes it drew on (a new
 in a notebook display ``ax.figure``). Inputs are the tidy tables of
 ``acttail_lab.report.results`` (runs: one row per strategy x sparsity plus a dense row)
 and of ``acttail_lab.allocation`` (one row per projection, or ``summary`` rows).
-Each strategy keeps one colour across figures (:func:`strategy_style`).
+Each strategy keeps one colour, marker and line style in every figure (``plots.style.strategy_style``, by name).
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -24,42 +25,15 @@ from ..report.results import (
     run_labels,
 )
 from .esd import _new_ax, alpha_matrix
+from .style import STRATEGY_STYLES, color_scale, series_color, sparsity_scale, strategy_style
 
-STRATEGY_STYLES: dict[str, dict] = {
-    "uniform": dict(color="black", marker="o"),
-    "acttail": dict(color="tab:blue", marker="s"),
-    "acttail-block": dict(color="tab:orange", marker="D"),
-    "acttail-rev": dict(color="tab:red", marker="v", ls="--"),
-    "acttail-eps0.1": dict(color="tab:cyan", marker="^"),
-    "acttail-eps0.5": dict(color="tab:purple", marker="^"),
-    "acttail-rank": dict(color="tab:green", marker="P"),
-    "acttail-power": dict(color="tab:olive", marker="X"),
-    "shuffled": dict(color="tab:gray", marker="x", ls="--"),
-    "teal-kind": dict(color="tab:brown", marker="*"),
-    "rotated-uniform": dict(color="0.35", marker="o", ls="-."),
-    "rotated-acttail": dict(color="tab:blue", marker="s", ls="-.", mfc="white"),
-    "teal-threshold": dict(color="tab:brown", marker="d"),
-    "acttail-threshold": dict(color="tab:cyan", marker="d", ls="--"),
-    "cats": dict(color="tab:pink", marker="h"),
-    "ffn-threshold": dict(color="tab:olive", marker="p"),
-    "ffn-topk": dict(color="tab:olive", marker="p", ls=":", mfc="white"),
-}
-"""Colour, marker and line style of the preset strategies (controls are dashed)."""
-_SPARE_COLORS = ("tab:pink", "#17becf", "#bcbd22", "#8c564b", "#1f77b4", "#ff7f0e")
-
-
-_RULE_LINESTYLES = {"ks": None, "peak": "-.", "median": ":"}
-
-
-def strategy_style(label: str, index: int = 0) -> dict:
-    """Line style of a strategy label: the preset's colour and marker (``STRATEGY_STYLES``), else a
-    spare colour chosen by ``index``. A label with an xmin suffix other than ``ks``
-    (``"acttail (xmin=peak)"``) gets open markers and a dash-dot (peak) or dotted (other) line."""
-    base, _, rule = label.partition(" (xmin=")
-    style = dict(STRATEGY_STYLES.get(base) or dict(color=_SPARE_COLORS[index % len(_SPARE_COLORS)], marker="o", ls=":"))
-    rule = rule.rstrip(")")
+def line_style(label: str) -> dict:
+    """Matplotlib line keywords of a run label: :func:`plots.style.strategy_style` (colour, marker,
+    line style by name), with open markers for an xmin rule other than ``ks`` (``"acttail (xmin=peak)"``)."""
+    style = strategy_style(label)
+    rule = label.partition(" (xmin=")[2].rstrip(")")
     if rule and rule != "ks":
-        style.update(ls=_RULE_LINESTYLES.get(rule) or ":", mfc="white")
+        style["mfc"] = "white"
     return style
 
 
@@ -78,7 +52,7 @@ def _labelled(runs: pd.DataFrame, strategies: Sequence[str] | None) -> tuple[pd.
 # --------------------------------------------------------------------------- perplexity
 def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, strategies: Sequence[str] | None = None,
                                 dense: bool = True, logy: bool = True, title: str | None = None,
-                                x: str = "sparsity") -> Axes:
+                                x: str = "sparsity", collapse_at: float | None = None) -> Axes:
     """Perplexity against target sparsity, one line per strategy (ActTail's headline figure).
 
     Args:
@@ -88,23 +62,32 @@ def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, stra
         logy: log-scale perplexity axis (errors grow multiplicatively with sparsity).
         x: ``"sparsity"`` (each strategy's target) or ``"realised_sparsity"`` (fraction of all
             projection weights skipped: the fair axis when some methods cover only the FFN).
+        collapse_at: a perplexity (e.g. ``report.headline.collapse_threshold``): the axis stops
+            just above it, the band above it is shaded, and each point at or above it is marked
+            by a triangle in its strategy's colour at the top (the lines keep the exact values).
     Returns:
         The Axes: one line per strategy (x = the ``x`` column ascending, y = perplexity,
-        label = strategy), then the dense line when drawn (label ``"dense"``).
+        label = strategy), then the dense line when drawn (label ``"dense"``); with
+        ``collapse_at`` and a run at or above it, ``ax.collections[0]`` holds the collapsed points' markers.
     """
     check_runs(runs)
     check_one_setting(runs, "plot_perplexity_vs_sparsity")
     runs, labels = _labelled(runs, strategies)
     ax = _new_ax(ax, figsize=(6.5, 4.5))
-    for i, label in enumerate(labels):
+    for label in labels:
         rows = runs[runs["label"] == label].sort_values(x)
         ax.plot(rows[x].to_numpy(float), rows["perplexity"].to_numpy(float), lw=1.8, ms=6,
-                label=label, **strategy_style(label, i))
+                label=label, **line_style(label))
     dense_rows = runs[runs["strategy"] == DENSE]
     if dense and not dense_rows.empty:
-        ax.axhline(float(dense_rows["perplexity"].iloc[0]), color="0.45", ls=":", lw=1.5, label=DENSE)
+        dense_style = strategy_style(DENSE)
+        ax.axhline(float(dense_rows["perplexity"].iloc[0]), color=dense_style["color"], ls=dense_style["linestyle"],
+                   lw=1.5, label=DENSE)
     if logy:
         ax.set_yscale("log")
+    if collapse_at is not None:
+        shown = runs["label"].isin(labels) | ((runs["strategy"] == DENSE) & dense)
+        _mark_collapsed(ax, runs[shown], x, float(collapse_at), logy)
     ax.set_xlabel("target sparsity (parameter-weighted mean)" if x == "sparsity"
                   else "realised sparsity (fraction of all projection weights skipped)")
     ax.set_ylabel("perplexity" + (" (log scale)" if logy else ""))
@@ -112,6 +95,48 @@ def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, stra
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
+
+
+def _fill(text: str, width: int) -> str:
+    return textwrap.fill(text, width, break_on_hyphens=False)
+
+
+def plot_headline(runs: pd.DataFrame, strategies: Sequence[str] | None = None, ax: Axes | None = None,
+                  what: str = "", x: str = "sparsity", reached_only: bool = False) -> Axes:
+    """:func:`plot_perplexity_vs_sparsity` as a finding: plain strategy labels, collapsed runs marked
+    at the top (``report.headline.collapse_threshold``) and a title that states the winner per
+    target (``report.headline.finding_title``), prefixed by ``what`` (e.g. "SmolLM2-135M").
+    ``strategies``: strategy names (those present are drawn, in this order; default all)."""
+    from ..report import headline
+
+    runs = headline.plain_labels(runs)
+    shown = list(dict.fromkeys(runs.loc[runs["strategy"] != DENSE, "strategy"])) if strategies is None \
+        else [s for s in strategies if (runs["strategy"] == s).any()]
+    subset = runs[runs["strategy"].isin(shown + [DENSE])]
+    title = headline.finding_title(subset, reached_only=reached_only)
+    ax = plot_perplexity_vs_sparsity(subset, ax=ax, strategies=shown, x=x,
+                                     collapse_at=headline.collapse_threshold(runs),
+                                     title=_fill(f"{what}: {title}" if what else title, 75))
+    ax.title.set_fontsize("medium")
+    if ax.figure.get_figwidth() < 8.0:
+        ax.figure.set_size_inches(8.0, 4.8)
+    return ax
+
+
+def _mark_collapsed(ax: Axes, runs: pd.DataFrame, x: str, limit: float, logy: bool) -> None:
+    """Stop the y axis just above ``limit``, shade the band above it, mark collapsed points at the top
+    (nothing to do when no run reaches ``limit``)."""
+    gone = runs[(runs["perplexity"] >= limit) & (runs["strategy"] != DENSE)]
+    if gone.empty:
+        return
+    low = float(np.nanmin(runs["perplexity"]))
+    top = limit * 2.0 if logy else limit * 1.15
+    ax.set_ylim(low / 1.3 if logy else 0.0, top)
+    ax.axhspan(limit, top, color="0.92", zorder=0)
+    marker_y = limit * 1.45 if logy else limit * 1.08
+    ax.scatter(gone[x].to_numpy(float), np.full(len(gone), marker_y), marker="^", s=42, zorder=4,
+               c=[strategy_style(label)["color"] for label in gone["label"]], edgecolors="black", linewidths=0.4,
+               label=f"collapsed (perplexity >= {limit:.0f})", clip_on=False)
 
 
 def _setting_title(runs: pd.DataFrame) -> str:
@@ -151,8 +176,8 @@ def plot_relative_change(runs: pd.DataFrame, ax: Axes | None = None, strategies:
     for i, label in enumerate(labels):
         rows = rel[rel["label"] == label].set_index("sparsity")["change_pct"].reindex(sparsities)
         offsets = np.arange(len(sparsities)) - 0.4 + width * (i + 0.5)
-        style = strategy_style(label, i)
-        hatch = {"--": "//", "-.": "..", ":": ".."}.get(style.get("ls"))  # controls //, other xmin rules ..
+        style = strategy_style(label)
+        hatch = {"--": "//", "-.": "..", ":": ".."}.get(style["linestyle"])  # controls //, other xmin rules ..
         ax.bar(offsets, rows.to_numpy(float), width=width, color=style["color"], label=label,
                hatch=hatch, edgecolor="white", linewidth=0.5)
     ax.axhline(0.0, color="black", lw=1)
@@ -169,14 +194,35 @@ def plot_relative_change(runs: pd.DataFrame, ax: Axes | None = None, strategies:
     return ax
 
 
+def plot_change_heatmap(change: pd.DataFrame, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Strategy x target heat map of the perplexity change against uniform (``headline.change_matrix``).
+
+    Colour: log2(perplexity / uniform's) on the fixed ``relative_change`` scale of ``plots.style``
+    (blue = better than uniform, red = worse; beyond half / double it saturates); each cell is
+    written as the change in percent (``x650`` for a factor).
+    Returns:
+        The Axes; ``ax.images[0].get_array()`` is log2(1 + change / 100), rows = ``change.index``.
+    """
+    ratio = np.log2(1.0 + change.to_numpy(dtype=float) / 100.0)
+    ax = _new_ax(ax, figsize=(1.2 * change.shape[1] + 3.2, 0.32 * change.shape[0] + 1.4))
+    image = ax.imshow(ratio, aspect="auto", interpolation="nearest", **color_scale("relative_change"))
+    for (i, j), value in np.ndenumerate(change.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            text = f"{value:+.0f}%" if abs(value) < 1000 else f"x{1 + value / 100:.0f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize="x-small",
+                    color="white" if abs(ratio[i, j]) > 0.7 else "black")
+    ax.set_xticks(range(change.shape[1]), [f"{s:g}" for s in change.columns])
+    ax.set_yticks(range(change.shape[0]), change.index)
+    ax.set_xlabel("target sparsity")
+    bar = ax.figure.colorbar(image, ax=ax, label="perplexity vs uniform's (colour: log scale)", extend="both")
+    ticks = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    bar.set_ticks(ticks, labels=[f"{100 * (2 ** t - 1):+.0f}%" for t in ticks])
+    if title:
+        ax.set_title(title, fontsize="medium")
+    return ax
+
+
 # --------------------------------------------------------------------------- allocations
-def _centred_range(values, center: float) -> tuple[float, float]:
-    """Symmetric colour range around ``center`` covering every value (half-width at least 0.05)."""
-    values = np.asarray(values, dtype=float)
-    half = max(0.05, float(np.nanmax(np.abs(values - center))))
-    return center - half, center + half
-
-
 def plot_sparsity_map(allocation: pd.DataFrame, ax: Axes | None = None, vmin: float = 0.0, vmax: float = 1.0,
                       cmap: str | None = None, center: float | None = None, colorbar: bool = True,
                       title: str | None = None) -> Axes:
@@ -185,19 +231,17 @@ def plot_sparsity_map(allocation: pd.DataFrame, ax: Axes | None = None, vmin: fl
     Args:
         allocation: ``allocation.allocate`` output (columns layer, projection, sparsity).
         vmin, vmax: colour range (default [0, 1], sequential ``magma_r``: darker = sparser).
-        center: if given (e.g. the target), a diverging map instead (``RdBu_r``: red = sparser
-            than ``center``, blue = denser, white = equal) over a range symmetric around it that
-            covers every value; vmin / vmax are then ignored.
+        cmap: override the colour map.
+        center: if given (e.g. the target), a diverging map instead (``plots.style.sparsity_scale``:
+            red = sparser than ``center``, blue = denser, white = equal) on the same [vmin, vmax].
         title: default ``"<label> @ <target>"`` when those columns exist.
     Returns:
         The Axes; ``ax.images[0].get_array()`` is ``plots.esd.alpha_matrix(allocation, "sparsity")``.
     """
     matrix = alpha_matrix(allocation, "sparsity")
-    if center is not None:
-        vmin, vmax = _centred_range(matrix.to_numpy(), center)
-    cmap = cmap or ("RdBu_r" if center is not None else "magma_r")
+    scale = sparsity_scale(center, vmin, vmax)
     ax = _new_ax(ax, figsize=(3.8, max(3.0, 0.14 * len(matrix) + 1.2)))
-    image = ax.imshow(matrix.to_numpy(dtype=float), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+    image = ax.imshow(matrix.to_numpy(dtype=float), aspect="auto", cmap=cmap or scale["cmap"], norm=scale["norm"],
                       interpolation="nearest")
     ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=90)
     step = max(1, len(matrix) // 10)
@@ -214,12 +258,12 @@ def plot_sparsity_map(allocation: pd.DataFrame, ax: Axes | None = None, vmin: fl
 
 
 def plot_sparsity_maps(allocations: Sequence[pd.DataFrame], ncols: int = 4, center: float | str | None = "target",
-                       vmin: float = 0.0, vmax: float = 1.0) -> Figure:
+                       vmin: float = 0.0, vmax: float = 1.0, title: str | None = None) -> Figure:
     """:func:`plot_sparsity_map` side by side with one shared colour scale (e.g. four strategies at one target).
 
     Args:
         center: ``"target"`` (default): a diverging scale around the allocations' common
-            target (white = the target; falls back to [vmin, vmax] if targets differ);
+            target (white = the target, on [vmin, vmax]; the sequential scale if targets differ);
             a number: around that value; None: the sequential [vmin, vmax] scale.
     Returns:
         A new Figure; ``fig.axes[i]`` is allocation i's map (the colour bar axes comes last).
@@ -228,24 +272,23 @@ def plot_sparsity_maps(allocations: Sequence[pd.DataFrame], ncols: int = 4, cent
     if isinstance(center, str):
         targets = {float(a["target"].iloc[0]) for a in allocations if "target" in a.columns}
         center = targets.pop() if len(targets) == 1 and all("target" in a for a in allocations) else None
-    if center is not None:
-        vmin, vmax = _centred_range(np.concatenate([a["sparsity"].to_numpy(float) for a in allocations]), center)
-    cmap = "RdBu_r" if center is not None else "magma_r"
     nrows = int(np.ceil(len(allocations) / ncols))
     n_layers = max(a["layer"].nunique() for a in allocations)
     fig = Figure(figsize=(2.6 * ncols + 1.2, max(3.0, 0.12 * n_layers + 1.4) * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, allocation in zip(axes, allocations):
-        plot_sparsity_map(allocation, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, colorbar=False)
+        plot_sparsity_map(allocation, ax=ax, vmin=vmin, vmax=vmax, center=center, colorbar=False)
     for ax in axes[len(allocations):]:
         fig.delaxes(ax)
     label = "sparsity" + (f" (white = {center:g})" if center is not None else "")
     fig.colorbar(axes[0].images[0], ax=list(axes[:len(allocations)]), label=label, shrink=0.9)
+    if title:
+        fig.suptitle(_fill(title, 100), fontsize="medium")
     return fig
 
 
 def plot_kind_budgets(budgets: pd.DataFrame, ax: Axes | None = None, labels: Sequence[str] | None = None,
-                      target_line: bool = True) -> Axes:
+                      target_line: bool = True, title: str | None = None) -> Axes:
     """Mean sparsity per projection kind, grouped bars: one bar series per label (model / source).
 
     Args:
@@ -263,22 +306,23 @@ def plot_kind_budgets(budgets: pd.DataFrame, ax: Axes | None = None, labels: Seq
     kinds = [k for k in PROJECTIONS if k in set(budgets["projection"])]
     ax = _new_ax(ax, figsize=(7.5, 4.0))
     width = 0.8 / max(1, len(labels))
-    colors = ("tab:blue", "#4a90d9", "#9cc3eb", "tab:brown", "tab:green", "tab:purple")
     for i, label in enumerate(labels):
         rows = budgets[budgets["label"] == label].set_index("projection")["sparsity"].reindex(kinds)
         hatch = "//" if str(label).startswith("TEAL") else None
         ax.bar(np.arange(len(kinds)) - 0.4 + width * (i + 0.5), rows.to_numpy(float), width=width,
-               color=colors[i % len(colors)], hatch=hatch, edgecolor="white", linewidth=0.5, label=label)
+               color=series_color(label), hatch=hatch, edgecolor="white", linewidth=0.5, label=label)
     if target_line and "target" in budgets.columns and budgets["target"].nunique() == 1:
         target = float(budgets["target"].iloc[0])
         ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target:g}")
     ax.set_xticks(range(len(kinds)), kinds)
     ax.set_xlabel("projection kind")
     ax.set_ylabel("mean sparsity over layers")
+    if title:
+        ax.set_title(_fill(title, 75), fontsize="medium")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 
-__all__ = ["STRATEGY_STYLES", "strategy_style", "plot_perplexity_vs_sparsity", "plot_relative_change",
+__all__ = ["STRATEGY_STYLES", "strategy_style", "line_style", "plot_perplexity_vs_sparsity", "plot_relative_change", "plot_change_heatmap", "plot_headline",
            "plot_sparsity_map", "plot_sparsity_maps", "plot_kind_budgets"]

@@ -13,6 +13,18 @@ from matplotlib.axes import Axes
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax
+from .style import GREY, color_scale, kind_color
+
+SITE_KINDS = {"mlp_in": "gate", "attn_in": "q", "o": "o", "down": "down"}
+"""Input site -> the projection kind whose colour it takes (``mlp_in`` feeds gate and up)."""
+
+
+def _target_color(target: float) -> tuple:
+    """Colour of a target sparsity: its place on the fixed sparsity colour scale (by value, not position)."""
+    from matplotlib import colormaps
+
+    scale = color_scale("sparsity")
+    return colormaps[scale["cmap"]](0.25 + 0.6 * (float(target) - scale["vmin"]) / (scale["vmax"] - scale["vmin"]))
 
 
 def plot_token_spread(by_kind: pd.DataFrame, strategy: str, ax: Axes | None = None) -> Axes:
@@ -30,12 +42,14 @@ def plot_token_spread(by_kind: pd.DataFrame, strategy: str, ax: Axes | None = No
     kinds = [k for k in PROJECTIONS if k in set(rows["projection"])]
     targets = sorted(rows["target"].unique())
     for j, target in enumerate(targets):
+        color = _target_color(target)
         part = rows[rows["target"] == target].set_index("projection").loc[kinds]
         xs = np.arange(len(kinds)) + (j - (len(targets) - 1) / 2) * 0.25
         mean = part["realised_sparsity"].to_numpy(float)
         err = np.vstack([mean - part["realised_p05"].to_numpy(float), part["realised_p95"].to_numpy(float) - mean])
-        ax.errorbar(xs, mean, yerr=np.clip(err, 0, None), fmt="o", capsize=3, label=f"target {target:g}")
-        ax.axhline(target, color=f"C{j}", ls="--", lw=0.8)
+        ax.errorbar(xs, mean, yerr=np.clip(err, 0, None), fmt="o", capsize=3, color=color,
+                    label=f"target {target:g}")
+        ax.axhline(target, color=color, ls="--", lw=0.8)
     ax.set_xticks(np.arange(len(kinds)), kinds)
     ax.set_ylim(0, 1)
     ax.set_ylabel("realised sparsity per token")
@@ -57,13 +71,14 @@ def plot_active_set_overlap(overlap: pd.DataFrame, sparsity: float, ax: Axes | N
     if rows.empty:
         raise ValueError(f"No rows at sparsity {sparsity}; the table has {sorted(overlap['sparsity'].unique())}.")
     ax = _new_ax(ax, figsize=(6.5, 4))
-    for i, (site, part) in enumerate(rows.groupby("site", sort=True)):
+    for site, part in rows.groupby("site", sort=True):
+        color = kind_color(SITE_KINDS.get(site, site))
         part = part.sort_values("layer")
         layers = part["layer"].to_numpy()
-        ax.plot(layers, part[f"token_{metric}"], color=f"C{i}", marker="o", ms=3, label=f"{site}: next token")
-        ax.plot(layers, part[f"layer_{metric}"], color=f"C{i}", ls="--", marker="s", ms=3, label=f"{site}: next layer")
-        ax.plot(layers, part[f"token_{metric}_chance"], color="0.6", ls=":", lw=1)
-    ax.plot([], [], color="0.6", ls=":", label="chance (same set sizes)")
+        ax.plot(layers, part[f"token_{metric}"], color=color, marker="o", ms=3, label=f"{site}: next token")
+        ax.plot(layers, part[f"layer_{metric}"], color=color, ls="--", marker="s", ms=3, label=f"{site}: next layer")
+        ax.plot(layers, part[f"token_{metric}_chance"], color=GREY, ls=":", lw=1)
+    ax.plot([], [], color=GREY, ls=":", label="chance (same set sizes)")
     ax.set_xlabel("layer")
     ax.set_ylabel("hit rate |A∩B|/|B|" if metric == "hit" else "Jaccard overlap")
     ax.set_ylim(0, 1)

@@ -26,10 +26,7 @@ from scipy.stats import spearmanr
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax, _tidy_log_axis, alpha_matrix
-
-KIND_COLORS = dict(zip(PROJECTIONS, ("tab:blue", "tab:cyan", "tab:orange", "tab:green", "tab:red",
-                                     "tab:purple", "tab:brown")))
-"""One colour per projection kind, shared by every figure of this module."""
+from .style import KIND_COLORS, color_scale, kind_color, sparsity_scale  # noqa: F401  (KIND_COLORS re-exported)
 
 GROUPING_LABELS = {"all": "all", "projection": "in kind", "layer": "in layer"}
 """Tick labels of the correlation table's groupings (see :func:`plot_correlation_table`)."""
@@ -75,11 +72,11 @@ def plot_cost_curves(cost: pd.DataFrame, names: Sequence[str] | None = None, ax:
         part = groups[name]
         kind = part["projection"].iloc[0]
         if names is None:
-            ax.plot(part["sparsity"], part[value], color=KIND_COLORS.get(kind, "gray"), lw=0.8, alpha=0.5)
+            ax.plot(part["sparsity"], part[value], color=kind_color(kind), lw=0.8, alpha=0.5)
         else:
             ax.plot(part["sparsity"], part[value], marker="o", ms=3, lw=1.5, label=name)
     if names is None:
-        handles = [Line2D([], [], color=KIND_COLORS.get(k, "gray"), lw=2, label=k) for k in _kinds(cost)]
+        handles = [Line2D([], [], color=kind_color(k), lw=2, label=k) for k in _kinds(cost)]
         ax.legend(handles=handles, fontsize="small", ncols=2, title="projection")
     else:
         ax.legend(fontsize="x-small")
@@ -123,7 +120,7 @@ def plot_metric_vs_sensitivity(spectra: pd.DataFrame, summary: pd.DataFrame, met
     ax = _new_ax(ax, figsize=(5.0, 4.2))
     for kind in _kinds(merged):
         part = merged[merged["projection"] == kind]
-        ax.scatter(part[metric], part[column], s=16, alpha=0.8, color=KIND_COLORS.get(kind, "gray"), label=kind)
+        ax.scatter(part[metric], part[column], s=16, alpha=0.8, color=kind_color(kind), label=kind)
     rho = spearmanr(merged[metric], merged[column]).statistic if len(merged) > 2 else float("nan")
     ax.set_title(f"{metric} vs {column}: Spearman rho = {rho:+.2f} (n = {len(merged)})", fontsize="medium")
     if logx:
@@ -195,7 +192,7 @@ def plot_correlation_table(corr: pd.DataFrame, ax: Axes | None = None, sensitivi
     matrix = correlation_matrix(corr, sensitivities, groupings)
     blocks = list(dict.fromkeys(c.split(" | ")[0] for c in matrix.columns))
     ax = _new_ax(ax, figsize=(2.2 + 0.62 * matrix.shape[1], 1.6 + 0.4 * matrix.shape[0]))
-    image = ax.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    image = ax.imshow(matrix.to_numpy(), **color_scale("correlation"), aspect="auto", interpolation="nearest")
     ax.set_yticks(range(matrix.shape[0]), matrix.index)
     groups = [c.split(" | ")[1] for c in matrix.columns]
     ax.set_xticks(range(matrix.shape[1]), [GROUPING_LABELS.get(g, g) for g in groups],
@@ -218,13 +215,17 @@ def plot_correlation_table(corr: pd.DataFrame, ax: Axes | None = None, sensitivi
 
 # --------------------------------------------------------------------------- allocations
 def plot_allocations_side_by_side(allocations: Mapping[str, pd.DataFrame], vmin: float | None = None,
-                                  vmax: float | None = None, cmap: str = "viridis") -> Figure:
+                                  vmax: float | None = None, cmap: str | None = None,
+                                  center: float | str | None = "target") -> Figure:
     """Layer x projection heat maps of several allocations, one panel each, on one colour scale.
 
     Args:
         allocations: label -> allocation (columns layer, projection, n_params, sparsity).
-        vmin, vmax: the colour scale (default: the smallest and largest sparsity shown,
-            so small differences around a common target stay visible).
+        center: ``"target"`` (default): when every allocation has one common ``target``, the
+            diverging scale of ``plots.style.sparsity_scale`` on [0, 1] with white = the target
+            (as ``plots.perplexity.plot_sparsity_maps``); a number: white at that value; None
+            (or targets differ): the fixed sequential sparsity scale ``magma_r`` on [0, 1].
+        vmin, vmax, cmap: override the colour scale.
     Returns:
         A Figure with one Axes per allocation (layer 0 on top), in the mapping's
         order, then a shared colour bar; each title gives the label and the
@@ -234,23 +235,25 @@ def plot_allocations_side_by_side(allocations: Mapping[str, pd.DataFrame], vmin:
     if not allocations:
         raise ValueError("No allocations to draw. Fix: pass {label: allocation table, ...}.")
     matrices = {label: alpha_matrix(table, "sparsity") for label, table in allocations.items()}
-    values = np.concatenate([m.to_numpy(dtype=float).ravel() for m in matrices.values()])
-    low = float(np.nanmin(values)) if vmin is None else vmin
-    high = float(np.nanmax(values)) if vmax is None else vmax
-    if high <= low:
-        low, high = low - 0.05, high + 0.05
+    if isinstance(center, str):
+        targets = {float(t) for table in allocations.values() if "target" in table.columns for t in table["target"]}
+        has_all = all("target" in table.columns for table in allocations.values())
+        center = targets.pop() if has_all and len(targets) == 1 else None
+    scale = sparsity_scale(center, 0.0 if vmin is None else vmin, 1.0 if vmax is None else vmax)
+    cmap = cmap or scale["cmap"]
     n_layers = max(len(m) for m in matrices.values())
     fig = Figure(figsize=(1.0 + 2.1 * len(matrices), max(3.2, 0.15 * n_layers + 1.6)), layout="constrained")
     axes = fig.subplots(1, len(matrices), sharey=True, squeeze=False)[0]
     for ax, (label, matrix) in zip(axes, matrices.items()):
         table = allocations[label]
         mean = float(np.dot(table["sparsity"], table["n_params"]) / table["n_params"].sum())
-        image = ax.imshow(matrix.to_numpy(dtype=float), aspect="auto", cmap=cmap, vmin=low, vmax=high,
+        image = ax.imshow(matrix.to_numpy(dtype=float), aspect="auto", cmap=cmap, norm=scale["norm"],
                           interpolation="nearest")
         ax.set_xticks(range(matrix.shape[1]), matrix.columns, rotation=90, fontsize="small")
         step = max(1, len(matrix) // 15)
         ax.set_yticks(range(0, len(matrix), step), matrix.index[::step])
         ax.set_title(f"{label}\nmean {mean:.2f}", fontsize="medium")
     axes[0].set_ylabel("layer")
-    fig.colorbar(image, ax=list(axes), label="sparsity", shrink=0.9)
+    fig.colorbar(image, ax=list(axes), label="sparsity" + (f" (white = {center:g})" if center is not None else ""),
+                 shrink=0.9)
     return fig

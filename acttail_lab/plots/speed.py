@@ -17,11 +17,17 @@ from matplotlib.axes import Axes
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax
+from .style import GREY, kind_color, series_color, strategy_style
 
-LIMIT_STYLE = dict(color="0.45", ls="--", lw=1.2, label="limit 1/(1-s)")
-SHAPE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
-STRATEGY_COLORS = {"dense": "black", "uniform": "tab:gray", "acttail": "tab:blue"}
+LIMIT_STYLE = dict(color=GREY, ls="--", lw=1.2, label="limit 1/(1-s)")
 MODE_STYLES = {"topk": dict(ls="-", marker="o"), "threshold": dict(ls=":", marker="^")}
+
+
+def _shape_color(group: pd.DataFrame) -> str:
+    """Colour of a weight shape: its first projection kind's colour (``"q,k,v,o"`` -> q's), by name."""
+    if "kinds" in group.columns:
+        return kind_color(str(group["kinds"].iloc[0]).split(",")[0].strip())
+    return series_color(str(group["shape"].iloc[0]))
 
 
 def _limit_line(ax: Axes, lo: float, hi: float) -> None:
@@ -54,9 +60,9 @@ def plot_gemv_speedup(gemv: pd.DataFrame, ax: Axes | None = None, method: str = 
         raise ValueError(f"No rows for method={method!r}, dtype={dtype!r} (methods: {sorted(set(gemv['method']))}, "
                          f"dtypes: {sorted(set(gemv['dtype']))}).")
     ax = _new_ax(ax)
-    for i, (shape, group) in enumerate(rows.groupby("shape", sort=False)):
+    for shape, group in rows.groupby("shape", sort=False):
         group = group.sort_values("sparsity")
-        ax.plot(group["sparsity"], group["speedup"], marker="o", color=SHAPE_COLORS[i % len(SHAPE_COLORS)],
+        ax.plot(group["sparsity"], group["speedup"], marker="o", color=_shape_color(group),
                 label=f"{shape} ({group['kinds'].iloc[0]})")
     _limit_line(ax, 0.0, float(rows["sparsity"].max()))
     ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
@@ -81,7 +87,7 @@ def plot_decode_speedup(decode: pd.DataFrame, ax: Axes | None = None, modes: Seq
     ax = _new_ax(ax)
     for (strategy, mode), group in body[body["mode"].isin(modes)].groupby(["strategy", "mode"], sort=False):
         group = group.sort_values("target")
-        ax.plot(group["target"], group["speedup"], color=STRATEGY_COLORS.get(strategy, "tab:purple"),
+        ax.plot(group["target"], group["speedup"], color=strategy_style(strategy)["color"],
                 label=f"{strategy} ({mode})", **MODE_STYLES.get(mode, {}))
     _limit_line(ax, float(body["target"].min()), float(body["target"].max()))
     if "bytes_limit" in body:
@@ -113,9 +119,9 @@ def plot_tokens_per_s(decode: pd.DataFrame, ax: Axes | None = None, mode: str = 
     ax = _new_ax(ax)
     for strategy, group in body.groupby("strategy", sort=False):
         group = group.sort_values("target")
-        ax.plot(group["target"], group["tokens_per_s"], color=STRATEGY_COLORS.get(strategy, "tab:purple"),
+        ax.plot(group["target"], group["tokens_per_s"], color=strategy_style(strategy)["color"],
                 label=strategy, **MODE_STYLES.get(mode, {}))
-    ax.axhline(dense, color=STRATEGY_COLORS["dense"], lw=1.2, label="dense")
+    ax.axhline(dense, color=strategy_style("dense")["color"], lw=1.2, label="dense")
     s = np.linspace(float(body["target"].min()), float(body["target"].max()), 100)
     ax.plot(s, dense / (1.0 - s), color="0.45", ls="--", lw=1.2, label="dense x 1/(1-s)")
     ax.set_xlabel("target sparsity (parameter-weighted)")
@@ -149,7 +155,7 @@ def plot_kind_speedups(kinds: pd.DataFrame, ax: Axes | None = None, target: floa
     for i, strategy in enumerate(strategies):
         values = rows[rows["strategy"] == strategy].set_index("projection").reindex(present)
         ax.bar(x + (i - (len(strategies) - 1) / 2) * width, values["speedup"], width,
-               color=STRATEGY_COLORS.get(strategy, "tab:purple"), label=strategy)
+               color=strategy_style(strategy)["color"], label=strategy)
     ax.set_xticks(x, present)
     ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
     ax.set_ylabel("predicted GEMV speedup (x)")

@@ -166,3 +166,22 @@ def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measur
         rows.append(dict(zip(by, key), n=int(len(x)), spearman_rho=float(rho), spearman_p=float(rho_p),
                          kendall_tau=float(tau), kendall_p=float(tau_p), strategies=strategies))
     return pd.DataFrame(rows)
+
+
+def agreement_sentence(agreement: pd.DataFrame, level: float = 0.05) -> str:
+    """One sentence reading a :func:`rank_agreement` table: Spearman's rho per target, which are
+    significant at ``level``, and what that means for using the estimate."""
+    rows = agreement.dropna(subset=["spearman_rho"]).sort_values("sparsity")
+    if rows.empty:
+        return "Too few measured strategies per target to compare the orderings."
+    parts = [f"{r.sparsity:g}: rho {r.spearman_rho:+.2f}" + ("" if r.spearman_p < level else " (not significant)")
+             for r in rows.itertuples()]
+    good = rows[(rows["spearman_p"] < level) & (rows["spearman_rho"] > 0)]
+    if len(good) == len(rows):
+        verdict = "the estimate orders the strategies like measured perplexity at every target"
+    elif len(good):
+        verdict = (f"the estimate orders the strategies like measured perplexity up to {good['sparsity'].max():g}, "
+                   "not reliably beyond: measure perplexity there")
+    else:
+        verdict = "the estimate does not reliably order the strategies: measure perplexity instead"
+    return f"Rank agreement of the estimated cost with measured perplexity ({'; '.join(parts)}): {verdict}."

@@ -31,6 +31,8 @@ from scipy.stats import spearmanr
 
 from ..allocation import summary
 from ..allocation.cost_solvers import CostCurves, kind_budgets
+from ..core.corpus import DEFAULT_CORPUS
+from ..core.errors import CorpusError
 from ..core.models import PROJECTIONS
 from ..core.reference import DATA_DIR
 from ..core.results_io import load_table
@@ -77,14 +79,28 @@ def provenance_lines(cost: pd.DataFrame, loss: pd.DataFrame) -> list[str]:
 
 
 def live_cost_table(lm, window: int, n_tokens: int, levels: Iterable[float] | None = None,
-                    cache: bool = True) -> pd.DataFrame:
+                    cache: bool = True, skip_tokens: int = 0, progress: bool = True) -> pd.DataFrame:
     """Re-measure ``sensitivity.cost_table`` on the calibration split: ``n_tokens`` tokens in windows of
-    ``window``, at ``levels`` (None: ``sensitivity.DEFAULT_SPARSITIES``); no progress bar."""
+    ``window``, starting after the first ``skip_tokens`` tokens (pass the committed table's token count,
+    :func:`committed_tokens`, so the check runs on tokens the committed table never saw), at ``levels``
+    (None: ``sensitivity.DEFAULT_SPARSITIES``); a tqdm bar when ``progress``."""
+    from ..core.corpus import corpus_text, token_windows
     from ..measure import sensitivity
 
-    windows = sensitivity.calibration_windows(lm.tokenizer, window=window, n_tokens=n_tokens)
+    skip = -(-int(skip_tokens) // window) * window  # whole windows, at least skip_tokens
+    text = corpus_text(DEFAULT_CORPUS, split="calibration")
+    windows = token_windows(lm.tokenizer, text, window=window, n_tokens=skip + n_tokens)[skip // window:]
+    if len(windows) == 0:
+        raise CorpusError(f"The calibration text has no {n_tokens} tokens after the first {skip}. "
+                          "Fix: pass fewer tokens or a smaller skip_tokens.")
     return sensitivity.cost_table(lm, windows, sparsities=tuple(levels) if levels else sensitivity.DEFAULT_SPARSITIES,
-                                  max_tokens=n_tokens, cache=cache, progress=False)
+                                  max_tokens=n_tokens, cache=cache, progress=progress)
+
+
+def committed_tokens(cost: pd.DataFrame) -> int:
+    """Calibration tokens behind a committed cost table (its ``n_tokens`` column), i.e. the first tokens
+    of the calibration split; a live re-run that skips them measures on fresh text."""
+    return int(cost["n_tokens"].max())
 
 
 def live_agreement(live: pd.DataFrame, committed: pd.DataFrame, value: str = "rel_error") -> pd.DataFrame:

@@ -56,6 +56,8 @@ def decode_path_check(preset: str = "llama-tiny", seed: int = 0, n_tokens: int =
     path and the full-sequence forward under ``TopKSparsifier`` with the same allocation: summation order
     only, so ~1e-6) and masked_vs_dense (the same against the dense model: clearly non-zero).
     """
+    import inspect
+
     import torch
 
     from ..core.models import projection_table, random_model
@@ -71,11 +73,13 @@ def decode_path_check(preset: str = "llama-tiny", seed: int = 0, n_tokens: int =
         dense = model(ids).logits[0]
         with TopKSparsifier(model, allocation):
             masked = model(ids).logits[0]
+        # transformers >= 5.x names the KV cache ``cache`` (``past_key_values`` is deprecated there)
+        key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         with sparse_decoding(model, allocation) as used:
             past, steps = None, []
             for t in range(n_tokens):
-                out = model(ids[:, t:t + 1], past_key_values=past, use_cache=True)
-                past, steps = out.past_key_values, steps + [out.logits[0, -1]]
+                out = model(ids[:, t:t + 1], use_cache=True, **{key: past})
+                past, steps = out[key], steps + [out.logits[0, -1]]
     decoded = torch.stack(steps)
     return dict(backend=str(used["backend"].iloc[0]), sparse_vs_masked=float((decoded - masked).abs().max()),
                 masked_vs_dense=float((masked - dense).abs().max()))

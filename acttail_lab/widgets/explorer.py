@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 
 from ..allocation.strategies import DIRECTIONS, GRANULARITIES, MAPPINGS
 from ..plots.explorer import FIGURES
+from ..plots.style import GREY, OKABE_ITO
 from ..report.explorer import ExplorerState, ExplorerView
 from ..report.explorer_sources import XMIN_RULES
 
@@ -170,7 +171,7 @@ class ExplorerWidget:
         text = f"{type(exc).__name__}: {exc}"
         if not expected:
             self.errors.append(traceback.format_exc())
-        self.message.value = f'<span style="color:#b00">{html.escape(text)}</span>'
+        self.message.value = f'<span style="color:{OKABE_ITO["vermillion"]}">{html.escape(text)}</span>'
 
     @staticmethod
     def _results_html(results) -> str:
@@ -186,10 +187,10 @@ def _is_expected(exc: BaseException) -> bool:
 
 def _message_html(view: ExplorerView) -> str:
     if not view.valid:
-        return (f'<span style="color:#b00"><b>Impossible setting:</b> {html.escape(view.message)} '
+        return (f'<span style="color:{OKABE_ITO["vermillion"]}"><b>Impossible setting:</b> {html.escape(view.message)} '
                 "(figures show the last valid setting)</span>")
     if view.note:
-        return f'<span style="color:#666">{html.escape(view.note)}</span>'
+        return f'<span style="color:{GREY}">{html.escape(view.note)}</span>'
     return ""
 
 

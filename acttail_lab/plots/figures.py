@@ -1,0 +1,219 @@
+"""The key figures of the project, rebuilt from the committed result tables only (no model, seconds).
+
+``FIGURES`` maps a name to (builder, caption, notebook). A builder takes the results folder
+and returns a matplotlib Figure whose title states its finding. :func:`write_figures` saves
+each as ``<name>.png`` and the arrays it plots as ``<name>.json`` (:func:`figure_data`: every
+line's x/y, image matrix, bar height, scatter point and title); :func:`stale_figures` rebuilds
+the figures and names those whose plotted arrays differ from the committed JSON (arrays, not pixels).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.container import BarContainer
+from matplotlib.figure import Figure
+
+from ..core.paths import DEFAULT_MODEL, RESULTS_DIR, result_path
+from ..report import headline
+from ..report.explorer_sources import load_spectra
+from ..report.related import load_related
+from ..report.results import load_perplexity, reference_kind_budgets
+from .esd import plot_alpha_heatmap
+from .perplexity import plot_change_heatmap, plot_headline, plot_kind_budgets, plot_sparsity_maps
+from .sensitivity import correlation_matrix, plot_correlation_table
+
+MODEL_LABEL = "SmolLM2-135M"
+HEADLINE_STRATEGIES = ("uniform", "acttail", "acttail-block", "teal-kind", "teal-greedy", "optimal", "hybrid",
+                       "shuffled", "acttail-rev")
+"""Strategies of the headline figure (those present in the committed grid are drawn)."""
+MAP_STRATEGIES = ("acttail", "acttail-block", "teal-greedy", "optimal")
+"""Strategies of the sparsity maps (uniform would be one flat colour: white = its budget)."""
+MAP_TARGET = 0.7
+DPI = 130
+
+
+def _wrap(text: str, width: int = 70) -> str:
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
+
+
+def headline_figure(results_dir: Path) -> Figure:
+    """Perplexity against target sparsity, the strategies of ``HEADLINE_STRATEGIES``, collapses marked."""
+    runs = load_perplexity(DEFAULT_MODEL, results_dir)
+    return plot_headline(runs, HEADLINE_STRATEGIES, what=MODEL_LABEL).figure
+
+
+def change_figure(results_dir: Path) -> Figure:
+    """Strategy x target heat map of the perplexity change against uniform."""
+    change = headline.change_matrix(load_perplexity(DEFAULT_MODEL, results_dir))
+    return plot_change_heatmap(change, title=headline.change_title(change, MODEL_LABEL)).figure
+
+
+def alpha_figure(results_dir: Path) -> Figure:
+    """KS and peak alphas side by side on the one fixed alpha colour scale."""
+    fig = Figure(figsize=(8.0, 5.2), layout="constrained")
+    medians = {}
+    for ax, rule in zip(fig.subplots(1, 2), ("ks", "peak")):
+        table = load_spectra(DEFAULT_MODEL, rule, results_dir, compute=False)
+        plot_alpha_heatmap(table, ax=ax)
+        medians[rule] = float(table["alpha"].median())
+        ax.set_title(f"xmin rule: {rule}", fontsize="medium")
+    fig.suptitle(_wrap(f"{MODEL_LABEL}: the xmin rule moves alpha (median {medians['ks']:.1f} under ks, "
+                       f"{medians['peak']:.1f} under peak)"), fontsize="medium")
+    return fig
+
+
+def sparsity_maps_figure(results_dir: Path) -> Figure:
+    """Where ActTail (per projection / per layer), TEAL's greedy path and the cost optimum put the sparsity."""
+    allocations = headline.committed_allocations(DEFAULT_MODEL, MAP_STRATEGIES, MAP_TARGET, "ks", results_dir)
+    return plot_sparsity_maps(allocations, ncols=len(allocations),
+                              title=headline.spread_title(allocations, MODEL_LABEL))
+
+
+def related_figure(results_dir: Path) -> Figure:
+    """Related methods (thresholds, CATS, rotation, FFN-only) against the fraction of weights skipped."""
+    runs = load_related(DEFAULT_MODEL, results_dir)
+    return plot_headline(runs, what=f"{MODEL_LABEL}, methods that reach their target", x="realised_sparsity",
+                         reached_only=True).figure
+
+
+def correlation_figure(results_dir: Path) -> Figure:
+    """Spearman rho of spectral metrics against measured sensitivity."""
+    corr = pd.read_csv(result_path("correlations", DEFAULT_MODEL, results_dir))
+    shown = ["rel_error@0.8", "loss_increase@0.8"]
+    ax = plot_correlation_table(corr, sensitivities=shown)
+    matrix = correlation_matrix(corr, shown)
+    overall, in_kind = (float(matrix.loc["alpha (ks)", f"rel_error@0.8 | {g}"]) for g in ("all", "projection"))
+    sign = "high alpha = more sensitive, against ActTail's premise" if overall > 0 else "as ActTail's premise predicts"
+    ax.set_title(_wrap(f"{MODEL_LABEL}: alpha (ks) vs output error at 0.8: rho {overall:+.2f} over all projections "
+                       f"({sign}), {in_kind:+.2f} within a kind", 62), fontsize="medium", pad=22)
+    return ax.figure
+
+
+def kind_budgets_figure(results_dir: Path) -> Figure:
+    """ActTail's per-kind budgets for LLaMA-2 from the published alphas, beside TEAL's published means."""
+    budgets = reference_kind_budgets(target=0.5)
+    return plot_kind_budgets(budgets, title=headline.kind_rank_title(budgets)).figure
+
+
+def downstream_figure(results_dir: Path) -> Figure:
+    """Zero-shot accuracy per task against target sparsity (standard-error bars, dense band, chance)."""
+    from ..report import zeroshot
+    from .zeroshot import plot_accuracy_grid
+
+    zs = zeroshot.load_zeroshot(DEFAULT_MODEL, result_path("zeroshot", DEFAULT_MODEL, results_dir))
+    fig = plot_accuracy_grid(zs)[0].figure
+    diff = zeroshot.differences(zs)
+    agree = zeroshot.rank_agreement(zs, zeroshot.committed_perplexity(DEFAULT_MODEL, results_dir))
+    below = int((diff["diff"] < 0).sum())
+    others = " and ".join(dict.fromkeys(diff["strategy"]))
+    fig.suptitle(_wrap(f"{MODEL_LABEL}: {others} scores below uniform in {below} of {len(diff)} task x "
+                       f"target pairs ({int(diff['beyond_2se'].sum())} beyond two standard errors); average accuracy "
+                       f"ranks the runs like perplexity (Spearman rho {agree['rho']:+.2f}, {agree['n']} runs)", 110),
+                 fontsize="medium")
+    return fig
+
+
+FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
+    "headline": (headline_figure, "perplexity against target sparsity per allocation strategy; collapsed runs "
+                 "marked at the top", "02_perplexity_by_allocation"),
+    "change_vs_uniform": (change_figure, "perplexity change against uniform, strategy x target",
+                          "02_perplexity_by_allocation"),
+    "alpha_heatmaps": (alpha_figure, "alpha of every projection (layer x kind) under two xmin rules, one colour "
+                       "scale", "01_esd_and_powerlaw_fits"),
+    "sparsity_maps": (sparsity_maps_figure, "where each strategy puts the sparsity (layer x kind) at target 0.7",
+                      "02_perplexity_by_allocation"),
+    "related_methods": (related_figure, "related methods (thresholds, CATS, rotation, FFN-only) against the "
+                        "fraction of weights skipped", "05_rotation_and_thresholds"),
+    "sensitivity_correlations": (correlation_figure, "Spearman rho of spectral metrics against measured "
+                                 "sensitivity", "07_does_alpha_predict_sensitivity"),
+    "kind_budgets": (kind_budgets_figure, "ActTail's per-kind budgets for LLaMA-2-7B/13B/70B beside TEAL's "
+                     "per-kind means at 50%", "02_perplexity_by_allocation"),
+    "downstream_accuracy": (downstream_figure, "zero-shot accuracy per task against target sparsity, with "
+                            "standard errors, the dense band and chance", "08_downstream_accuracy"),
+}
+"""name -> (builder, one-line caption, notebook that explores it)."""
+
+
+# --------------------------------------------------------------------------- plotted data
+def _floats(values) -> list:
+    array = np.ma.filled(np.ma.asarray(values, dtype=float), np.nan).ravel()
+    return [None if not math.isfinite(v) else float(v) for v in array]
+
+
+def figure_data(fig: Figure) -> dict:
+    """The arrays a figure plots, per panel: titles, line x/y, image matrices, bar heights, scatter points.
+
+    Colour-bar panels are left out. Non-finite values become None (JSON null).
+    """
+    panels = []
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        panel = dict(title=ax.get_title(), lines=[], images=[], bars=[], points=[])
+        for line in ax.lines:
+            panel["lines"].append(dict(label=str(line.get_label()), x=_floats(line.get_xdata()),
+                                       y=_floats(line.get_ydata())))
+        for image in ax.images:
+            array = np.ma.asarray(image.get_array())
+            panel["images"].append(dict(shape=list(array.shape), values=_floats(array)))
+        for container in ax.containers:
+            if isinstance(container, BarContainer):
+                panel["bars"].append(dict(label=str(container.get_label()),
+                                          heights=_floats([p.get_height() for p in container.patches])))
+        for collection in ax.collections:
+            offsets = collection.get_offsets()
+            if len(offsets):
+                panel["points"].append(dict(label=str(collection.get_label()), xy=_floats(offsets)))
+        panels.append(panel)
+    return dict(suptitle=fig._suptitle.get_text() if fig._suptitle else "", panels=panels)
+
+
+def same_data(a, b, rtol: float = 1e-9) -> bool:
+    """Equal structure and text, numbers equal within ``rtol`` (None = NaN on both sides)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_data(a[k], b[k], rtol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_data(x, y, rtol) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+    return a == b
+
+
+def build(name: str, results_dir: str | os.PathLike | None = None) -> Figure:
+    """Figure ``name`` of ``FIGURES`` from the tables in ``results_dir`` (default: the committed ones)."""
+    if name not in FIGURES:
+        raise KeyError(f"No figure {name!r}. Fix: pick one of {list(FIGURES)}.")
+    return FIGURES[name][0](Path(results_dir or RESULTS_DIR))
+
+
+def write_figures(out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None,
+                  names=None) -> list[Path]:
+    """Save each figure as ``<out_dir>/<name>.png`` (``DPI``) and its plotted arrays as ``<name>.json``.
+    Returns the PNG paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names or FIGURES:
+        fig = build(name, results_dir)
+        fig.savefig(out / f"{name}.png", dpi=DPI, metadata={"Software": None})
+        (out / f"{name}.json").write_text(json.dumps(figure_data(fig), indent=0) + "\n", encoding="utf-8")
+        written.append(out / f"{name}.png")
+    return written
+
+
+def stale_figures(out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names whose committed ``<name>.json`` is missing or differs from a rebuild from the tables."""
+    stale = []
+    for name in FIGURES:
+        path = Path(out_dir) / f"{name}.json"
+        if not path.exists() or not same_data(json.loads(path.read_text(encoding="utf-8")),
+                                              json.loads(json.dumps(figure_data(build(name, results_dir))))):
+            stale.append(name)
+    return stale

@@ -1,0 +1,105 @@
+"""Notebook 09's figures: WINA and FARMS beside TopK and plain alpha.
+
+Every helper takes ``ax=None`` and returns the Axes it drew on (a new ``matplotlib.figure.Figure`` when
+none is given; no pyplot state). Inputs are the tables of ``report.wina_runs`` (runs and comparisons)
+and ``report.alpha_estimators`` (per-kind alpha, correlation summary). Colours come from ``plots.style``
+(:func:`strategy_style`, :func:`kind_color`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+from ..report.wina_runs import COUNTERPART
+from .esd import _new_ax
+from .style import kind_color, strategy_style
+
+
+def plot_alpha_shift(kinds: pd.DataFrame, source: str = "smollm2-135m", stat: str = "alpha_median",
+                     ax: Axes | None = None) -> Axes:
+    """Per kind, the plain and the FARMS alpha (``stat``: ``alpha_median`` or ``alpha_mean`` over layers) as
+    two markers joined by an arrow: how far FARMS moves each kind and whether the order survives.
+
+    ``kinds``: ``report.alpha_estimators.kind_alpha_table`` rows (both estimators) of ``source``."""
+    ax = _new_ax(ax, figsize=(6, 3.5))
+    part = kinds[kinds["source"] == source].pivot(index="kind", columns="estimator", values=stat)
+    if not {"plain", "farms"} <= set(part.columns):
+        raise ValueError(f"{source!r} needs rows of both estimators (plain, farms); has {list(part.columns)}.")
+    part = part.loc[[k for k in dict.fromkeys(kinds.loc[kinds["source"] == source, "kind"])]]
+    y = np.arange(len(part))
+    for i, (kind, row) in enumerate(part.iterrows()):
+        color = kind_color(kind)
+        ax.annotate("", xy=(row["farms"], i), xytext=(row["plain"], i),
+                    arrowprops=dict(arrowstyle="->", color=color, lw=1.5))
+        ax.plot([row["plain"]], [i], "o", color=color, mfc="white")
+        ax.plot([row["farms"]], [i], "o", color=color)
+    ax.set_yticks(y, list(part.index))
+    ax.set_xscale("log")
+    ax.set_xlabel(f"alpha ({stat.replace('alpha_', '')} over layers; open = plain, filled = FARMS)")
+    ax.set_title(f"{source}: alpha per kind, plain -> FARMS")
+    ax.invert_yaxis()
+    return ax
+
+
+def plot_runs_vs_topk(comparison: pd.DataFrame, strategies: Sequence[str] | None = None,
+                      ax: Axes | None = None) -> Axes:
+    """Perplexity against target sparsity: each new strategy (solid) beside its TopK counterpart (dotted,
+    the counterpart's own colour), log scale. ``comparison``: ``report.wina_runs.compare_runs``."""
+    ax = _new_ax(ax, figsize=(6.5, 4))
+    names = list(strategies) if strategies is not None else list(dict.fromkeys(comparison["strategy"]))
+    drawn = set()
+    for name in names:
+        part = comparison[comparison["strategy"] == name].sort_values("sparsity")
+        if part.empty:
+            raise ValueError(f"{name!r} is not in the comparison (it has {sorted(set(comparison['strategy']))}).")
+        ax.plot(part["sparsity"], part["perplexity"], label=name, **strategy_style(name))
+        counterpart = COUNTERPART.get(name)
+        if counterpart and counterpart not in drawn and part["counterpart_ppl"].notna().any():
+            style = {**strategy_style(counterpart), "linestyle": ":"}
+            ax.plot(part["sparsity"], part["counterpart_ppl"], label=f"{counterpart} (TopK)", **style)
+            drawn.add(counterpart)
+    ax.set_yscale("log")
+    ax.set_xlabel("target sparsity (parameter-weighted)")
+    ax.set_ylabel("perplexity")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_change_vs_counterpart(comparison: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Relative perplexity change of each new run against its TopK counterpart (percent, negative = better),
+    grouped bars per target sparsity."""
+    ax = _new_ax(ax, figsize=(6.5, 3.5))
+    matrix = comparison.pivot(index="sparsity", columns="strategy", values="change_vs_counterpart") * 100
+    width = 0.8 / max(1, matrix.shape[1])
+    x = np.arange(len(matrix))
+    for i, name in enumerate(matrix.columns):
+        ax.bar(x + (i - (matrix.shape[1] - 1) / 2) * width, matrix[name].to_numpy(), width,
+               label=name, color=strategy_style(name)["color"])
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, [f"{s:.0%}" for s in matrix.index])
+    ax.set_xlabel("target sparsity")
+    ax.set_ylabel("perplexity change vs TopK counterpart (%)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_estimator_correlations(summary: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Spearman rho of alpha against each sensitivity, plain vs FARMS: bars for all projections, markers for
+    the median within kinds. ``summary``: ``report.alpha_estimators.correlation_summary``."""
+    ax = _new_ax(ax, figsize=(6.5, 3.5))
+    targets = list(dict.fromkeys(summary["sensitivity"]))
+    x = np.arange(len(targets))
+    for i, (estimator, color) in enumerate((("plain", "#7F7F7F"), ("farms", "#0072B2"))):
+        part = summary[summary["estimator"] == estimator].set_index("sensitivity").reindex(targets)
+        offset = (i - 0.5) * 0.38
+        ax.bar(x + offset, part["rho_all"], 0.38, color=color, label=f"{estimator}: all projections")
+        ax.plot(x + offset, part["rho_within_kind_median"], "D", color="black", mfc=color,
+                label=f"{estimator}: median within kinds")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, targets, rotation=20, fontsize=8)
+    ax.set_ylabel("Spearman rho(alpha, sensitivity)")
+    ax.legend(fontsize=7)
+    return ax
