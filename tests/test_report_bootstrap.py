@@ -82,3 +82,12 @@ def test_committed_window_tables_load_and_pair(tmp_path):
     assert out["strategy"].tolist() == ["a"] and out["change_pct"].iloc[0] > 0
     with pytest.raises(FileNotFoundError, match="regenerate"):
         bootstrap.load_windows("perplexity", model="other", results_dir=tmp_path)
+
+
+def test_interval_table_marks_the_noise():
+    table = pd.concat([windows_of({"uniform": BASE, "b": BASE + 0.1, "a": BASE}, 0.5),
+                       windows_of({"uniform": BASE, "b": BASE + 0.2, "a": BASE}, 0.7)])
+    out = bootstrap.interval_table(bootstrap.paired_bootstrap(table))
+    assert out.index.tolist() == ["b", "a"] and out.columns.tolist() == [0.5, 0.7]
+    assert out.loc["a", 0.5].endswith(" ~") and not out.loc["b", 0.7].endswith(" ~")
+    assert out.loc["b", 0.5].startswith("+10.5 [")  # exp(0.1) - 1

@@ -111,3 +111,12 @@ def committed_intervals(table: str = "perplexity", model: str = DEFAULT_MODEL, r
                         **bootstrap) -> pd.DataFrame:
     """:func:`paired_bootstrap` of a committed grid: every run against uniform, with its interval."""
     return paired_bootstrap(load_windows(table, model, results_dir), **bootstrap)
+
+
+def interval_table(intervals: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """:func:`paired_bootstrap` as a strategy x sparsity table of ``"+5.5 [+4.1, +6.8]"`` texts (percent), with
+    ``" ~"`` appended where the interval contains 0 (inside the noise); strategies in their table order."""
+    text = [f"{r.change_pct:+.{digits}f} [{r.ci_low_pct:+.{digits}f}, {r.ci_high_pct:+.{digits}f}]"
+            + (" ~" if r.inside_noise else "") for r in intervals.itertuples()]
+    table = intervals.assign(text=text).pivot(index="strategy", columns="sparsity", values="text")
+    return table.loc[list(dict.fromkeys(intervals["strategy"]))]
