@@ -52,6 +52,19 @@ def time_forward(model, windows, batch_size: int, sparsifier) -> tuple[float, fl
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def interleaved_times(model, windows, batch_size: int, configs: dict, repeats: int) -> dict:
+    """``{"wall": {name: [s, ...]}, "cpu": {...}}``: every config of ``configs`` (name -> sparsifier or None)
+    timed ``repeats`` times, interleaved (config after config in each round), after one warm-up pass."""
+    time_forward(model, windows[:1, :64], 1, None)  # warm-up
+    times = {"wall": {name: [] for name in configs}, "cpu": {name: [] for name in configs}}
+    for _ in range(repeats):
+        for name, sparsifier in configs.items():
+            wall, cpu = time_forward(model, windows, batch_size, sparsifier)
+            times["wall"][name].append(wall)
+            times["cpu"][name].append(cpu)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=2048)
@@ -69,22 +82,15 @@ def main() -> None:
     if alloc is not None:
         configs[f"acttail-{args.sparsity:g}"] = TopKSparsifier(lm.model, alloc)
 
-    time_forward(lm.model, windows[:1, :64], 1, None)  # warm-up
-    wall = {name: [] for name in configs}
-    cpu = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, sparsifier in configs.items():
-            w, c = time_forward(lm.model, windows, args.batch_size, sparsifier)
-            wall[name].append(w)
-            cpu[name].append(c)
+    times = interleaved_times(lm.model, windows, args.batch_size, configs, args.repeats)
 
     n_tokens = windows.numel()
     print(f"SmolLM2-135M fp32, CPU, {torch.get_num_threads()} thread, {windows.shape[0]} x {windows.shape[1]} "
           f"tokens, batch {args.batch_size}, {args.repeats} interleaved repeats; load average "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    for label, times in (("wall", wall), ("cpu", cpu)):
-        dense = statistics.median(times["dense"])
-        for name, values in times.items():
+    for label, by_config in times.items():
+        dense = statistics.median(by_config["dense"])
+        for name, values in by_config.items():
             median = statistics.median(values)
             realised = ""
             if configs[name] is not None and label == "wall":

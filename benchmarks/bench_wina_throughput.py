@@ -19,7 +19,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import torch  # noqa: E402
-from bench_topk_throughput import time_forward  # noqa: E402
+from bench_topk_throughput import interleaved_times  # noqa: E402
 
 from acttail_lab.core.corpus import corpus_text, token_windows  # noqa: E402
 from acttail_lab.core.models import load_model  # noqa: E402
@@ -45,22 +45,15 @@ def main() -> None:
     s = args.sparsity
     configs = {"dense": None, f"topk-{s:g}": TopKSparsifier(lm.model, s), f"wina-{s:g}": WinaSparsifier(lm.model, s)}
 
-    time_forward(lm.model, windows[:1, :64], 1, None)  # warm-up
-    wall = {name: [] for name in configs}
-    cpu = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, sparsifier in configs.items():
-            w, c = time_forward(lm.model, windows, args.batch_size, sparsifier)
-            wall[name].append(w)
-            cpu[name].append(c)
+    times = interleaved_times(lm.model, windows, args.batch_size, configs, args.repeats)
 
     n_tokens = windows.numel()
     print(f"SmolLM2-135M fp32, CPU, {torch.get_num_threads()} thread, {windows.shape[0]} x {windows.shape[1]} "
           f"tokens, batch {args.batch_size}, {args.repeats} interleaved repeats; load average "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    for label, times in (("wall", wall), ("cpu", cpu)):
-        median = {name: statistics.median(values) for name, values in times.items()}
-        for name, values in times.items():
+    for label, by_config in times.items():
+        median = {name: statistics.median(values) for name, values in by_config.items()}
+        for name, values in by_config.items():
             realised = ""
             if configs[name] is not None and label == "wall":
                 realised = f"  realised {weighted_sparsity(configs[name].realised()):.4f}"

