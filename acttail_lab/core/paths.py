@@ -22,6 +22,8 @@ RESULTS_DIR = Path(os.environ.get("ACTTAIL_RESULTS_DIR") or DATA_DIR / "results"
 RESULT_FILES = {
     "perplexity": "perplexity_{model}.csv",
     "perplexity_windows": "perplexity_{model}_windows.csv",
+    "perplexity_encyclopedic": "perplexity_encyclopedic_{model}.csv",
+    "perplexity_encyclopedic_windows": "perplexity_encyclopedic_{model}_windows.csv",
     "related": "perplexity_related_{model}.csv",
     "perplexity_fitquality": "perplexity_fitquality_{model}.csv",
     "perplexity_fitquality_windows": "perplexity_fitquality_{model}_windows.csv",
