@@ -275,3 +275,12 @@ def test_teal_greedy_specs_with_different_s_max_get_one_path_each(tiny, corpus_f
     assert sorted(calls) == [0.9, 0.99]  # one path per distinct s_max, computed once each
     assert df["strategy"].tolist() == [s for s in specs for _ in (0.5, 0.9)]
     assert df["perplexity"].notna().all()
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--out", "x.csv"], ["zeroshot", "--limit", "5", "--out", "x.csv"]])
+def test_sidecar_command_line_names_its_own_subcommand(argv):
+    from acttail_lab.cli import build_parser
+    from acttail_lab.cli.options import command_line
+
+    line = command_line(build_parser().parse_args(argv))
+    assert line.startswith(f"acttail-lab {argv[0]} --model ") and line.endswith("--out x.csv")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..core.paths import DEFAULT_MODEL
-from .evaluate import _DTYPES, _floats, command_line
+from .options import add_run_options, command_line, floats, run_specs
 
 HELP = ("Zero-shot accuracy through lm-evaluation-harness (its own prompts and metrics) for each strategy and "
         "target sparsity (plus a dense row); offline on local task copies; writes a CSV and a <csv>.json sidecar. "
@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--strategies", default="uniform,acttail",
                         help="comma-separated presets or NAME[key=value;...] (any strategy and method, as for "
                              "`acttail-lab evaluate`); 'none' for the dense row only")
-    parser.add_argument("--sparsities", type=_floats, default=[0.5, 0.7],
+    parser.add_argument("--sparsities", type=floats, default=[0.5, 0.7],
                         help="comma-separated target sparsities in [0, 1) (default 0.5,0.7)")
     parser.add_argument("--tasks", default="piqa,arc_easy,hellaswag,lambada",
                         help="comma-separated lm-eval tasks (lambada = lambada_openai); offline: piqa, arc_easy, "
@@ -23,38 +23,19 @@ def add_arguments(parser) -> None:
                         help="examples per task: the first N of each task, the same for every row")
     parser.add_argument("--data", default="auto", choices=("auto", "local", "hub"),
                         help="auto: the Hub when reachable, else the local copies (default auto)")
-    parser.add_argument("--xmin", default="ks", help="xmin rule for the alphas (default ks)")
-    parser.add_argument("--calibration-tokens", type=int, default=None,
-                        help="calibration-split tokens for rotated / threshold / cats strategies")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    parser.add_argument("--dtype", default="float32", choices=_DTYPES)
-    parser.add_argument("--device-map", default=None, help="e.g. auto: spread a large model over GPUs")
-    parser.add_argument("--batch-size", type=int, default=16, help="lm-eval batch size (default 16)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-dense", action="store_true", help="skip the dense row")
-    parser.add_argument("--no-cache", action="store_true", help="recompute every row (and do not write the cache)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-row log lines")
-    parser.add_argument("--out", required=True, help="output CSV path (a <out>.json sidecar is written next to it)")
+    add_run_options(parser, batch_size=16, batch_help="lm-eval batch size (default 16)")
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     import torch
 
-    from ..allocation import parse_strategies
-    from ..core.errors import ActTailError
     from ..core.models import load_model, resolve_device
     from ..core.results_io import write_results
     from ..core.task_data import WHEEL_REQUIREMENT
     from ..measure.zeroshot import check_zeroshot_inputs, evaluate_zeroshot
     from ..measure.zeroshot_tasks import lm_eval_version, task_setup
 
-    if Path(args.out).is_dir():
-        raise ActTailError(f"--out {args.out} is a folder. Fix: pass a CSV file path, e.g. {args.out}/zeroshot.csv.")
-    specs = [] if args.strategies.strip().lower() in ("", "none") else parse_strategies(args.strategies)
-    if not specs and args.no_dense:
-        raise ActTailError("Nothing to evaluate: --strategies none with --no-dense. Fix: drop one of them.")
+    specs = run_specs(args, "zeroshot.csv")
     # every check that needs no model runs before the model loads
     check_zeroshot_inputs(specs, args.sparsities if specs else (), args.tasks, args.limit, args.data)
     setup = task_setup(args.tasks, args.data)  # with the Hub: unknown lm-eval tasks fail here, before the model
@@ -65,8 +46,7 @@ def run(args) -> int:
                            cache=not args.no_cache, progress=not args.quiet, xmin=args.xmin,
                            calibration_tokens=args.calibration_tokens, setup=setup)
     device = "cuda" if args.device_map else resolve_device(args.device)
-    words = command_line(args).replace("acttail-lab evaluate", "acttail-lab zeroshot", 1)
-    path = write_results(df, args.out, seed=args.seed, device=device, command=words, model=args.model,
+    path = write_results(df, args.out, seed=args.seed, device=device, command=command_line(args), model=args.model,
                          strategies=args.strategies, sparsities=args.sparsities, tasks=args.tasks, limit=args.limit,
                          data=sorted(set(df["data"])), dtype=args.dtype, device_map=args.device_map,
                          xmin=args.xmin, batch_size=args.batch_size, lm_eval=lm_eval_version(),
