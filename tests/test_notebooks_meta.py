@@ -83,3 +83,38 @@ def test_long_cells_flags_only_long_code_cells():
                     dict(cell_type="code", id="long", source=lines),
                     dict(cell_type="code", id="wrapped", source=["f(a,\n"] + ["  b,\n"] * MAX_CELL_LINES + ["  c)"])]}
     assert long_cells(nb) == {"long": MAX_CELL_LINES + 1, "wrapped": MAX_CELL_LINES + 2}
+
+
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+
+
+def test_no_notebook_or_documented_export_saves_widget_state():
+    """Widget state is megabytes no page can show (an exported 03 was 20.8 MB of it): no committed notebook
+    carries it, and every nbconvert command in the README turns nbclient's default store_widget_state=True off."""
+    for path in NOTEBOOKS:
+        text = path.read_text()
+        assert "widgets" not in json.loads(text)["metadata"] and WIDGET_STATE_MIME not in text, \
+            f"{path.name} holds widget state: run make strip"
+    commands = re.findall(r"`(jupyter nbconvert [^`]*)`", (ROOT / "README.md").read_text())
+    assert commands and all("--ExecutePreprocessor.store_widget_state=False" in c for c in commands)
+
+
+def test_make_strip_removes_saved_widget_state(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("nbstripout")
+    assert "nbstripout" in re.search(r"^strip:.*\n\t(.*)", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    nb = json.loads(NOTEBOOKS[0].read_text())
+    nb["metadata"]["widgets"] = {WIDGET_STATE_MIME: {"state": {"model": {"value": 1}}, "version_major": 2}}
+    path = tmp_path / "saved.ipynb"
+    path.write_text(json.dumps(nb))
+    subprocess.run([sys.executable, "-m", "nbstripout", "--drop-empty-cells", str(path)], cwd=ROOT, check=True)
+    assert "widgets" not in json.loads(path.read_text())["metadata"]
+
+
+def test_explorer_notebook_shows_a_static_view_below_the_live_widget():
+    nb = json.loads((ROOT / "notebooks" / "03_alpha_to_sparsity_explorer.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    live = next(i for i, src in enumerate(code) if ".widget()" in src)
+    assert any("plot_explorer_view(" in src for src in code[live + 1:]), "add the still picture after the widget"
