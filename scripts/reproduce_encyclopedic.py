@@ -2,11 +2,12 @@
 
 Does the Austen result hold on another register? Perplexity on the built-in ``encyclopedic`` corpus
 (de-duplicated Wikipedia paragraphs; evaluation half of the paragraph split), dense and for uniform,
-acttail (KS alphas), acttail-block, ``acttail[fit=block-mean]`` and teal-greedy at 50% and 70%
-parameter-weighted TopK sparsity: 16384 evaluation tokens, 512-token windows, protocol "all", the same
-windows for every row (so the per-window losses pair). teal-greedy's path is measured on the corpus's own
-calibration half. Every row is cached (content-keyed), so an interrupted run resumes. Usage:
-    python scripts/reproduce_encyclopedic.py [--model smollm2-135m] [--tokens 16384] [--out FILE]
+acttail (xmin_peak alphas), acttail-ks, acttail-block, ``acttail[fit=block-mean]``, teal-greedy and
+teal-greedy-fine (the upper reference) at 50% and 70% parameter-weighted TopK sparsity: 16384 evaluation
+tokens for SmolLM2, 8192 for Gemma, 512-token windows, protocol "all", the same windows for every row (so
+the per-window losses pair). The greedy paths are measured on the corpus's own calibration half. Every row
+is cached (content-keyed), so an interrupted run resumes. Usage:
+    python scripts/reproduce_encyclopedic.py [--model smollm2-135m] [--tokens N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -21,26 +22,30 @@ from acttail_lab.measure.grid import evaluate_grid, write_grid
 
 MODEL = "smollm2-135m"
 CORPUS = "encyclopedic"
-STRATEGIES = ("uniform", "acttail", "acttail-block", "acttail[fit=block-mean]", "teal-greedy")
+STRATEGIES = ("uniform", "acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "teal-greedy",
+              "teal-greedy-fine")
+TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192}
 SPARSITIES = (0.5, 0.7)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL, help="built-in model name")
-    parser.add_argument("--tokens", type=int, default=16384)
+    parser.add_argument("--tokens", type=int, default=None, help="default: 16384 (SmolLM2), 8192 (Gemma)")
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--out", default=None, help="default: data/results/perplexity_encyclopedic_<model>.csv")
     args = parser.parse_args(argv)
     out = args.out or str(result_path("perplexity_encyclopedic", args.model))
+    tokens = args.tokens or TOKENS.get(args.model, 16384)
     torch.manual_seed(0)
     start = time.time()
-    runs = evaluate_grid(args.model, strategies=STRATEGIES, sparsities=SPARSITIES, tokens=args.tokens,
-                         window=args.window, corpus=CORPUS, seed=0, xmin="ks", include_dense=True, log_rows=True)
+    runs = evaluate_grid(args.model, strategies=STRATEGIES, sparsities=SPARSITIES, tokens=tokens,
+                         window=args.window, corpus=CORPUS, seed=0, xmin="peak", include_dense=True, log_rows=True)
     write_grid(runs.drop(columns=["cached"]), out, seed=0, device="cpu",
                command="python scripts/reproduce_encyclopedic.py " + " ".join(argv or sys.argv[1:]),
-               model=args.model, corpus=CORPUS, split="evaluation", tokens=args.tokens, window=args.window,
-               protocol="all", note="alphas: ks rule; teal-greedy path on the encyclopedic calibration half")
+               model=args.model, corpus=CORPUS, split="evaluation", tokens=tokens, window=args.window,
+               protocol="all", note="alphas: xmin_peak unless the label names another rule (acttail-ks); greedy paths on the "
+                    "encyclopedic calibration half")
     print(f"wrote {out} ({len(runs)} rows) in {time.time() - start:.0f} s", flush=True)
     return 0
 

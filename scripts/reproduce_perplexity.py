@@ -1,66 +1,80 @@
-"""Regenerate data/results/perplexity_smollm2-135m.csv (+ .json sidecar).
+"""Regenerate data/results/perplexity_<model>.csv (+ _windows.csv, + .json sidecars).
 
-Perplexity of SmolLM2-135M on 16384 tokens of Pride and Prejudice (the evaluation
-split; 512-token windows, protocol "all": every token's input is sparsified),
-dense and for each allocation strategy at 50/60/70/80% parameter-weighted
-TopK activation sparsity. Alphas use the KS xmin rule; the "-peak" rows repeat
-the alpha strategies with AlphaPruning's xmin_peak rule. optimal / hybrid are
-solved from the calibration cost table (Sense and Sensibility), teal-greedy
-from TEAL's greedy block path on the same text.
+Perplexity on the evaluation split of the built-in Austen corpus (*Pride and Prejudice*; 512-token
+windows, protocol "all": every token's input is sparsified), dense and for each allocation strategy at
+the model's targets (parameter-weighted TopK activation sparsity), every row on the same windows.
+Alphas use AlphaPruning's xmin_peak rule (the default); rows of the KS tier name their rule in the label
+(``acttail-ks``, ``acttail-block[xmin=ks]``). surrogate-optimal / hybrid are solved from the
+calibration cost table (*Sense and Sensibility*), teal-greedy and teal-greedy-fine from TEAL's greedy
+block path on the same text (fine: per-projection steps of at most 0.05).
 
-Every row is cached (content-keyed), so an interrupted run resumes where it
-stopped. Usage:  python scripts/reproduce_perplexity.py [--tokens 16384] [--out FILE]
+* smollm2-135m: 16384 tokens, 50-80%, the full strategy set (:data:`TIERS`).
+* gemma3-270m: 8192 tokens, 40-70% (+ uniform and the greedy references at 80%), the cross-model set.
+
+Every row is cached (content-keyed), so an interrupted run resumes where it stopped; the CSV is
+rewritten after each tier. Usage:
+    python scripts/reproduce_perplexity.py [--model smollm2-135m] [--tokens N] [--out FILE]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
 
 from acttail_lab.core.models import load_model
+from acttail_lab.core.paths import result_path
 from acttail_lab.measure.grid import evaluate_grid, write_grid
 
-ROOT = Path(__file__).resolve().parent.parent
-# (xmin rule, strategies) in priority order; the CSV is rewritten after each tier,
-# so a run cut short still leaves every finished tier on disk.
-TIERS = (
-    ("ks", ("uniform", "acttail", "acttail-block", "shuffled", "acttail-rev", "optimal", "teal-kind")),
-    ("ks", ("acttail-block[direction=alpha_down]", "hybrid", "acttail-eps0.1", "acttail-eps0.5")),
-    ("peak", ("acttail", "acttail-block")),
-    ("ks", ("acttail-rank",)),
-    ("ks", ("teal-greedy",)),
-)
-SPARSITIES = (0.5, 0.6, 0.7, 0.8)
+CROSS_MODEL = ("uniform", "acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "shuffled",
+               "acttail-rev", "teal-greedy", "teal-greedy-fine", "rotated-uniform")
+"""The strategies every model's grid has (the cross-model table compares these)."""
+TIERS = {
+    # (xmin rule, strategies, targets) in priority order
+    "smollm2-135m": (
+        ("peak", ("uniform", "acttail", "acttail-block", "shuffled", "acttail-rev", "teal-greedy",
+                  "teal-greedy-fine", "surrogate-optimal", "teal-kind", "hybrid"), (0.5, 0.6, 0.7, 0.8)),
+        ("ks", ("acttail-ks", "acttail-block", "shuffled", "acttail-rev", "acttail-block[direction=alpha_down]",
+                "acttail-eps0.1", "acttail-eps0.5", "acttail-rank"), (0.5, 0.6, 0.7, 0.8)),
+        ("peak", ("acttail[fit=block-mean]", "rotated-uniform"), (0.5, 0.6, 0.7, 0.8)),
+    ),
+    "gemma3-270m": (
+        ("peak", CROSS_MODEL, (0.4, 0.5, 0.6, 0.7)),
+        ("peak", ("uniform", "teal-greedy", "teal-greedy-fine"), (0.8,)),
+    ),
+}
+TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=16384)
+    parser.add_argument("--model", default="smollm2-135m", choices=sorted(TIERS))
+    parser.add_argument("--tokens", type=int, default=None, help="default: 16384 (SmolLM2), 8192 (Gemma)")
     parser.add_argument("--window", type=int, default=512)
-    parser.add_argument("--out", default=str(ROOT / "data/results/perplexity_smollm2-135m.csv"))
-    parser.add_argument("--tiers", type=int, default=len(TIERS), help="run only the first N tiers")
+    parser.add_argument("--out", default=None, help="default: data/results/perplexity_<model>.csv")
+    parser.add_argument("--tiers", type=int, default=None, help="run only the first N tiers")
     args = parser.parse_args(argv)
+    tokens = args.tokens or TOKENS[args.model]
+    out = args.out or str(result_path("perplexity", args.model))
+    tiers = TIERS[args.model][:args.tiers]
     torch.manual_seed(0)
     start = time.time()
-    lm = load_model("smollm2-135m")
-    common = dict(sparsities=SPARSITIES, tokens=args.tokens, window=args.window, seed=0, log_rows=True)
+    lm = load_model(args.model)
     parts = []
-    for number, (rule, strategies) in enumerate(TIERS[:args.tiers]):
-        part = evaluate_grid(lm, strategies=strategies, xmin=rule, include_dense=number == 0, **common)
-        if rule != "ks":
-            part["strategy"] = part["strategy"] + f"-{rule}"
+    for number, (rule, strategies, targets) in enumerate(tiers):
+        part = evaluate_grid(lm, strategies=strategies, sparsities=targets, tokens=tokens, window=args.window,
+                             seed=0, xmin=rule, include_dense=number == 0, log_rows=True)
         parts.append(part)
-        df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
-        write_grid(df, args.out, seed=0, device="cpu",
-                      command="python scripts/reproduce_perplexity.py " + " ".join(argv or sys.argv[1:]),
-                      model="smollm2-135m", corpus="austen", split="evaluation", tokens=args.tokens,
-                      window=args.window, protocol="all", tiers_done=number + 1,
-                      note="alphas: ks rule unless the label ends in -peak")
-        print(f"wrote {args.out} ({len(df)} rows, tier {number + 1}) at {time.time() - start:.0f} s", flush=True)
+        runs = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
+        runs = runs.drop_duplicates(["strategy", "sparsity"], keep="first").reset_index(drop=True)
+        write_grid(runs, out, seed=0, device="cpu",
+                   command="python scripts/reproduce_perplexity.py " + " ".join(argv or sys.argv[1:]),
+                   model=args.model, corpus="austen", split="evaluation", tokens=tokens, window=args.window,
+                   protocol="all", tiers_done=number + 1,
+                   note="alphas: xmin_peak unless the label names another rule ([xmin=ks], acttail-ks)")
+        print(f"wrote {out} ({len(runs)} rows, tier {number + 1}) at {time.time() - start:.0f} s", flush=True)
     return 0
 
 

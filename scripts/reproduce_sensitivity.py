@@ -13,7 +13,7 @@ Writes into ``--out`` (default ``data/results``), each CSV atomically and with a
 - ``smollm2-135m_cost_table.csv``: ``sensitivity.cost_table(model)`` with its defaults
   (12 sparsity levels, 2048 calibration tokens sampled with seed 0 from four
   512-token windows of Sense and Sensibility), 210 x 12 rows. These are the
-  settings ``evaluation.evaluate_grid`` solves the ``optimal`` / ``hybrid``
+  settings ``evaluation.evaluate_grid`` solves the ``surrogate-optimal`` / ``hybrid``
   strategies with.
 - ``smollm2-135m_loss_increase.csv``: ``sensitivity.loss_increase_table`` on a
   SUBSET: every ``--loss-every``-th layer (default 3: layers 0, 3, ..., 27), all 7

@@ -25,7 +25,7 @@ def _tables(n_layers=3, seed=0):
     return pd.DataFrame(rows), pd.DataFrame(cost)
 
 
-@pytest.mark.parametrize("label", ["optimal", "hybrid"])
+@pytest.mark.parametrize("label", ["surrogate-optimal", "hybrid"])
 def test_measured_strategies_meet_target_in_input_order(label):
     table, cost = _tables()
     out = allocate(table, label, 0.6, cost=cost)
@@ -38,7 +38,7 @@ def test_measured_strategies_meet_target_in_input_order(label):
 
 def test_optimal_gives_less_sparsity_to_steeper_costs():
     table, cost = _tables()
-    out = allocate(table, "optimal", 0.5, cost=cost)
+    out = allocate(table, "surrogate-optimal", 0.5, cost=cost)
     by_kind = out.groupby("projection")["sparsity"].mean()
     # kinds with i % 3 == 0 have the flattest cost curve (steep=0.2): they get the most sparsity
     assert by_kind["q"] > by_kind["v"]  # q: steep 0.2, v: steep 2.2
@@ -47,12 +47,12 @@ def test_optimal_gives_less_sparsity_to_steeper_costs():
 def test_measured_strategy_without_cost_names_the_fix():
     table, _ = _tables()
     with pytest.raises(AllocationError, match="cost_table"):
-        allocate(table, "optimal", 0.5)
+        allocate(table, "surrogate-optimal", 0.5)
 
 
 def test_presets_and_options_parse():
-    assert STRATEGY_PRESETS["optimal"].strategy == "optimal"
-    spec = parse_strategy("optimal[s_max=0.9;weight=uniform]")
+    assert STRATEGY_PRESETS["surrogate-optimal"].strategy == "surrogate-optimal"
+    spec = parse_strategy("surrogate-optimal[s_max=0.9;weight=uniform]")
     assert spec.options["s_max"] == 0.9
     with pytest.raises(AllocationError, match="value"):
-        parse_strategy("optimal[value=loss]")
+        parse_strategy("surrogate-optimal[value=loss]")

@@ -46,7 +46,7 @@ def test_optimal_hits_target_exactly(target):
     assert abs(weighted_mean(alloc) - target) < 1e-9
     assert alloc["sparsity"].between(0, 0.95 + 1e-12).all()
     assert list(alloc.columns[:6]) == ["layer", "projection", "name", "n_params", "ratio", "sparsity"]
-    assert (alloc["strategy"] == "optimal").all() and (alloc["target"] == target).all()
+    assert (alloc["strategy"] == "surrogate-optimal").all() and (alloc["target"] == target).all()
 
 
 @pytest.mark.parametrize("weight", ["n_params", "uniform"])
@@ -153,7 +153,7 @@ def test_hybrid_uses_layer_alpha_and_kind_budgets():
         assert ratio[kind] == pytest.approx(budgets[kind] / budgets["q"])
 
 
-@pytest.mark.parametrize("strategy", ["optimal", "hybrid"])
+@pytest.mark.parametrize("strategy", ["surrogate-optimal", "hybrid"])
 def test_shuffled_cost_rows_give_the_same_allocation(strategy):
     """The cost table's row order (levels and projections) must not matter (was: levels taken in row order)."""
     ident = identity(3)

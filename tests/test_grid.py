@@ -129,7 +129,7 @@ def test_grid_rows_columns_and_cache_resume(tiny, corpus_file, cache_root, count
     assert json.loads(first["options"].iloc[3])["epsilon"] == 0.3
     assert first["perplexity"].iloc[3] != first["perplexity"].iloc[1]  # acttail allocates differently
     assert first["xmin_rule"].isna().tolist() == [True, True, True, False, False]
-    assert first["xmin_rule"].iloc[3] == "ks"
+    assert first["xmin_rule"].iloc[3] == "peak"  # the default rule (AlphaPruning's)
     dense = perplexity(tiny, evaluation.token_windows(tiny.tokenizer, TEXT[len(TEXT) // 2:], 32, 96), progress=False)
     assert first["perplexity"].iloc[0] == pytest.approx(dense.perplexity, rel=1e-9)
 

@@ -38,7 +38,7 @@ def test_unknown_method_is_caught_where_the_method_registry_is():
 
 @pytest.mark.parametrize("text, fragment", [("uniform[method=ma gic]", "Unknown method"),
                                             ("uniform[kinds=gate+lm_head]", "kinds"),
-                                            ("optimal[kinds=down]", None)])
+                                            ("surrogate-optimal[kinds=down]", None)])
 def test_bad_method_or_kinds_is_a_clear_error(model, text, fragment):
     if fragment is None:  # kinds on a cost-solved strategy fails at allocate
         with pytest.raises(AllocationError, match="ratio strategies"):

@@ -11,8 +11,8 @@ from test_report_results import make_runs
 from acttail_lab.core.models import PROJECTIONS
 from acttail_lab.plots import depth, esd, explorer, perplexity, related, sensitivity, speed, style
 
-NAMED = ("acttail-block", "acttail-ks", "teal-greedy", "upper-reference", "wina", "acttail+wina", "rotated-uniform",
-         "dense", "uniform", "optimal", "hybrid", "shuffled", "acttail-rev", "acttail")
+NAMED = ("acttail-block", "acttail-ks", "teal-greedy", "teal-greedy-fine", "wina", "acttail+wina", "rotated-uniform",
+         "dense", "uniform", "surrogate-optimal", "hybrid", "shuffled", "acttail-rev", "acttail")
 
 
 def hexes(colors):
@@ -51,7 +51,7 @@ def test_plotly_styles_use_the_same_hex_colours():
     for name in NAMED:
         p = style.plotly_strategy_style(name)
         assert p["line"]["color"] == p["marker"]["color"] == style.strategy_style(name)["color"]
-    assert style.plotly_strategy_style("optimal")["line"]["dash"] == "dash"
+    assert style.plotly_strategy_style("surrogate-optimal")["line"]["dash"] == "dash"
     assert [style.plotly_kind_color(k) for k in PROJECTIONS] == [style.kind_color(k) for k in PROJECTIONS]
     assert style.plotly_color_scale("sparsity") == dict(colorscale="Magma_r", zmin=0.0, zmax=1.0)
     assert style.color_scale("alpha")["vmin"] < style.color_scale("alpha")["vmax"]

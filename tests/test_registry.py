@@ -86,13 +86,13 @@ def test_duplicate_registration_is_an_error(dummy_strategy, dummy_method):
         register_strategy(dummy_strategy)(lambda table: np.ones(len(table)))
     with pytest.raises(AllocationError, match="already registered"):
         register_method("topk")(lambda *a, **k: None)
-    assert list(STRATEGIES)[:7] == ["uniform", "acttail", "shuffled", "kind", "optimal", "hybrid", "teal-greedy"]
+    assert list(STRATEGIES)[:7] == ["uniform", "acttail", "shuffled", "kind", "surrogate-optimal", "hybrid", "teal-greedy"]
     assert list(METHODS)[:4] == ["topk", "rotated", "threshold", "cats"]
 
 
 def test_every_strategy_kind_says_what_it_reads():
     assert STRATEGIES["uniform"].inputs({}) == {}
-    assert STRATEGIES["optimal"].inputs(parse_strategy("optimal").resolved) == {"cost": {}}
+    assert STRATEGIES["surrogate-optimal"].inputs(parse_strategy("surrogate-optimal").resolved) == {"cost": {}}
     assert STRATEGIES["teal-greedy"].inputs(parse_strategy("teal-greedy[s_max=0.9]").resolved) == {
         "greedy_path": {"s_max": 0.9}}
-    assert STRATEGIES["hybrid"].needs_alpha and not STRATEGIES["optimal"].needs_alpha
+    assert STRATEGIES["hybrid"].needs_alpha and not STRATEGIES["surrogate-optimal"].needs_alpha

@@ -176,3 +176,58 @@ def test_allocate_reads_the_path_and_names_the_fix_without_one(model, path):
     assert set(out["strategy"]) == {"teal-greedy"} and (out["s_max"] == 0.99).all()
     with pytest.raises(AllocationError, match="s_max"):  # path computed with a looser cap
         allocate(table, "teal-greedy[s_max=0.5]", 0.4, greedy_path=path)
+
+
+# --------------------------------------------------------------------------- fine steps
+@pytest.fixture(scope="module")
+def fine_path(model, windows):
+    return greedy_path(model, windows, max_target=MAX_TARGET, progress=False, cache=False, steps="fine")
+
+
+def test_fine_steps_move_one_projection_by_at_most_the_fine_step(fine_path):
+    for layer, rows in fine_path.groupby("layer"):
+        wide = rows.pivot_table(index="block_target", columns="name", values="sparsity").sort_index()
+        moves = wide.diff().iloc[1:]
+        assert ((moves.abs() > 1e-12).sum(axis=1) == 1).all()  # one projection per step
+        assert moves.max().max() <= teal_greedy.FINE_STEP + 1e-12 and moves.min().min() >= -1e-12
+        for target, block in rows.groupby("block_target"):
+            assert abs(_weighted(block) - target) < 1e-9  # the recorded target is the block's weighted sparsity
+        assert wide.index.max() >= MAX_TARGET - 1e-12
+    # small projections take values between 0 and the coarse jump (TEAL's steps move k/v by several tenths)
+    kv = fine_path[fine_path["projection"].isin(["k", "v"])]["sparsity"]
+    assert ((kv > 0.01) & (kv < 0.2)).any()
+
+
+def test_fine_step_is_the_best_error_per_gained_sparsity(model, windows, fine_path):
+    layer = 0
+    rows = fine_path[fine_path["layer"] == layer]
+    targets = sorted(rows["block_target"].unique())
+    before = rows[rows["block_target"] == targets[3]].set_index("name")
+    after = rows[rows["block_target"] == targets[4]].set_index("name")
+    weight = before["n_params"].astype(float) / before["n_params"].sum()
+    names = list(projection_table(model)["name"])
+    dense, _ = _dense_and_sparse_block_output(model, windows, layer, {n: 0.0 for n in names})
+    score = {}
+    for name in before.index:
+        trial = before["sparsity"].copy()
+        trial[name] = min(trial[name] + teal_greedy.FINE_STEP, 0.99)
+        alloc = {n: 0.0 for n in names}
+        alloc.update(trial.to_dict())
+        _, sparse = _dense_and_sparse_block_output(model, windows, layer, alloc)
+        error = float(torch.linalg.vector_norm(sparse - dense) / torch.linalg.vector_norm(dense))
+        score[name] = (error - before["block_error"].iloc[0]) / (weight[name] * (trial[name] - before["sparsity"][name]))
+    chosen = (after["sparsity"] - before["sparsity"]).idxmax()
+    assert min(score, key=score.get) == chosen
+
+
+def test_teal_greedy_fine_preset_reads_a_fine_path(model, fine_path):
+    from acttail_lab.allocation import STRATEGY_PRESETS
+
+    spec = STRATEGY_PRESETS["teal-greedy-fine"]
+    assert spec.entry.inputs(spec.resolved) == {"greedy_path": {"s_max": 0.99, "steps": "fine"}}
+    assert STRATEGY_PRESETS["teal-greedy"].entry.inputs(STRATEGY_PRESETS["teal-greedy"].resolved) == {
+        "greedy_path": {"s_max": 0.99}}
+    alloc = allocate(projection_table(model), spec, 0.4, greedy_path=fine_path)
+    assert abs(_weighted(alloc) - 0.4) < 1e-9 and (alloc["label"] == "teal-greedy-fine").all()
+    with pytest.raises(AllocationError, match="steps='coarse' is not one of"):
+        greedy_path(model, steps="coarse")

@@ -6,7 +6,7 @@ from typing import Mapping
 import pandas as pd
 
 from ..core.errors import AllocationError
-from .options import ESTIMATOR_OPTION
+from .options import ESTIMATOR_OPTION, XMIN_OPTION
 from .presets import StrategySpec, make_spec
 from .solver import check_fraction
 from .tables import validate_table
@@ -32,7 +32,7 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
     within 1e-9, with no value above ``s_max``.
 
     ``cost``: the measured cost table (``sensitivity.cost_table``, calibration
-    data) that the ``optimal`` and ``hybrid`` strategies are solved from.
+    data) that the ``surrogate-optimal`` and ``hybrid`` strategies are solved from.
     ``greedy_path``: the path of ``teal_greedy.greedy_path`` (calibration data)
     that the ``teal-greedy`` strategy reads its sparsities from.
     ``inputs``: every measured table by input name (``{"cost": ..., "greedy_path": ...}``);
@@ -45,8 +45,22 @@ def allocate(table: pd.DataFrame, strategy: str | StrategySpec, target: float, *
     validate_table(table, entry.needs_alpha)
     if entry.needs_alpha:
         check_estimator_matches(table, spec.resolved[ESTIMATOR_OPTION])
+        check_xmin_matches(table, spec.resolved.get(XMIN_OPTION))
     measured = {**(inputs or {}), **{k: v for k, v in (("cost", cost), ("greedy_path", greedy_path)) if v is not None}}
     return entry.allocate(table, spec, target, measured)
+
+
+def check_xmin_matches(table: pd.DataFrame, rule: str | None) -> None:
+    """AllocationError when the strategy names an xmin ``rule`` and ``table`` was made with another
+    (``xmin_rule`` attr or single-valued column, set by ``spectra.analyze``). An unnamed rule, or a table
+    that does not say, is taken as given."""
+    made = table.attrs.get("xmin_rule")
+    if made is None and "xmin_rule" in table.columns and table["xmin_rule"].nunique() == 1:
+        made = table["xmin_rule"].iloc[0]
+    made = None if made is None else str(made).removeprefix("xmin_")  # published tables say "xmin_peak"
+    if rule is not None and made is not None and made != rule:
+        raise AllocationError(f"The strategy asks for xmin={rule} alphas but the table was made with xmin={made}. "
+                              f"Fix: pass spectra.analyze(model, xmin={rule!r}), or drop xmin from the strategy.")
 
 
 def check_estimator_matches(table: pd.DataFrame, estimator: str) -> None:

@@ -255,7 +255,7 @@ def greedy_fill(curves: CostCurves, target: float, weight: str = "n_params") -> 
 
 
 def optimal_allocation(cost, target: float, *, s_max: float = 0.95, value: str = "rel_error",
-                       weight: str = "n_params", label: str = "optimal") -> pd.DataFrame:
+                       weight: str = "n_params", label: str = "surrogate-optimal") -> pd.DataFrame:
     """The allocation minimising the convexified summed cost at an exact weighted-mean sparsity.
 
     Inputs: ``cost``, a tidy cost table (or CostCurves); ``target`` in
@@ -264,7 +264,7 @@ def optimal_allocation(cost, target: float, *, s_max: float = 0.95, value: str =
     last level); ``value`` the cost column; ``weight`` "n_params" or "uniform".
 
     Output: the schema of ``allocation.allocate``: layer, projection, name,
-    n_params, ratio (sparsity / target), sparsity, label, strategy="optimal",
+    n_params, ratio (sparsity / target), sparsity, label, strategy="surrogate-optimal",
     target, s_max, value, weight, plus ``cost`` (the projection's convexified
     cost at its sparsity). The parameter-weighted mean sparsity equals
     ``target`` within 1e-9. Optimal for the convexified separable surrogate
@@ -280,7 +280,7 @@ def optimal_allocation(cost, target: float, *, s_max: float = 0.95, value: str =
     out["ratio"] = sparsity / target if target > 0 else 1.0
     out["sparsity"] = sparsity
     out["label"] = label
-    out["strategy"] = "optimal"
+    out["strategy"] = "surrogate-optimal"
     out["target"] = target
     out["s_max"] = s_max
     out["value"] = curves.value
@@ -353,7 +353,7 @@ def _solve_optimal(table: pd.DataFrame, cost, target: float, **options) -> pd.Da
 
 _COST_FIX = ("Strategy {!r} is solved from measured costs, and no cost table was given. "
              "Fix: pass cost=acttail_lab.measure.sensitivity.cost_table(model) (calibration data).")
-register_strategy(CostStrategy("optimal", {"s_max": 0.95, "value": "rel_error", "weight": "n_params"},
-                               solve=_solve_optimal, missing_fix=_COST_FIX.format("optimal")))
+register_strategy(CostStrategy("surrogate-optimal", {"s_max": 0.95, "value": "rel_error", "weight": "n_params"},
+                               solve=_solve_optimal, missing_fix=_COST_FIX.format("surrogate-optimal")))
 register_strategy(CostStrategy("hybrid", {"epsilon": 0.3, "s_max": 0.95, "value": "rel_error", "weight": "n_params"},
                                needs_alpha=True, solve=hybrid_allocation, missing_fix=_COST_FIX.format("hybrid")))

@@ -15,6 +15,18 @@ import pandas as pd
 from ..core.errors import AllocationError
 from .registry import PathStrategy, register_strategy
 
+STEP_MODES = ("block", "fine")
+"""Greedy step modes (``teal-greedy[steps=...]``): ``block``, TEAL's steps (the block's weighted sparsity
++ delta each; small projections move in big jumps); ``fine``, at most 0.05 of one projection's own sparsity
+per step (``measure.teal_greedy.greedy_block_fine``; the ``teal-greedy-fine`` preset)."""
+
+
+def _steps(value):
+    if value not in STEP_MODES:
+        raise AllocationError(f"steps={value!r} is not one of {list(STEP_MODES)}. Fix: pass steps=block or steps=fine.")
+    return value
+
+
 PATH_COLUMNS = ("layer", "projection", "name", "n_params", "block_target", "sparsity", "block_error")
 
 
@@ -64,6 +76,6 @@ def kind_means(path: pd.DataFrame, targets=(0.5, 0.8)) -> pd.DataFrame:
 
 
 register_strategy(PathStrategy(
-    "teal-greedy", {"s_max": 0.99}, read=teal_greedy_allocation,
+    "teal-greedy", {"s_max": 0.99, "steps": "block"}, validators={"steps": _steps}, read=teal_greedy_allocation,
     missing_fix="Strategy 'teal-greedy' is read off a measured greedy path, and no path was given. "
                 "Fix: pass greedy_path=acttail_lab.measure.teal_greedy.greedy_path(model) (calibration data)."))

@@ -17,6 +17,7 @@ from ..core.errors import AllocationError
 from ..core.models import PROJECTIONS
 from ..core.reference import TEAL_LLAMA2_7B_50
 from ..spectral.farms import ESTIMATORS
+from ..spectral.tails import XMIN_RULES
 from .fit_quality import FIT_MODES
 
 DEFAULT_S_MAX = 0.99
@@ -32,6 +33,15 @@ ESTIMATOR_OPTION = "estimator"
 table was made with (``spectral.farms.ESTIMATORS``; ``acttail[estimator=farms]``). It selects the table,
 not the ratios: ``measure.grid`` computes one spectra table per estimator and ``allocate`` refuses a
 table made with another estimator."""
+
+XMIN_OPTION = "xmin"
+"""The option every alpha-based strategy takes: the xmin rule of the alphas it reads (``spectral.tails.XMIN_RULES``),
+e.g. ``acttail[xmin=ks]``. Unset (the default) means "the alphas of the table given"; ``measure.grid`` then
+fixes it to the run's rule (:data:`DEFAULT_XMIN` unless told otherwise) and ``allocate`` refuses a table made
+with another rule."""
+DEFAULT_XMIN = "peak"
+"""The xmin rule of a run that names none: AlphaPruning's ``xmin_peak``, the rule of ActTail's authors' nearest
+public code (docs/method.md says why; the KS rule is the named variant ``acttail-ks``)."""
 
 
 def _choice(name: str, allowed: tuple[str, ...]) -> Callable[[object], str]:
@@ -95,6 +105,7 @@ VALIDATORS: dict[str, Callable] = {
     ESTIMATOR_OPTION: _choice(ESTIMATOR_OPTION, ESTIMATORS),
     "fit": _choice("fit", FIT_MODES),
     "min_tail": _min_tail,
+    XMIN_OPTION: lambda value: value if value is None else _choice(XMIN_OPTION, XMIN_RULES)(value),
 }
 
 
@@ -126,6 +137,8 @@ def resolve(strategy: str, defaults: Mapping[str, object], options: Mapping[str,
                                   "Fix: drop it or set fit=winsorise.")
         resolved.pop("min_tail", None)
         resolved.pop("fit", None)  # the default: allocation tables keep their columns (no fit column = fit=all)
+    if XMIN_OPTION in resolved and resolved[XMIN_OPTION] is None:
+        resolved.pop(XMIN_OPTION)  # unset: the alphas of the table given
     return resolved
 
 

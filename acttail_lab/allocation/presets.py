@@ -23,7 +23,12 @@ Two options belong to every strategy:
 
 Alpha-based strategies (acttail, shuffled, hybrid) also take ``estimator``:
 ``plain`` (default) or ``farms`` (alphas of FARMS' fixed-aspect-ratio window
-ESDs), e.g. ``acttail[estimator=farms]`` (``options.ESTIMATOR_OPTION``).
+ESDs), e.g. ``acttail[estimator=farms]`` (``options.ESTIMATOR_OPTION``), and
+``xmin``: the xmin rule of their alphas (``options.XMIN_OPTION``). A run that
+names none uses AlphaPruning's ``peak`` rule (``options.DEFAULT_XMIN``), so the
+``acttail`` preset follows ActTail's authors' nearest public code; the KS-rule
+version is the named variant ``acttail-ks`` (:func:`with_xmin` fixes the rule
+of a run and names any other rule in the label: ``acttail-block[xmin=ks]``).
 
 A spec is parsed once into a :class:`StrategySpec`: its options are checked
 then and kept both as given (``options``, which name the result) and resolved
@@ -43,6 +48,7 @@ from ..core.models import PROJECTIONS
 
 # the built-in strategies register themselves when their modules load
 from . import cost_solvers, greedy_path, strategies  # noqa: F401
+from .options import DEFAULT_XMIN, XMIN_OPTION
 from .registry import STRATEGIES, StrategyEntry, get_strategy
 
 _ALIASES = {"eps": "epsilon"}
@@ -110,6 +116,7 @@ _FFN = ("gate", "up", "down")
 STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("uniform", "uniform"),
     _preset("acttail", "acttail", epsilon=0.3, granularity="projection", direction="alpha_up", mapping="linear"),
+    _preset("acttail-ks", "acttail", epsilon=0.3, xmin="ks"),
     _preset("acttail-block", "acttail", epsilon=0.3, granularity="block"),
     _preset("acttail-rev", "acttail", epsilon=0.3, direction="alpha_down"),
     _preset("acttail-eps0.1", "acttail", epsilon=0.1),
@@ -119,9 +126,10 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("acttail-fit", "acttail", epsilon=0.3, fit="winsorise"),
     _preset("shuffled", "shuffled", epsilon=0.3, seed=0),
     _preset("teal-kind", "kind"),
-    _preset("optimal", "optimal"),
+    _preset("surrogate-optimal", "surrogate-optimal"),
     _preset("hybrid", "hybrid"),
     _preset("teal-greedy", "teal-greedy"),
+    _preset("teal-greedy-fine", "teal-greedy", steps="fine"),
     _preset("rotated-uniform", "uniform", method="rotated"),
     _preset("rotated-acttail", "acttail", method="rotated", epsilon=0.3),
     _preset("teal-threshold", "uniform", method="threshold"),
@@ -137,6 +145,11 @@ STRATEGY_PRESETS: dict[str, StrategySpec] = {spec.label: spec for spec in [
     _preset("acttail-block-farms", "acttail", epsilon=0.3, granularity="block", estimator="farms"),
 ]}
 """Readable names used in result tables -> StrategySpec."""
+
+RENAMED = {"optimal": ("surrogate-optimal", "it is optimal only for the additive relative-error surrogate "
+                        "(summed per-projection output errors), and measured worse than uniform at 50-60% on "
+                        "SmolLM2; the upper reference is teal-greedy-fine.")}
+"""Old strategy names -> (new name, why), so an old command line gets a message naming the new one."""
 
 _SPEC_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[(.*)\])?\s*$")
 
@@ -197,6 +210,16 @@ def make_spec(strategy: str | StrategySpec, options: Mapping[str, object] | None
                         kinds=check_kinds(kinds))
 
 
+def with_xmin(spec: StrategySpec, rule: str = DEFAULT_XMIN) -> StrategySpec:
+    """``spec`` with the xmin rule of its alphas fixed: unchanged when it needs no alphas or names a rule
+    itself (``acttail-ks``); else ``rule``, named in the label only when it is not :data:`DEFAULT_XMIN`
+    (``acttail-block`` under ``ks`` becomes ``acttail-block[xmin=ks]``), so a label always says its rule."""
+    if not spec.entry.needs_alpha or spec.resolved.get(XMIN_OPTION) is not None:
+        return spec
+    label = spec.label if rule == DEFAULT_XMIN else None
+    return make_spec(spec, {XMIN_OPTION: rule}, label=label)
+
+
 def parse_strategy(text: str) -> StrategySpec:
     """Parse ``NAME`` or ``NAME[key=value;...]`` into a checked StrategySpec.
 
@@ -205,6 +228,9 @@ def parse_strategy(text: str) -> StrategySpec:
     """
     match = _SPEC_RE.match(text or "")
     name = match.group(1) if match else None
+    if name in RENAMED:
+        raise AllocationError(f"Strategy {name!r} was renamed {RENAMED[name][0]!r}: {RENAMED[name][1]} "
+                              f"Fix: write {RENAMED[name][0]}{text.strip()[len(name):]}.")
     if name in STRATEGY_PRESETS:
         base = STRATEGY_PRESETS[name]
     elif name in STRATEGIES:

@@ -8,7 +8,7 @@ A strategy is registered next to its definition (lm-evaluation-harness
 
 or, for a strategy solved from a measured table, with an entry object::
 
-    register_strategy(CostStrategy("optimal", solve=..., defaults={...}))
+    register_strategy(CostStrategy("surrogate-optimal", solve=..., defaults={...}))
 
 The entry says what the strategy reads (``needs_alpha``; ``inputs(resolved)``:
 the measured tables, e.g. ``{"greedy_path": {"s_max": 0.99}}``) and how it
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import AllocationError
-from .options import ESTIMATOR_OPTION, option_columns, resolve
+from .options import ESTIMATOR_OPTION, XMIN_OPTION, option_columns, resolve
 from .solver import solve_scale
 from .tables import IDENTITY_COLUMNS
 
@@ -104,8 +104,10 @@ class StrategyEntry:
 
     def resolve(self, options: Mapping[str, object]) -> dict[str, object]:
         """The defaults overridden by ``options``, each checked (``options.resolve``). An alpha-based
-        strategy also takes ``estimator`` (default ``"plain"``; ``options.ESTIMATOR_OPTION``)."""
-        defaults = {**self.defaults, ESTIMATOR_OPTION: "plain"} if self.needs_alpha else self.defaults
+        strategy also takes ``estimator`` (default ``"plain"``; ``options.ESTIMATOR_OPTION``) and ``xmin``
+        (default unset: the table's rule; ``options.XMIN_OPTION``)."""
+        alpha_options = {ESTIMATOR_OPTION: "plain", XMIN_OPTION: None}
+        defaults = {**self.defaults, **alpha_options} if self.needs_alpha else self.defaults
         return resolve(self.name, defaults, options, self.validators)
 
     def inputs(self, resolved: Mapping[str, object]) -> dict[str, dict]:
@@ -124,7 +126,7 @@ class RatioStrategy(StrategyEntry):
 
     def allocate(self, table, spec, target, inputs):
         resolved = spec.resolved
-        ratio_options = {k: v for k, v in resolved.items() if k not in ("s_max", ESTIMATOR_OPTION)}
+        ratio_options = {k: v for k, v in resolved.items() if k not in ("s_max", ESTIMATOR_OPTION, XMIN_OPTION)}
         selected = _selected_rows(table, spec.kinds)
         ratios = np.zeros(len(table))
         sparsity = np.zeros(len(table))
@@ -168,7 +170,8 @@ class CostStrategy(_MeasuredStrategy):
 
     def allocate(self, table, spec, target, inputs):
         cost = self._measured(spec, inputs)
-        options = {k: v for k, v in spec.resolved.items() if k != ESTIMATOR_OPTION}  # it chose the table
+        options = {k: v for k, v in spec.resolved.items()
+                   if k not in (ESTIMATOR_OPTION, XMIN_OPTION)}  # they chose the table
         out = self.solve(table, cost, target, label=spec.label, **options)
         if "name" in table.columns:  # same row order as the input table
             out = out.set_index("name").loc[table["name"]].reset_index()
@@ -183,7 +186,8 @@ class PathStrategy(_MeasuredStrategy):
     input: str = "greedy_path"
 
     def inputs(self, resolved):
-        return {self.input: {"s_max": resolved["s_max"]}}
+        fine = {"steps": resolved["steps"]} if resolved.get("steps", "block") != "block" else {}
+        return {self.input: {"s_max": resolved["s_max"], **fine}}
 
     def allocate(self, table, spec, target, inputs):
         path = self._measured(spec, inputs)

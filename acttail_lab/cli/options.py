@@ -21,7 +21,8 @@ def floats(text: str) -> list[float]:
 def add_run_options(parser, batch_size: int, batch_help: str) -> None:
     """The options every model run takes: xmin rule, calibration tokens, device / dtype / device map,
     batch size (``batch_size`` default, ``batch_help`` text), seed, dense row, cache, quiet, output CSV."""
-    parser.add_argument("--xmin", default="ks", help="xmin rule for the alphas (default ks)")
+    parser.add_argument("--xmin", default="peak", help="xmin rule for the alphas of strategies that name none "
+                        "(default peak, AlphaPruning's rule; ks or median name the rule in the label)")
     parser.add_argument("--calibration-tokens", type=int, default=None,
                         help="calibration-split tokens for rotated / threshold / cats strategies (default 8192; "
                              "for rotation at least the widest projection input, e.g. 11264 for LLaMA-2-7B)")

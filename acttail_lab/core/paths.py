@@ -24,6 +24,8 @@ RESULT_FILES = {
     "perplexity_windows": "perplexity_{model}_windows.csv",
     "perplexity_encyclopedic": "perplexity_encyclopedic_{model}.csv",
     "perplexity_encyclopedic_windows": "perplexity_encyclopedic_{model}_windows.csv",
+    "upper_reference": "upper_reference_{model}.csv",
+    "upper_reference_windows": "upper_reference_{model}_windows.csv",
     "related": "perplexity_related_{model}.csv",
     "perplexity_fitquality": "perplexity_fitquality_{model}.csv",
     "perplexity_fitquality_windows": "perplexity_fitquality_{model}_windows.csv",

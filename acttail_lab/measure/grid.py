@@ -182,19 +182,37 @@ def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens
     return specs, targets
 
 
-def _projection_table_for(model: nn.Module, specs, xmin, progress: bool = False,
-                          estimator: str = "plain") -> pd.DataFrame:
-    """Spectra table (with alpha; cached by ``spectra``) when a strategy needs alphas, else the projection table."""
-    if any(spec.entry.needs_alpha for spec in specs):
-        from ..spectral.spectra import analyze
-
-        return analyze(model, xmin=xmin, progress=progress, estimator=estimator)
-    return projection_table(model)
+def table_key(spec) -> tuple[str, str] | None:
+    """The (estimator, xmin rule) of the alphas a spec reads (None when it reads no alpha); fix the rule
+    first (``allocation.presets.with_xmin``)."""
+    if not spec.entry.needs_alpha:
+        return None
+    return spec.resolved.get("estimator", "plain"), spec.resolved["xmin"]
 
 
-def _estimator_of(spec) -> str:
-    """The alpha estimator a spec's table is made with (``estimator`` option; ``"plain"`` when it reads no alpha)."""
-    return spec.resolved.get("estimator", "plain") if spec.entry.needs_alpha else "plain"
+def alpha_tables(model: nn.Module, specs, progress: bool = False) -> dict:
+    """One table per distinct :func:`table_key` of ``specs`` (the projection table under None), each
+    computed once (``spectra.analyze`` caches them on disk)."""
+    tables = {}
+    for key in dict.fromkeys(table_key(spec) for spec in specs):
+        if key is None:
+            tables[key] = projection_table(model)
+        else:
+            from ..spectral.spectra import analyze
+
+            tables[key] = analyze(model, xmin=key[1], progress=progress, estimator=key[0])
+    return tables
+
+
+def fix_xmin(specs, xmin: str) -> list:
+    """``specs`` with the xmin rule of every alpha-based one fixed to ``xmin`` unless it names its own
+    (``allocation.presets.with_xmin``: a rule other than the default is then named in the label)."""
+    from ..allocation.presets import with_xmin
+    from ..spectral.tails import XMIN_RULES
+
+    if xmin not in XMIN_RULES:
+        raise AllocationError(f"xmin={xmin!r} is not an xmin rule. Fix: pass one of {list(XMIN_RULES)}.")
+    return [with_xmin(spec, xmin) for spec in specs]
 
 
 def _cost_input(lm: LoadedModel, corpus: str, progress: bool, **params) -> pd.DataFrame:
@@ -241,7 +259,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), sparsities=(0.5, 0.6, 0.7, 0.8),
                   tokens: int = 16384, window: int = 512, corpus: str = DEFAULT_CORPUS, split: str = "evaluation",
-                  xmin: str = "ks", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
+                  xmin: str = "peak", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
                   seed: int = 0, cache: bool = True, progress: bool = True, include_dense: bool = True,
                   batch_size: int = 4, device_map: str | None = None,
                   calibration_tokens: int | None = None, log_rows: bool = False) -> pd.DataFrame:
@@ -255,7 +273,8 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
         sparsities: targets (parameter-weighted mean fraction of inputs zeroed), each in [0, 1).
         tokens, window: evaluation tokens (rounded down to whole windows) and window length.
         corpus, split: ``"austen"`` or a text file; ``"evaluation"`` by default.
-        xmin: xmin rule passed to ``spectra.analyze`` for alpha-based strategies.
+        xmin: xmin rule of the alphas of every alpha-based strategy that names none (``peak``, AlphaPruning's
+            rule, by default; a label then names any other rule: ``acttail-block[xmin=ks]``; :func:`fix_xmin`).
         protocol: ``"all"`` or ``"last_half"`` (module doc).
         device, dtype, device_map: passed to ``load_model`` (``device_map="auto"`` for big models).
         seed: torch seed. cache: read/write the per-row JSON cache. progress: tqdm bars.
@@ -277,13 +296,13 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
     # every check that needs no model runs before one is loaded (seconds here, minutes for a 7B model)
     specs, sparsities = check_grid_inputs(strategies, sparsities, protocol, window, tokens, corpus, split,
                                           batch_size, calibration_tokens)
+    specs = fix_xmin(specs, xmin)
     torch.manual_seed(seed)
     lm = model_name if isinstance(model_name, LoadedModel) else load_model(
         model_name, device=device, dtype=dtype, device_map=device_map)
     model = lm.model
     windows = token_windows(lm.tokenizer, corpus_text(corpus, split), window=window, n_tokens=tokens)
-    tables = {est: _projection_table_for(model, specs, xmin, progress, est)
-              for est in dict.fromkeys(_estimator_of(spec) for spec in specs)}  # one table per alpha estimator
+    tables = alpha_tables(model, specs, progress)  # one per (alpha estimator, xmin rule)
     model_dtype = next(model.parameters()).dtype
     dev = input_device(model)
     context = {
@@ -300,7 +319,7 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
     jobs = [("dense", 0.0, None, None)] if include_dense else []
     for spec, inputs in zip(specs, measured_inputs):
         for target in sparsities:
-            alloc = allocate(tables[_estimator_of(spec)], spec, float(target), inputs=inputs)
+            alloc = allocate(tables[table_key(spec)], spec, float(target), inputs=inputs)
             jobs.append((spec.label, float(target), spec, alloc))
 
     rows = []
@@ -321,7 +340,7 @@ def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), s
             _write_cached(key, measured, context, cache)
         needs_alpha = spec is not None and spec.entry.needs_alpha
         row = {"strategy": label, "sparsity": target, **measured, **common,
-               "xmin_rule": xmin if needs_alpha else None,
+               "xmin_rule": spec.resolved["xmin"] if needs_alpha else None,
                "options": json.dumps(dict(spec.options) if spec else {}, sort_keys=True, default=str),
                "cached": cached, "method": method if spec is not None else None,
                "kinds": "+".join(spec.kinds) if spec is not None and spec.kinds else None}

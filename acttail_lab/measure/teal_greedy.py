@@ -18,6 +18,14 @@ With coarse steps small projections hit ``s_max`` early (SmolLM2's k/v have
 path ends at the largest block target reachable under ``s_max`` when that is
 below ``max_target``.
 
+``steps="fine"`` (:func:`greedy_block_fine`, the ``teal-greedy-fine`` preset) lifts that
+limitation: every step raises ONE projection's own sparsity by at most ``fine_step``
+(default 0.05, whatever its size), and the step taken is the one with the smallest
+increase of the block error per unit of block sparsity gained. Block targets are then
+irregular (the weighted sparsity after each step); reading the path interpolates
+between them as before. It costs about ``7 * max_target / fine_step`` steps of up to
+7 block forwards per layer (3.5x the coarse path at the defaults).
+
 Sparsification is exact per-token TopK on each projection input
 (:func:`acttail_lab.sparsify.topk.topk_sparsify`), every position. Results are
 cached under ``cache_dir("teal_greedy")`` keyed by the weights, the token ids
@@ -33,7 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..allocation.greedy_path import PATH_COLUMNS
+from ..allocation.greedy_path import PATH_COLUMNS, STEP_MODES
 from ..core.cache import stable_hash
 from ..core.errors import AllocationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
@@ -164,6 +172,42 @@ def greedy_block(block: _SparseBlock, delta: float, n_steps: int, s_max: float) 
     return path
 
 
+FINE_STEP = 0.05
+"""The largest change of one projection's own sparsity in one fine step."""
+
+
+def greedy_block_fine(block: _SparseBlock, fine_step: float, max_target: float, s_max: float) -> list[dict]:
+    """Greedy path of one block with per-projection steps of ``fine_step`` (own sparsity, capped at ``s_max``).
+
+    Each step tries raising every projection by ``min(fine_step, s_max - current)`` and takes the one with
+    the smallest ``(error(trial) - error(current)) / gain``, ``gain`` = the block's weighted sparsity gained.
+    Returns dicts ``step``, ``block_target`` (weighted sparsity after the step), ``sparsity``, ``block_error``,
+    until ``max_target`` is reached or nothing can move.
+    """
+    weight = np.array([r["n_params"] for r in block.rows], dtype=float)
+    weight /= weight.sum()
+    current, error, reached = np.zeros(len(weight)), 0.0, 0.0
+    path = [dict(step=0, block_target=0.0, sparsity=current.copy(), block_error=0.0)]
+    while reached < max_target - 1e-12:
+        best, best_score, best_error = None, np.inf, None
+        for i in range(len(current)):
+            move = min(fine_step, s_max - current[i])
+            if move <= 1e-12:
+                continue
+            trial = current.copy()
+            trial[i] += move
+            trial_error = block.error(trial)
+            score = (trial_error - error) / (weight[i] * move)
+            if score < best_score:
+                best, best_score, best_error = trial, score, trial_error
+        if best is None:
+            break
+        current, error = best, best_error
+        reached = float(weight @ current)
+        path.append(dict(step=len(path), block_target=round(reached, 12), sparsity=current.copy(), block_error=error))
+    return path
+
+
 # --------------------------------------------------------------------------- whole model
 def _check_options(delta: float, max_target: float, s_max: float) -> int:
     if not 0.0 < delta < 1.0:
@@ -177,7 +221,7 @@ def _check_options(delta: float, max_target: float, s_max: float) -> int:
 
 def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025, max_target: float = 0.9,
                 s_max: float = 0.99, max_tokens: int = 256, corpus: str = "austen", progress: bool = True,
-                cache: bool = True) -> pd.DataFrame:
+                cache: bool = True, steps: str = "block", fine_step: float = FINE_STEP) -> pd.DataFrame:
     """TEAL's greedy path for every block, on calibration inputs (:func:`block_inputs`).
 
     Args:
@@ -185,6 +229,7 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
         windows: token ids ``[n_windows, window]`` (keep them from the CALIBRATION split).
         delta: block-level step (fraction of the block's parameters); ``max_target``: last block target.
         s_max: cap on one projection's sparsity. ``max_tokens``: tokens kept by :func:`block_inputs`.
+        steps: ``"block"`` (TEAL's) or ``"fine"`` (:func:`greedy_block_fine` with ``fine_step``).
         corpus: corpus of the default calibration windows.
         progress: tqdm bar over layers. cache: read / write ``cache_dir("teal_greedy")/path-<key>.csv``,
             key = (weights hash, token ids hash, delta, max_target, s_max, max_tokens).
@@ -195,13 +240,19 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
     Cost: about ``7 * max_target / delta`` block forwards per layer.
     """
     n_steps = _check_options(delta, max_target, s_max)
+    if steps not in STEP_MODES:
+        raise AllocationError(f"steps={steps!r} is not one of {list(STEP_MODES)}. Fix: pass steps='block' or 'fine'.")
+    if steps == "fine" and not 0.0 < fine_step <= 1.0:
+        raise AllocationError(f"fine_step={fine_step} must be in (0, 1]. Fix: pass e.g. fine_step=0.05.")
+    mode = {} if steps == "block" else dict(steps=steps, fine_step=fine_step)  # coarse keys stay as they were
     net, windows = _resolve_windows(model, windows, corpus, window=max_tokens, n_tokens=max_tokens)
     windows = windows[: max(1, max_tokens // windows.shape[1])]
     store, key = ResultCache("teal_greedy", version=_CACHE_VERSION, fmt="csv", enabled=cache), None
     if cache:
         key = "path-" + stable_hash(dict(kind="teal_greedy", version=_CACHE_VERSION,
                                          model=weights_fingerprint(net, "full"), tokens=tokens_key(windows),
-                                         delta=delta, max_target=max_target, s_max=s_max, max_tokens=max_tokens))
+                                         delta=delta, max_target=max_target, s_max=s_max, max_tokens=max_tokens,
+                                         **mode))
         found = store.load(key, check=lambda t: list(t.columns) == list(PATH_COLUMNS))
         if found is not None:
             return found
@@ -215,13 +266,17 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
         rows = [r for r, _ in by_layer[index]]
         block = _SparseBlock(layers[index], rows, [m for _, m in by_layer[index]], inputs[index])
         try:
-            steps = greedy_block(block, delta, n_steps, s_max)
+            if steps == "fine":
+                points = greedy_block_fine(block, fine_step, max_target, s_max)
+            else:
+                points = greedy_block(block, delta, n_steps, s_max)
         finally:
             block.close()
-        for point in steps:
+        for point in points:
             for row, s in zip(rows, point["sparsity"]):
                 records.append(dict(layer=row["layer"], projection=row["projection"], name=row["name"],
-                                    n_params=row["n_params"], block_target=round(point["step"] * delta, 12),
+                                    n_params=row["n_params"],
+                                    block_target=point.get("block_target", round(point["step"] * delta, 12)),
                                     sparsity=float(s), block_error=point["block_error"]))
     table = pd.DataFrame(records, columns=list(PATH_COLUMNS))
     if key is not None:

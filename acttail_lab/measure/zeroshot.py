@@ -32,7 +32,7 @@ from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
 from ..sparsify.methods import calibration_for, make_sparsifier
 from ..sparsify.topk import resolve_allocation, weighted_sparsity
-from .grid import (_check_sparsities, _measured_inputs_for, _projection_table_for, _resolve_specs,
+from .grid import (_check_sparsities, _measured_inputs_for, _resolve_specs, alpha_tables, fix_xmin, table_key,
                    allocation_vector)
 from .perplexity import input_device
 from .zeroshot_tasks import (check_limit, check_tasks, lm_eval_version, offline_env, resolve_data_mode,
@@ -145,20 +145,22 @@ def _jobs(lm, specs, sparsities, include_dense, xmin, corpus, calibration_tokens
     """(label, target, spec, allocation table) per run, computing alphas / cost tables / calibration once."""
     from ..allocation import allocate
 
-    table = _projection_table_for(lm.model, specs, xmin, progress) if specs else None
+    specs = fix_xmin(specs, xmin)
+    tables = alpha_tables(lm.model, specs, progress)
     inputs = _measured_inputs_for(lm, specs, corpus, progress)
     stats = calibration_for(lm, [s.method for s in specs], corpus=corpus, tokens=calibration_tokens,
                             progress=progress)
     jobs = [("dense", 0.0, None, None)] if include_dense else []
     for spec, needs in zip(specs, inputs):
-        jobs += [(spec.label, float(t), spec, allocate(table, spec, float(t), inputs=needs)) for t in sparsities]
+        jobs += [(spec.label, float(t), spec, allocate(tables[table_key(spec)], spec, float(t), inputs=needs))
+                 for t in sparsities]
     return jobs, stats
 
 
 def evaluate_zeroshot(lm: LoadedModel, strategies=("uniform", "acttail"), sparsities=(0.5, 0.7),
                       tasks=DEFAULT_TASKS, limit: int = 100, seed: int = 0, *, allocations=None,
                       include_dense: bool = True, data: str = "auto", batch_size: int = 16, cache: bool = True,
-                      progress: bool = True, xmin: str = "ks", corpus: str = DEFAULT_CORPUS,
+                      progress: bool = True, xmin: str = "peak", corpus: str = DEFAULT_CORPUS,
                       calibration_tokens: int | None = None, bootstrap_iters: int = 1000,
                       setup=None) -> pd.DataFrame:
     """Zero-shot accuracy of every (strategy, sparsity) (+ dense) on ``tasks``, through lm-eval.

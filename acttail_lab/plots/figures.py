@@ -28,12 +28,13 @@ from ..report.results import load_perplexity, reference_kind_budgets
 from .esd import plot_alpha_heatmap
 from .perplexity import plot_change_heatmap, plot_headline, plot_kind_budgets, plot_sparsity_maps
 from .sensitivity import correlation_matrix, plot_correlation_table
+from .paper_figures import PAPER_FIGURES
 
 MODEL_LABEL = "SmolLM2-135M"
-HEADLINE_STRATEGIES = ("uniform", "acttail", "acttail-block", "teal-kind", "teal-greedy", "optimal", "hybrid",
+HEADLINE_STRATEGIES = ("uniform", "acttail", "acttail-block", "teal-kind", "teal-greedy", "surrogate-optimal", "hybrid",
                        "shuffled", "acttail-rev")
 """Strategies of the headline figure (those present in the committed grid are drawn)."""
-MAP_STRATEGIES = ("acttail", "acttail-block", "teal-greedy", "optimal")
+MAP_STRATEGIES = ("acttail", "acttail-block", "teal-greedy", "surrogate-optimal")
 """Strategies of the sparsity maps (uniform would be one flat colour: white = its budget)."""
 MAP_TARGET = 0.7
 DPI = 130
@@ -139,6 +140,8 @@ FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
                             "standard errors, the dense band and chance", "08_downstream_accuracy"),
 }
 """name -> (builder, one-line caption, notebook that explores it)."""
+FIGURES.update({name: (paper.builder, paper.caption, paper.notebook) for name, paper in PAPER_FIGURES.items()})
+"""Then the papers' figures redrawn from our data (plots/paper_figures.py)."""
 
 
 # --------------------------------------------------------------------------- plotted data

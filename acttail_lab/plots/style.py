@@ -5,7 +5,7 @@ Everything is looked up by name, never by position in a list, so a strategy keep
 style in every figure and notebook. Colours are the Okabe-Ito palette (safe for the
 common forms of colour blindness) plus greys; families share a hue and differ by
 marker / line style: baselines grey/black, ActTail blues, TEAL bluish green,
-cost-based solvers (optimal, hybrid) orange, WINA reddish purple, controls vermillion.
+cost-based solvers (surrogate-optimal, hybrid) orange, WINA reddish purple, controls vermillion.
 
 - :func:`strategy_style` -> ``dict(color, marker, linestyle)`` (matplotlib keywords);
   an unknown name gets a deterministic fallback chosen by a hash of the name.
@@ -43,9 +43,7 @@ STRATEGY_STYLES: dict[str, dict] = {
     # ActTail and its variants (blues)
     "acttail": _s(_C["blue"], "s", "-"),
     "acttail-ks": _s(_C["blue"], "P", "-"),
-    "acttail-peak": _s(_C["blue"], "^", "-."),
     "acttail-block": _s(_C["sky_blue"], "D", "-"),
-    "acttail-block-peak": _s(_C["sky_blue"], "v", "-."),
     "acttail-eps0.1": _s(_C["sky_blue"], "^", ":"),
     "acttail-eps0.5": _s(_C["blue"], "^", ":"),
     "acttail-rank": _s(_C["sky_blue"], "P", "--"),
@@ -54,13 +52,13 @@ STRATEGY_STYLES: dict[str, dict] = {
     "rotated-acttail": _s(_C["blue"], "o", "-."),
     # TEAL family (bluish green)
     "teal-greedy": _s(_C["bluish_green"], "*", "-"),
+    "teal-greedy-fine": _s(_C["bluish_green"], "*", "--"),
     "teal-kind": _s(_C["bluish_green"], "h", "-"),
     "teal-threshold": _s(_C["bluish_green"], "d", "--"),
     "ffn-threshold": _s(_C["bluish_green"], "p", ":"),
     "ffn-topk": _s(_C["bluish_green"], "p", "-."),
     # cost-based solvers (orange)
-    "optimal": _s(_C["orange"], "*", "--"),
-    "upper-reference": _s(_C["orange"], "*", ":"),
+    "surrogate-optimal": _s(_C["orange"], "*", "--"),
     "hybrid": _s(_C["orange"], "X", "-"),
     # WINA family (reddish purple)
     "wina": _s(_C["reddish_purple"], "o", "-"),

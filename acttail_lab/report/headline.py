@@ -18,7 +18,7 @@ from ..core.errors import ActTailError
 from ..core.paths import RESULTS_DIR, result_path
 from .results import DENSE, UNIFORM, best_per_sparsity, check_one_setting, headline_table, relative_to_uniform, run_labels
 
-VOCAB_SIZES = {"smollm2-135m": 49152, "llama2-7b": 32000, "llama2-13b": 32000, "mistral-7b": 32000}
+VOCAB_SIZES = {"smollm2-135m": 49152, "gemma3-270m": 262144, "llama2-7b": 32000, "llama2-13b": 32000, "mistral-7b": 32000}
 """Vocabulary size of the models with committed runs (from their configs)."""
 COLLAPSE_FRACTION = 0.25
 """A run whose perplexity is at least this fraction of the vocabulary size counts as collapsed."""
@@ -33,7 +33,7 @@ PAPER_CLAIMS = pd.DataFrame([
 
 def plain_labels(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` without its ``xmin_rule`` column when every strategy was run under one rule only
-    (then ``results.run_labels`` gives plain strategy names, e.g. ``acttail`` and ``acttail-peak``
+    (then ``results.run_labels`` gives plain strategy names, e.g. ``acttail`` and ``acttail-ks``
     rather than ``acttail (xmin=ks)``); otherwise ``runs`` unchanged."""
     if "xmin_rule" in runs.columns and runs.groupby("strategy")["xmin_rule"].nunique().max() <= 1:
         return runs.drop(columns="xmin_rule")
@@ -189,7 +189,7 @@ def change_title(change: pd.DataFrame, model_label: str) -> str:
 def committed_allocations(model: str, strategies, target: float, rule: str = "ks",
                           results_dir=None) -> list[pd.DataFrame]:
     """Allocations of ``strategies`` at ``target`` from the committed tables only: the spectra of
-    ``rule`` (alphas), the cost table (``optimal``, ``hybrid``) and TEAL's greedy path (``teal-greedy``).
+    ``rule`` (alphas), the cost table (``surrogate-optimal``, ``hybrid``) and TEAL's greedy path (``teal-greedy``).
     A table that is not committed is only an error for a strategy that reads it."""
     from ..allocation import allocate
     from .explorer_sources import load_spectra

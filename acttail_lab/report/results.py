@@ -93,11 +93,12 @@ def _is_missing(value) -> bool:
 
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:
-    """Display label of each row: the strategy, plus ``" (xmin=RULE)"`` if the table mixes xmin rules."""
+    """Display label of each row: the strategy, plus ``" (xmin=RULE)"`` if one strategy label was run under
+    more than one xmin rule (grids label every rule but the default themselves: ``acttail-ks``,
+    ``acttail-block[xmin=ks]``; older tables may not)."""
     if "xmin_rule" not in runs.columns:
         return runs["strategy"].astype(str)
-    rules = runs["xmin_rule"].dropna().unique()
-    if len(rules) <= 1:
+    if runs.groupby("strategy")["xmin_rule"].nunique().max() <= 1:
         return runs["strategy"].astype(str)
     names = [s if _is_missing(r) else f"{s} (xmin={r})" for s, r in zip(runs["strategy"], runs["xmin_rule"])]
     return pd.Series(names, index=runs.index, dtype=object)

@@ -6,7 +6,7 @@ per-projection summaries (``sensitivity.sensitivity_summary``), the
 correlation table (``sensitivity.spectral_correlations``) and an alpha table
 (``spectra.analyze``). Everything here is pure pandas on those tables:
 
-- :func:`allocations_by_target`: the alpha presets, ``optimal`` and ``hybrid``
+- :func:`allocations_by_target`: the alpha presets, ``surrogate-optimal`` and ``hybrid``
   at several model-wide budgets;
 - :func:`proxy_agreement`, :func:`kind_only_baseline`, :func:`estimated_costs`,
   :func:`perplexity_agreement`: the comparison tables;
@@ -39,15 +39,15 @@ def allocations_at(alphas: pd.DataFrame, cost: pd.DataFrame, target: float,
 
     Inputs: ``alphas``, an alpha table (``spectra.analyze``: layer, projection,
     name, n_params, alpha); ``cost``, the calibration cost table the
-    ``optimal`` and ``hybrid`` allocations are solved from (pooled
+    ``surrogate-optimal`` and ``hybrid`` allocations are solved from (pooled
     ``rel_error``, ``s_max`` 0.95); ``target``, the parameter-weighted mean
     sparsity in [0, 0.95]; ``presets``, preset names of ``allocation.allocate``.
 
     Output: ``{label: allocation}`` in the order of ``presets``, then
-    "optimal" and "hybrid"; each allocation meets ``target`` within 1e-9.
+    "surrogate-optimal" and "hybrid"; each allocation meets ``target`` within 1e-9.
     """
     out = {label: allocate(alphas, label, target) for label in presets}
-    out["optimal"] = optimal_allocation(cost, target)
+    out["surrogate-optimal"] = optimal_allocation(cost, target)
     out["hybrid"] = hybrid_allocation(alphas, cost, target)
     return out
 
@@ -115,7 +115,7 @@ def kind_only_baseline(measured: pd.DataFrame, corr: pd.DataFrame, levels: Itera
 
 
 def estimated_costs(allocations: Mapping[float, Mapping[str, pd.DataFrame]], curves: Mapping[str, CostCurves],
-                    reference: str = "optimal") -> pd.DataFrame:
+                    reference: str = "surrogate-optimal") -> pd.DataFrame:
     """Model-level estimated cost of every allocation (``sensitivity.estimate_cost``).
 
     Inputs: ``allocations`` as returned by :func:`allocations_by_target`;
@@ -245,7 +245,7 @@ def _within_kind_line(corr: pd.DataFrame, column: str, rule: str) -> str:
             + f" of {len(within)}; a negative sign would support the premise.")
 
 
-def _estimated_line(estimated: pd.DataFrame, target: float, reference: str = "optimal") -> str:
+def _estimated_line(estimated: pd.DataFrame, target: float, reference: str = "surrogate-optimal") -> str:
     ratios = estimated[estimated.target == target].set_index("label")[f"rel_error / {reference}"].sort_values()
     return (f"Estimated cost at {target:g}, as a multiple of {reference}'s (best first): "
             + ", ".join(f"{label} {r:.3f}" for label, r in ratios.items() if label != reference) + ".")
@@ -259,7 +259,7 @@ def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.Data
     ``rel_error@{s}`` for every level and ``loss_increase@{levels[-1]}``);
     ``proxy_check`` (:func:`proxy_agreement`); ``baseline``
     (:func:`kind_only_baseline`, with a row for ``rel_error@{levels[-1]}``);
-    ``estimated`` (:func:`estimated_costs`, with an "optimal" reference at the
+    ``estimated`` (:func:`estimated_costs`, with a "surrogate-optimal" reference at the
     first and last target); ``levels`` (sparsities at which costs were read);
     ``targets`` (model-wide budgets; the first and the last are summarised);
     ``alpha_rule`` (the xmin rule whose alphas are judged).

@@ -189,7 +189,7 @@ def perplexity_by_strategy(model: str, path: str | os.PathLike | None = None) ->
         return None, (f"{ppl_path} is missing. Regenerate it (an hour or more on one CPU thread; rows are cached) "
                       "with\n  python scripts/reproduce_perplexity.py\nor, for the strategies compared here only,\n"
                       "  acttail-lab evaluate --strategies uniform,acttail,acttail-block,acttail-rev,shuffled,"
-                      f"teal-kind,optimal,hybrid --sparsities 0.5,0.6,0.7,0.8 --tokens 16384 --out {ppl_path}")
+                      f"teal-kind,surrogate-optimal,hybrid --sparsities 0.5,0.6,0.7,0.8 --tokens 16384 --out {ppl_path}")
     ppl = pd.read_csv(ppl_path)
     protocol = "all" if "all" in set(ppl.protocol) else ppl.protocol.iloc[0]
     ppl = ppl[ppl.protocol == protocol]

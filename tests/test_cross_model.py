@@ -1,0 +1,69 @@
+"""report.cross_model: the cross-model table, its verdicts and sentences, on hand-made grids."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from acttail_lab.report import cross_model
+
+N_WINDOWS = 16
+
+
+def _grid(shifts: dict, seed: int = 0, targets=(0.5, 0.7)):
+    """(runs, windows): uniform with NLL 3 + noise; each strategy = uniform's windows + its shift (+ noise)."""
+    rng = np.random.default_rng(seed)
+    base = {t: 3.0 + t + rng.normal(0, 0.05, N_WINDOWS) for t in targets}
+    win, runs = [], []
+    for strategy, shift in {"uniform": 0.0, **shifts}.items():
+        for t in targets:
+            nll = base[t] + (shift if strategy != "uniform" else 0.0)
+            if strategy == "noisy":
+                nll = base[t] + rng.normal(0, 0.05, N_WINDOWS)
+            win += [dict(strategy=strategy, sparsity=t, method="topk", window_index=i, nll=v) for i, v in enumerate(nll)]
+            runs.append(dict(strategy=strategy, sparsity=t, perplexity=float(np.exp(nll.mean())), tokens=8176))
+    return pd.DataFrame(runs), pd.DataFrame(win)
+
+
+@pytest.fixture()
+def grids():
+    return {("m1", "austen"): _grid({"acttail": 0.2, "teal-greedy": -0.1, "noisy": 0.0}),
+            ("m2", "encyclopedic"): _grid({"acttail": -0.05, "teal-greedy": -0.2}, seed=1)}
+
+
+def test_table_changes_intervals_and_verdicts(grids):
+    table = cross_model.cross_model_table(grids, strategies=("acttail", "teal-greedy", "noisy"))
+    assert list(table.columns) == list(cross_model.CROSS_COLUMNS)
+    assert len(table) == 2 * 3 + 2 * 2
+    m1 = table[(table.model == "m1") & (table.strategy == "acttail")]
+    assert m1["change_pct"].to_numpy() == pytest.approx(np.expm1(0.2) * 100)
+    assert (m1["verdict"] == "worse").all() and (m1["ci_low_pct"] > 0).all()
+    assert (table[table.strategy == "teal-greedy"]["verdict"] == "better").all()
+    assert (table[(table.model == "m2") & (table.strategy == "acttail")]["verdict"] == "better").all()
+    assert table.loc[table.strategy == "noisy", "inside_noise"].any()
+    assert table["uniform"].gt(0).all() and (table["tokens"] == 8176).all()
+    assert list(dict.fromkeys(table.strategy)) == ["acttail", "teal-greedy", "noisy"]
+
+
+def test_counts_and_sentences_follow_the_numbers(grids):
+    table = cross_model.cross_model_table(grids, strategies=("acttail", "teal-greedy"))
+    counts = cross_model.verdict_counts(table)
+    assert counts.loc["acttail"].tolist() == [2, 0, 2, 4] and counts.loc["teal-greedy"].tolist() == [4, 0, 0, 4]
+    lines = cross_model.cross_model_sentences(table)
+    assert lines[0].startswith("2 model x text settings (m1/austen, m2/encyclopedic)")
+    assert "acttail: better than uniform in 2 of 4 cells, inside the noise in 0, worse in 2" in lines[1]
+    assert "worse at m1/austen 0.5 (+22%), m1/austen 0.7 (+22%)" in lines[1]
+    assert lines[2].startswith("teal-greedy: better than uniform in 4 of 4 cells")
+    assert lines[3].startswith("Alpha-guided budgets beat uniform beyond the noise in 2 of 4 cells")
+    wide = cross_model.wide_table(table)
+    assert wide.at["acttail", ("m1", "austen", 0.5)].startswith("+22 [")
+
+
+def test_calibration_check_reads_committed_files(tmp_path):
+    runs, windows = _grid({"teal-greedy": -0.1, "teal-greedy-fine": 0.3})
+    runs.to_csv(tmp_path / "upper_reference_m1.csv", index=False)
+    windows.to_csv(tmp_path / "upper_reference_m1_windows.csv", index=False)
+    check = cross_model.calibration_check(models=("m1", "absent"), results_dir=tmp_path)
+    assert set(check["text"]) == {"austen (calibration)"} and set(check["model"]) == {"m1"}
+    sentence = cross_model.upper_reference_sentence(check)
+    assert "better than uniform in 0 of 2" in sentence and "NOT an upper reference" in sentence
+    good = cross_model.upper_reference_sentence(check, "teal-greedy")
+    assert good.endswith("worse in none: at least as good as uniform everywhere it was measured.")
