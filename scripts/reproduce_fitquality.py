@@ -6,7 +6,8 @@ drives the min-max mapping), ``acttail-fit`` (``acttail[fit=winsorise]``: alphas
 ``acttail[fit=block-mean]`` (those alphas replaced by their layer's mean reliable alpha), beside
 ``uniform`` and dense, at 50/60/70% parameter-weighted TopK sparsity. Same protocol as
 ``scripts/reproduce_perplexity.py``: 16384 tokens of Pride and Prejudice (evaluation split), 512-token
-windows, protocol "all", KS xmin rule; the same windows for every row, so the per-window losses pair.
+windows, protocol "all", KS xmin rule (the rule whose short tails the option is about; the labels say
+``[xmin=ks]``); the same windows for every row, so the per-window losses pair.
 
 Every row is cached (content-keyed), so an interrupted run resumes. Usage:
     python scripts/reproduce_fitquality.py [--model smollm2-135m] [--tokens 16384] [--out FILE]

@@ -1,9 +1,11 @@
-"""Regenerate the committed sensitivity data of SmolLM2-135M (read by notebook 07 and the explorer).
+"""Regenerate the committed sensitivity data of a model (SmolLM2-135M by default; read by notebook 07).
 
 Usage (from the repository root, single thread)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/reproduce_sensitivity.py [--out data/results]
-        [--loss-every 3] [--skip-loss] [--no-cache]
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/reproduce_sensitivity.py [--model smollm2-135m]
+        [--out data/results] [--loss-every 3] [--skip-loss] [--no-cache]
+
+``--model gemma3-270m`` writes the same files with its name (notebook 10 repeats the analysis on it).
 
 Writes into ``--out`` (default ``data/results``), each CSV atomically and with a
 ``<file>.json`` provenance sidecar (``acttail_lab.core.provenance.write_sidecar``):
@@ -57,7 +59,7 @@ CORPUS = "austen"
 SEED = 0
 XMIN_RULES = ("ks", "peak", "median")
 COST_SETTINGS = dict(sparsities=sensitivity.DEFAULT_SPARSITIES, max_tokens=2048, window=512, n_tokens=2048)
-"""cost_table's defaults (also used by evaluation.evaluate_grid for optimal / hybrid); token sample seed = SEED."""
+"""cost_table's defaults (also used by measure.grid.evaluate_grid for surrogate-optimal / hybrid); token sample seed = SEED."""
 LOSS_SETTINGS = dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
 CORRELATION_VALUES = ("rel_error", "rel_error_token")
 FLOAT_FORMAT = "%.6g"
@@ -68,11 +70,11 @@ def log(message: str) -> None:
     print(f"[reproduce_sensitivity] {message}", flush=True)
 
 
-def write_csv(frame: pd.DataFrame, path: Path, started: float, **settings) -> None:
+def write_csv(frame: pd.DataFrame, path: Path, started: float, model: str = MODEL, **settings) -> None:
     """``frame`` as CSV (6 significant digits, atomic) plus its provenance sidecar."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format=FLOAT_FORMAT)
-    write_sidecar(path, seed=SEED, device="cpu", model=MODEL, corpus=CORPUS, rows=len(frame),
+    write_sidecar(path, seed=SEED, device="cpu", model=model, corpus=CORPUS, rows=len(frame),
                   seconds=round(time.perf_counter() - started, 1), **settings)
     log(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
         f"({len(frame)} rows, {path.stat().st_size / 1024:.0f} KiB)")
@@ -83,31 +85,31 @@ def loss_subset(table: pd.DataFrame, every: int) -> list[str]:
     return table.loc[table["layer"] % every == 0, "name"].tolist()
 
 
-def spectra_tables(lm, out: Path, cache: bool) -> dict[str, pd.DataFrame]:
+def spectra_tables(lm, out: Path, cache: bool, model: str = MODEL) -> dict[str, pd.DataFrame]:
     tables = {}
     for rule in XMIN_RULES:
         started = time.perf_counter()
         tables[rule] = spectra.analyze(lm, xmin=rule, cache=cache, progress=True)
-        write_csv(tables[rule], out / f"{MODEL}_spectra_{rule}.csv", started, xmin_rule=rule,
+        write_csv(tables[rule], out / f"{model}_spectra_{rule}.csv", started, model, xmin_rule=rule,
                   description="spectra.analyze(model, xmin=rule): eigenvalues of W^T W (float64, Gram + eigh), "
                               "power-law fit per projection")
     return tables
 
 
-def run(out: Path, loss_every: int, skip_loss: bool, cache: bool) -> None:
+def run(out: Path, loss_every: int, skip_loss: bool, cache: bool, model: str = MODEL) -> None:
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    lm = load_model(MODEL)
-    log(f"loaded {MODEL} from {lm.source} in {time.perf_counter() - started:.1f} s")
+    lm = load_model(model)
+    log(f"loaded {model} from {lm.source} in {time.perf_counter() - started:.1f} s")
 
-    tables = spectra_tables(lm, out, cache)
+    tables = spectra_tables(lm, out, cache, model)
 
     started = time.perf_counter()
     cost = sensitivity.cost_table(lm, corpus=CORPUS, seed=SEED, cache=cache, progress=True, **COST_SETTINGS)
-    write_csv(cost, out / f"{MODEL}_cost_table.csv", started, split="calibration",
+    write_csv(cost, out / f"{model}_cost_table.csv", started, model, split="calibration",
               **{k: list(v) if isinstance(v, tuple) else v for k, v in COST_SETTINGS.items()},
               description="sensitivity.cost_table: relative output error of TopK on each projection's own "
                           "input (all others dense), calibration split (Sense and Sensibility)")
@@ -121,7 +123,7 @@ def run(out: Path, loss_every: int, skip_loss: bool, cache: bool) -> None:
         loss = sensitivity.loss_increase_table(lm, names=names, corpus=CORPUS, cache=cache, progress=True,
                                                **LOSS_SETTINGS)
         layers = sorted(loss["layer"].unique().tolist())
-        write_csv(loss, out / f"{MODEL}_loss_increase.csv", started, split="calibration",
+        write_csv(loss, out / f"{model}_loss_increase.csv", started, model, split="calibration",
                   subset=f"layers {layers} (one in {loss_every}), all 7 kinds", layers=layers,
                   **{k: list(v) if isinstance(v, tuple) else v for k, v in LOSS_SETTINGS.items()},
                   description="sensitivity.loss_increase_table: mean calibration NLL (nats) with only that "
@@ -133,7 +135,7 @@ def run(out: Path, loss_every: int, skip_loss: bool, cache: bool) -> None:
         parts.append(correlations_report.spectral_correlations(tables, loss, value="loss_increase",
                                                        at=LOSS_SETTINGS["sparsities"], auc=False))
     correlations = pd.concat(parts, ignore_index=True)
-    write_csv(correlations, out / f"{MODEL}_correlations.csv", started,
+    write_csv(correlations, out / f"{model}_correlations.csv", started, model,
               metrics=list(correlations_report.SPECTRAL_METRICS), xmin_rules=list(XMIN_RULES),
               values=list(CORRELATION_VALUES) + ([] if loss is None else ["loss_increase"]),
               description="Spearman rho of spectral metrics vs measured sensitivity, grouped all / within "
@@ -146,6 +148,7 @@ def run(out: Path, loss_every: int, skip_loss: bool, cache: bool) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=MODEL, help="built-in model name (default smollm2-135m)")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "results", help="output folder")
     parser.add_argument("--loss-every", type=int, default=3, help="loss increase on every N-th layer (default 3)")
     parser.add_argument("--skip-loss", action="store_true", help="skip the (slow) loss-increase table")
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     if args.loss_every < 1:
         parser.error("--loss-every must be at least 1")
     started = time.perf_counter()
-    run(args.out.resolve(), args.loss_every, args.skip_loss, cache=not args.no_cache)
+    run(args.out.resolve(), args.loss_every, args.skip_loss, cache=not args.no_cache, model=args.model)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return 0
 

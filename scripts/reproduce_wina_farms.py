@@ -8,6 +8,10 @@ protocol "all"), for the two additions of docs/method.md:
   ActTail budgets and TEAL's greedy budgets, and on LaRoSA-rotated inputs (``rotated-wina``);
 * ActTail (TopK) on FARMS alphas (``estimator=farms``), per projection and per block.
 
+Alphas use the KS xmin rule (these rows were measured before the default became AlphaPruning's peak
+rule), so the alpha-based labels say ``[xmin=ks]`` and pair with ``acttail-ks`` / ``acttail-block[xmin=ks]``
+of the perplexity grid (``report.wina_runs.COUNTERPART``).
+
 One tier per target, 50% and 70% first, then 60/40/80%; the CSV is rewritten after each tier and every
 row is cached by content, so an interrupted run resumes. The dense row is repeated as the reference.
 
@@ -46,7 +50,7 @@ def main(argv=None) -> int:
     parts = []
     for number, sparsities in enumerate(TIERS[:args.tiers]):
         part = evaluate_grid(lm, strategies=STRATEGIES, sparsities=sparsities, tokens=args.tokens,
-                             window=args.window, seed=0, include_dense=number == 0)
+                             window=args.window, seed=0, xmin="ks", include_dense=number == 0)
         parts.append(part)
         df = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
         df = df.sort_values(["strategy", "sparsity"], kind="stable", key=_dense_first).reset_index(drop=True)
@@ -65,7 +69,7 @@ def _dense_first(column: pd.Series) -> pd.Series:
     if column.name != "strategy":
         return column
     order = {"dense": -1, **{name: i for i, name in enumerate(STRATEGIES)}}
-    return column.map(order)
+    return column.map(lambda label: order[label.partition("[")[0]])
 
 
 if __name__ == "__main__":

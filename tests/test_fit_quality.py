@@ -110,7 +110,11 @@ def test_committed_fitquality_rows_match_the_committed_grid():
     if not path.exists() or not grid_path.exists():
         pytest.skip("committed tables not present")
     runs, grid = pd.read_csv(path), pd.read_csv(grid_path)
-    assert set(runs["strategy"]) == {"dense", "uniform", "acttail", "acttail-fit", "acttail[fit=block-mean]"}
+    assert set(runs["strategy"]) == {"dense", "uniform", "acttail[xmin=ks]", "acttail-fit[xmin=ks]",
+                                     "acttail[fit=block-mean;xmin=ks]"}
+    ks = runs[runs["strategy"] == "acttail[xmin=ks]"].merge(grid, on="sparsity", suffixes=("", "_grid"))
+    ks = ks[ks["strategy_grid"] == "acttail-ks"]  # the same KS allocation under its preset name
+    assert len(ks) == 3 and np.allclose(ks["perplexity"], ks["perplexity_grid"], rtol=1e-9)
     assert (runs["tokens"] == 16352).all()
     fitted = runs[runs["strategy"] != "dense"]
     assert np.allclose(fitted["realised_sparsity"], fitted["sparsity"], atol=2e-3)

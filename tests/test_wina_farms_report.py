@@ -12,14 +12,14 @@ from acttail_lab.report import wina_runs
 
 @pytest.fixture()
 def runs():
-    return pd.DataFrame({"strategy": ["dense", "wina", "wina", "acttail-farms", "rotated-wina"],
+    return pd.DataFrame({"strategy": ["dense", "wina", "wina", "acttail-farms[xmin=ks]", "rotated-wina"],
                          "sparsity": [0.0, 0.5, 0.4, 0.5, 0.5], "perplexity": [25.0, 40.0, 31.0, 60.0, 30.0],
                          "realised_sparsity": [0.0, 0.5, 0.4, 0.5, 0.5]})
 
 
 @pytest.fixture()
 def references():
-    return pd.DataFrame({"strategy": ["uniform", "uniform", "acttail", "rotated-uniform"],
+    return pd.DataFrame({"strategy": ["uniform", "uniform", "acttail-ks", "rotated-uniform"],
                          "sparsity": [0.5, 0.4, 0.5, 0.5], "perplexity": [41.0, 30.0, 67.0, 33.0],
                          "source": ["perplexity", "related", "perplexity", "related"]})
 
@@ -30,8 +30,8 @@ def test_compare_runs_pairs_each_run_with_its_counterpart_and_uniform(runs, refe
     assert cmp.loc[("wina", 0.5), "counterpart"] == "uniform"
     assert cmp.loc[("wina", 0.5), "change_vs_counterpart"] == pytest.approx(40 / 41 - 1)
     assert cmp.loc[("wina", 0.4), "change_vs_uniform"] == pytest.approx(31 / 30 - 1)
-    assert cmp.loc[("acttail-farms", 0.5), "counterpart_ppl"] == 67.0
-    assert cmp.loc[("acttail-farms", 0.5), "change_vs_uniform"] == pytest.approx(60 / 41 - 1)
+    assert cmp.loc[("acttail-farms[xmin=ks]", 0.5), "counterpart_ppl"] == 67.0
+    assert cmp.loc[("acttail-farms[xmin=ks]", 0.5), "change_vs_uniform"] == pytest.approx(60 / 41 - 1)
     assert cmp.loc[("rotated-wina", 0.5), "change_vs_counterpart"] == pytest.approx(30 / 33 - 1)
     matrix = wina_runs.change_matrix(cmp.reset_index())
     assert matrix.loc["wina", 0.5] == pytest.approx(round((40 / 41 - 1) * 100, 1))

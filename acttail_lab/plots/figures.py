@@ -31,8 +31,8 @@ from .sensitivity import correlation_matrix, plot_correlation_table
 from .paper_figures import PAPER_FIGURES
 
 MODEL_LABEL = "SmolLM2-135M"
-HEADLINE_STRATEGIES = ("uniform", "acttail", "acttail-block", "teal-kind", "teal-greedy", "surrogate-optimal", "hybrid",
-                       "shuffled", "acttail-rev")
+HEADLINE_STRATEGIES = ("uniform", "acttail", "acttail-ks", "acttail-block", "teal-greedy", "teal-greedy-fine",
+                       "surrogate-optimal", "shuffled", "acttail-rev")
 """Strategies of the headline figure (those present in the committed grid are drawn)."""
 MAP_STRATEGIES = ("acttail", "acttail-block", "teal-greedy", "surrogate-optimal")
 """Strategies of the sparsity maps (uniform would be one flat colour: white = its budget)."""

@@ -137,3 +137,57 @@ def upper_reference_sentence(check: pd.DataFrame, strategy: str = "teal-greedy-f
     if len(worse):
         return head + f" and worse in {len(worse)} ({_cells(worse)}): it is NOT an upper reference there."
     return head + ", worse in none: at least as good as uniform everywhere it was measured."
+
+
+SENSITIVITIES = ("rel_error@0.8", "loss_increase@0.8")
+"""Measured sensitivities compared across models: one projection's TopK output error, and the loss increase
+with only that projection sparsified (a subset of layers), both at 80% and on calibration text."""
+
+
+def sensitivity_table(models=MODELS, results_dir=None, sensitivities=SENSITIVITIES) -> pd.DataFrame:
+    """Does a spectral metric predict a projection's TopK sensitivity, per model? From the committed
+    ``<model>_correlations.csv`` (``scripts/reproduce_sensitivity.py --model M``): one row per (model,
+    sensitivity, metric, rule) with the Spearman rho over all projections (``rho_all``) and the medians of
+    the within-kind (across layers) and within-layer (across kinds) rhos. ActTail's premise (higher alpha,
+    more tolerant) predicts a NEGATIVE rho of alpha with the error."""
+    rows = []
+    for model in models:
+        path = result_path("correlations", model, results_dir)
+        if not path.exists():
+            continue
+        corr = load_table(path)
+        corr = corr[corr["sensitivity"].isin(sensitivities)]
+        for (sens, metric, rule), part in corr.groupby(["sensitivity", "metric", "rule"], sort=False):
+            within = part.groupby("group_by")["rho"]
+            rows.append(dict(model=model, sensitivity=sens, metric=metric, rule=rule,
+                             rho_all=float(part.loc[part["group_by"] == "all", "rho"].iloc[0]),
+                             within_kind=float(within.median().get("projection", float("nan"))),
+                             within_layer=float(within.median().get("layer", float("nan"))),
+                             n=int(part.loc[part["group_by"] == "all", "n"].iloc[0])))
+    return pd.DataFrame(rows)
+
+
+def sensitivity_sentences(table: pd.DataFrame, rule: str = "peak") -> list[str]:
+    """Per model and sensitivity: alpha's rho (``rule``) overall and within kinds, and the best single metric."""
+    lines = []
+    for (model, sens), part in table.groupby(["model", "sensitivity"], sort=False):
+        alpha = part[(part["metric"] == "alpha") & (part["rule"] == rule)].iloc[0]
+        best = part.loc[part["rho_all"].abs().idxmax()]
+        sign = "supports" if alpha.rho_all < 0 else "is the opposite of"
+        lines.append(f"{model}, {sens} ({alpha.n} projections): rho(alpha {rule}) = {alpha.rho_all:+.2f} overall "
+                     f"({sign} ActTail's premise), median {alpha.within_kind:+.2f} within a kind across layers; "
+                     f"the strongest single metric is {best.metric} ({best.rule}) with rho {best.rho_all:+.2f}.")
+    return lines
+
+
+def grid_summary(grids) -> pd.DataFrame:
+    """One row per grid: model, text, scored tokens, windows, targets, strategies run, dense perplexity."""
+    rows = []
+    for (model, text), (runs, windows) in grids.items():
+        dense = runs.loc[runs["strategy"] == "dense", "perplexity"]
+        rows.append(dict(model=model, text=text, tokens=int(runs["tokens"].iloc[0]),
+                         windows=int(windows["window_index"].nunique()),
+                         targets=", ".join(f"{t:g}" for t in sorted(runs.loc[runs["sparsity"] > 0, "sparsity"].unique())),
+                         strategies=int(runs.loc[runs["strategy"] != "dense", "strategy"].nunique()),
+                         dense_perplexity=float(dense.iloc[0]) if len(dense) else float("nan")))
+    return pd.DataFrame(rows)

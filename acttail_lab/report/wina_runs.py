@@ -20,13 +20,14 @@ from ..core.results_io import load_table
 
 COUNTERPART = {
     "wina": "uniform",
-    "acttail-wina": "acttail",
+    "acttail-wina[xmin=ks]": "acttail-ks",
     "teal-greedy-wina": "teal-greedy",
-    "acttail-farms": "acttail",
-    "acttail-block-farms": "acttail-block",
+    "acttail-farms[xmin=ks]": "acttail-ks",
+    "acttail-block-farms[xmin=ks]": "acttail-block[xmin=ks]",
     "rotated-wina": "rotated-uniform",
 }
-"""Each new strategy -> the TopK strategy with the same budgets (or, for FARMS, the same rule on plain alphas)."""
+"""Each new strategy -> the TopK strategy with the same budgets (or, for FARMS, the same rule on plain alphas).
+The committed alpha-based rows use KS alphas, so they pair with the grid's KS rows."""
 
 COMPARE_COLUMNS = ("strategy", "sparsity", "perplexity", "realised_sparsity", "counterpart", "counterpart_ppl",
                    "counterpart_source", "change_vs_counterpart", "uniform_ppl", "change_vs_uniform")

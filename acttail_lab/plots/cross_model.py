@@ -1,0 +1,87 @@
+"""Notebook 10's figures: perplexity relative to uniform per model x text, with paired 95% intervals.
+
+Every helper takes ``ax=None`` / ``axes=None`` and returns what it drew on (a new Figure when none is
+given; nothing shown). Input: :func:`acttail_lab.report.cross_model.cross_model_table`. Styles by name
+from ``plots.style``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+from .esd import _new_ax
+from .style import strategy_style
+
+
+def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axes | None = None,
+                             strategies=None) -> Axes:
+    """Perplexity / uniform's (log y; 1 = uniform) against target sparsity for one model and text, one line
+    per strategy with its 95% paired-bootstrap interval as error bars; points are dodged a little in x."""
+    ax = _new_ax(ax)
+    rows = table[(table["model"] == model) & (table["text"] == text)]
+    if rows.empty:
+        raise ValueError(f"No rows for {model}/{text} (the table has "
+                         f"{sorted(set(zip(table['model'], table['text'])))}).")
+    names = [s for s in (strategies or dict.fromkeys(rows["strategy"])) if s in set(rows["strategy"])]
+    targets = sorted(rows["sparsity"].unique())
+    step = min(np.diff(targets)) if len(targets) > 1 else 0.1
+    for n, name in enumerate(names):
+        part = rows[rows["strategy"] == name].sort_values("sparsity")
+        ratio = 1 + part["change_pct"].to_numpy() / 100
+        low, high = 1 + part["ci_low_pct"].to_numpy() / 100, 1 + part["ci_high_pct"].to_numpy() / 100
+        x = part["sparsity"].to_numpy() + (n - (len(names) - 1) / 2) * step * 0.08
+        style = strategy_style(name)
+        ax.errorbar(x, ratio, yerr=[ratio - low, high - ratio], capsize=2, label=name, color=style["color"],
+                    marker=style["marker"] or "o", linestyle=style["linestyle"], markersize=5)
+    ax.axhline(1.0, color=strategy_style("uniform")["color"], linewidth=1, label="uniform")
+    ax.set_yscale("log")
+    ax.set(xlabel="target sparsity", ylabel="perplexity / uniform's", title=f"{model}, {text}",
+           xticks=targets)
+    return ax
+
+
+def plot_cross_model(table: pd.DataFrame, axes=None, strategies=None):
+    """:func:`plot_relative_perplexity` for every (model, text) of the table, models as rows, texts as
+    columns, one legend; returns the 2-D axes array."""
+    from matplotlib.figure import Figure
+
+    models = list(dict.fromkeys(table["model"]))
+    texts = list(dict.fromkeys(table["text"]))
+    if axes is None:
+        fig = Figure(figsize=(5.2 * len(texts), 3.9 * len(models)), layout="constrained")
+        axes = fig.subplots(len(models), len(texts), squeeze=False, sharey=True)
+    axes = np.asarray(axes).reshape(len(models), len(texts))
+    for i, model in enumerate(models):
+        for j, text in enumerate(texts):
+            if ((table["model"] == model) & (table["text"] == text)).any():
+                plot_relative_perplexity(table, model, text, ax=axes[i, j], strategies=strategies)
+            else:
+                axes[i, j].set_axis_off()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, 0].figure.legend(handles, labels, loc="outside right upper", fontsize="small")
+    return axes
+
+
+def plot_headlines(grids, strategies=None, axes=None):
+    """``plots.perplexity.plot_headline`` of every grid (``report.cross_model.load_grids``), models as rows
+    and texts as columns; returns the 2-D axes array."""
+    from matplotlib.figure import Figure
+
+    from .perplexity import plot_headline
+
+    models = list(dict.fromkeys(model for model, _ in grids))
+    texts = list(dict.fromkeys(text for _, text in grids))
+    if axes is None:
+        fig = Figure(figsize=(6.2 * len(texts), 4.6 * len(models)), layout="constrained")
+        axes = fig.subplots(len(models), len(texts), squeeze=False)
+    axes = np.asarray(axes).reshape(len(models), len(texts))
+    for i, model in enumerate(models):
+        for j, text in enumerate(texts):
+            if (model, text) in grids:
+                runs = grids[(model, text)][0]
+                present = [s for s in (strategies or dict.fromkeys(runs["strategy"])) if s in set(runs["strategy"])]
+                plot_headline(runs, present, ax=axes[i, j], what=f"{model}, {text}")
+            else:
+                axes[i, j].set_axis_off()
+    return axes
