@@ -68,3 +68,18 @@ def test_alpha_tables_compute_each_rule_once(monkeypatch):
     tables = alpha_tables(object(), specs)
     assert calls == [("plain", "peak"), ("plain", "ks")]
     assert tables[None] == "projections" and set(tables) == {None, ("plain", "peak"), ("plain", "ks")}
+
+
+def test_old_optimal_name_points_to_the_new_one():
+    with pytest.raises(AllocationError, match=r"'optimal' was renamed 'surrogate-optimal'.*surrogate-optimal\[s_max=0.9\]"):
+        parse_strategy("optimal[s_max=0.9]")
+    assert parse_strategy("surrogate-optimal").strategy == "surrogate-optimal"
+
+
+def test_run_labels_name_a_rule_only_when_one_label_has_two():
+    from acttail_lab.report.results import run_labels
+
+    runs = pd.DataFrame(dict(strategy=["uniform", "acttail", "acttail-ks"], xmin_rule=[None, "peak", "ks"]))
+    assert run_labels(runs).tolist() == ["uniform", "acttail", "acttail-ks"]
+    old = pd.DataFrame(dict(strategy=["acttail", "acttail"], xmin_rule=["ks", "peak"]))
+    assert run_labels(old).tolist() == ["acttail (xmin=ks)", "acttail (xmin=peak)"]
