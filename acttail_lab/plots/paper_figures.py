@@ -215,13 +215,14 @@ def teal_greedy_allocation_figure(results_dir: Path) -> Figure:
 
 # --------------------------------------------------------------------------- TEAL Fig. 4 layout
 def perplexity_lines(runs: pd.DataFrame) -> dict[str, tuple[list[float], list[float]]]:
-    """label -> (sparsities, perplexities) of every non-dense strategy in ``runs``, each line starting at
+    """label -> (sparsities, perplexities) of every non-dense strategy in ``runs`` except variants whose label
+    adds options in brackets (``acttail-block[xmin=ks]``; one line per named strategy), each line starting at
     the dense model (sparsity 0) when ``runs`` has a dense row; ``uniform`` first, then table order."""
     runs = headline.plain_labels(runs)
     runs = runs.assign(label=run_labels(runs))
     dense = runs.loc[runs["strategy"] == DENSE, "perplexity"]
     start = ([0.0], [float(dense.iloc[0])]) if len(dense) else ([], [])
-    body = runs[runs["strategy"] != DENSE]
+    body = runs[(runs["strategy"] != DENSE) & ~runs["label"].str.contains("[", regex=False)]
     order = sorted(dict.fromkeys(body["label"]), key=lambda label: label != UNIFORM)
     lines = {}
     for label in order:

@@ -84,12 +84,16 @@ def reached(runs: pd.DataFrame, tolerance: float = 0.02) -> pd.DataFrame:
     return runs[ok | (runs["strategy"] == DENSE)]
 
 
-def winners(runs: pd.DataFrame, reached_only: bool = False) -> pd.DataFrame:
+def winners(runs: pd.DataFrame, reached_only: bool = False, method: str | None = "topk") -> pd.DataFrame:
     """The lowest-perplexity run at each target (uniform included, dense left out): one row per
     target with columns sparsity, best, perplexity, uniform_perplexity, change_pct. With
-    ``reached_only``, only runs that reach their target (:func:`reached`) compete."""
+    ``reached_only``, only runs that reach their target (:func:`reached`) compete. Only allocations applied
+    with ``method`` compete when the table has a ``method`` column (default TopK: the allocation question;
+    rotation and thresholds are compared in notebook 05); None: every run."""
     runs = plain_labels(runs)
     check_one_setting(runs, "winners")
+    if method is not None and "method" in runs.columns:
+        runs = runs[(runs["method"] == method) | (runs["strategy"] == DENSE) | runs["method"].isna()]
     rel = relative_to_uniform(reached(runs) if reached_only else runs, include_uniform=True)
     best = rel.loc[rel.groupby("sparsity", sort=True)["perplexity"].idxmin()]
     return best.rename(columns={"label": "best"})[
@@ -107,8 +111,8 @@ def _span(values: list, order: list) -> str:
 def finding_title(runs: pd.DataFrame, vocab_size: int | None = None, focus: str = "acttail",
                   reached_only: bool = False) -> str:
     """One line for a figure title: the winner at each target, and from where ``focus`` collapses
-    (or how many strategies do), e.g. "lowest perplexity: teal-kind (0.5, 0.6), optimal (0.8); acttail
-    collapses from 0.7"). ``reached_only``: see :func:`winners`."""
+    (or which strategy does, or how many), e.g. "lowest perplexity: teal-kind (0.5, 0.6), surrogate-optimal
+    (0.8); acttail collapses from 0.7"). ``reached_only``: see :func:`winners`."""
     runs = plain_labels(runs)
     win = winners(runs, reached_only)
     order = list(win["sparsity"])
@@ -118,8 +122,10 @@ def finding_title(runs: pd.DataFrame, vocab_size: int | None = None, focus: str 
     first = gone.groupby("label")["sparsity"].min().sort_values()
     if focus in first.index:
         text += f"; {focus} collapses from {first[focus]:g}"
+    elif len(first) == 1:
+        text += f"; {first.index[0]} collapses from {first.iloc[0]:g}"
     elif len(first):
-        text += f"; {len(first)} strategies collapse"
+        text += f"; {len(first)} strategies collapse ({first.index[0]} first, from {first.iloc[0]:g})"
     return text
 
 
