@@ -9,7 +9,7 @@ calibration cost table (*Sense and Sensibility*), teal-greedy and teal-greedy-fi
 block path on the same text (fine: per-projection steps of at most 0.05).
 
 * smollm2-135m: 16384 tokens, 50-80%, the full strategy set (:data:`TIERS`).
-* gemma3-270m: 8192 tokens, 40-70% (+ uniform and the greedy references at 80%), the cross-model set.
+* gemma3-270m: 8192 tokens, 40-80%, the cross-model set (:data:`CROSS_MODEL`).
 
 Every row is cached (content-keyed), so an interrupted run resumes where it stopped; the CSV is
 rewritten after each tier. Usage:
@@ -42,7 +42,7 @@ TIERS = {
     ),
     "gemma3-270m": (
         ("peak", CROSS_MODEL, (0.4, 0.5, 0.6, 0.7)),
-        ("peak", ("uniform", "teal-greedy", "teal-greedy-fine"), (0.8,)),
+        ("peak", CROSS_MODEL, (0.8,)),  # uniform at 80% is 487 against 25.8 dense: not collapsed
     ),
 }
 TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192}
