@@ -120,3 +120,10 @@ def test_grid_summary_and_headlines(grids):
     assert axes.shape == (2, 2) and not axes[0, 1].axison and not axes[1, 0].axison
     drawn = {line.get_label() for line in axes[0, 0].lines}
     assert {"uniform", "acttail"} <= drawn and "absent" not in drawn
+
+
+def test_no_grid_is_a_clear_error(tmp_path):
+    from acttail_lab.core.errors import ActTailError
+
+    with pytest.raises(ActTailError, match="No grid with uniform.*reproduce_upper_reference"):
+        cross_model.calibration_check(models=("absent",), results_dir=tmp_path)

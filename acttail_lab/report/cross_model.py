@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..core.errors import ActTailError
 from ..core.paths import result_path
 from ..core.results_io import load_table
 from .bootstrap import paired_bootstrap
@@ -62,6 +63,10 @@ def cross_model_table(grids, strategies=COMPARED, n_boot: int = 2000, seed: int 
         ci["uniform"] = [float(ppl[("uniform", t)]) for t in ci["sparsity"]]
         ci["tokens"] = int(runs["tokens"].iloc[0])
         parts.append(ci.assign(model=model, text=text))
+    if not parts:
+        raise ActTailError(f"No grid with uniform and one of {list(strategies)} was given (grids: {sorted(grids)}). "
+                           "Fix: regenerate them (scripts/reproduce_perplexity.py --model M, "
+                           "scripts/reproduce_encyclopedic.py --model M, scripts/reproduce_upper_reference.py --model M).")
     table = pd.concat(parts, ignore_index=True)
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
     order = {s: i for i, s in enumerate(strategies)}
