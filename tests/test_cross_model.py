@@ -127,3 +127,13 @@ def test_no_grid_is_a_clear_error(tmp_path):
 
     with pytest.raises(ActTailError, match="No grid with uniform.*reproduce_upper_reference"):
         cross_model.calibration_check(models=("absent",), results_dir=tmp_path)
+
+
+def test_reversed_direction_sentence_and_model_order():
+    grids = {("m2", "austen"): _grid({"acttail": 0.2, "acttail-rev": -0.1}),
+             ("m1", "austen"): _grid({"acttail": -0.1, "acttail-rev": 0.1}, seed=2)}
+    table = cross_model.cross_model_table(grids)
+    assert list(dict.fromkeys(table["model"])) == ["m2", "m1"]  # the grids' order, not alphabetical
+    assert list(cross_model.wide_table(table).columns.get_level_values("model")[:1]) == ["m2"]
+    line = cross_model.cross_model_sentences(table)[-1]
+    assert line.endswith("gives lower perplexity than acttail in 2 of 4 cells where both ran.")

@@ -19,8 +19,12 @@ from .bootstrap import paired_bootstrap
 TEXTS = {"perplexity": "austen", "perplexity_encyclopedic": "encyclopedic"}
 """Grid table -> text label (the built-in corpus each grid is scored on)."""
 MODELS = ("smollm2-135m", "gemma3-270m")
-COMPARED = ("acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "teal-greedy", "teal-greedy-fine")
-"""The strategies the cross-model table compares with uniform (each grid has the ones it ran)."""
+COMPARED = ("acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "shuffled", "acttail-rev",
+            "teal-greedy", "teal-greedy-fine", "rotated-uniform")
+"""The strategies the cross-model table compares with uniform (each grid has the ones it ran): the alpha-guided
+ones, their two controls (random order, reversed order), TEAL's greedy search and the upper reference, and
+uniform budgets on LaRoSA-rotated inputs (another method, for scale)."""
+ALPHA_GUIDED = ("acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]")
 CROSS_COLUMNS = ("model", "text", "strategy", "sparsity", "perplexity", "uniform", "change_pct", "ci_low_pct",
                  "ci_high_pct", "inside_noise", "verdict", "n_windows", "tokens")
 """Columns of :func:`cross_model_table`; ``verdict`` is ``better`` / ``worse`` (interval excludes 0) or ``noise``."""
@@ -69,9 +73,10 @@ def cross_model_table(grids, strategies=COMPARED, n_boot: int = 2000, seed: int 
                            "scripts/reproduce_encyclopedic.py --model M, scripts/reproduce_upper_reference.py --model M).")
     table = pd.concat(parts, ignore_index=True)
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
-    order = {s: i for i, s in enumerate(strategies)}
+    order = {name: {v: i for i, v in enumerate(dict.fromkeys(values))} for name, values in
+             (("strategy", strategies), ("model", [m for m, _ in grids]), ("text", [t for _, t in grids]))}
     table = table.sort_values(["model", "text", "strategy", "sparsity"],
-                              key=lambda c: c.map(order) if c.name == "strategy" else c, kind="stable")
+                              key=lambda c: c.map(order[c.name]) if c.name in order else c, kind="stable")
     return table[list(CROSS_COLUMNS)].reset_index(drop=True)
 
 
@@ -88,7 +93,8 @@ def wide_table(table: pd.DataFrame, digits: int = 0) -> pd.DataFrame:
     cells = [f"{r.change_pct:+.{digits}f} [{r.ci_low_pct:+.{digits}f}, {r.ci_high_pct:+.{digits}f}]"
              + (" ~" if r.inside_noise else "") for r in table.itertuples()]
     wide = table.assign(cell=cells).pivot(index="strategy", columns=["model", "text", "sparsity"], values="cell")
-    return wide.loc[list(dict.fromkeys(table["strategy"]))]
+    columns = list(dict.fromkeys(zip(table["model"], table["text"], table["sparsity"])))
+    return wide.loc[list(dict.fromkeys(table["strategy"])), columns]
 
 
 def _cells(frame: pd.DataFrame) -> str:
@@ -110,13 +116,19 @@ def cross_model_sentences(table: pd.DataFrame) -> list[str]:
         if 0 < counts["worse"] < counts["cells"]:
             line += f"; worse at {_cells(rows[rows['verdict'] == 'worse'])}"
         lines.append(line + ".")
-    alpha = table[table["strategy"].isin(["acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]"])]
+    alpha = table[table["strategy"].isin(ALPHA_GUIDED)]
     if len(alpha):
         beat = alpha[alpha["verdict"] == "better"]
         lines.append(f"Alpha-guided budgets beat uniform beyond the noise in {len(beat)} of {len(alpha)} cells"
                      + (f" ({_cells(beat)})" if len(beat) else "") + "; "
                      + ("so on these models and texts alpha does not reliably predict which projections tolerate "
                         "sparsity." if len(beat) < len(alpha) / 2 else "so alpha-guided budgets mostly help here."))
+    pair = table[table["strategy"] == "acttail"].merge(table[table["strategy"] == "acttail-rev"],
+                                                       on=["model", "text", "sparsity"], suffixes=("", "_rev"))
+    if len(pair):
+        lower = int((pair["change_pct_rev"] < pair["change_pct"]).sum())
+        lines.append(f"Reversing alpha's direction (acttail-rev: more sparsity to heavier tails) gives lower perplexity "
+                     f"than acttail in {lower} of {len(pair)} cells where both ran.")
     return lines
 
 
