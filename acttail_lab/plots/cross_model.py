@@ -25,7 +25,7 @@ def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axe
                          f"{sorted(set(zip(table['model'], table['text'])))}).")
     names = [s for s in (strategies or dict.fromkeys(rows["strategy"])) if s in set(rows["strategy"])]
     targets = sorted(rows["sparsity"].unique())
-    step = min(np.diff(targets)) if len(targets) > 1 else 0.1
+    step = min(min(np.diff(targets)) if len(targets) > 1 else 0.1, 0.1)
     for n, name in enumerate(names):
         part = rows[rows["strategy"] == name].sort_values("sparsity")
         ratio = 1 + part["change_pct"].to_numpy() / 100
@@ -59,7 +59,7 @@ def plot_cross_model(table: pd.DataFrame, axes=None, strategies=None):
             else:
                 axes[i, j].set_axis_off()
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    axes[0, 0].figure.legend(handles, labels, loc="outside right upper", fontsize="small")
+    axes[0, 0].figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize="small")
     return axes
 
 

@@ -121,9 +121,28 @@ def downstream_figure(results_dir: Path) -> Figure:
     return fig
 
 
+def cross_model_figure(results_dir: Path) -> Figure:
+    """Perplexity / uniform's per model x text with paired 95% intervals (``report.cross_model``)."""
+    from ..report import cross_model
+    from .cross_model import plot_cross_model
+
+    table = cross_model.cross_model_table(cross_model.load_grids(results_dir=results_dir))
+    fig = plot_cross_model(table)[0, 0].figure
+    counts = cross_model.verdict_counts(table)
+    alpha = counts.loc[[s for s in cross_model.ALPHA_GUIDED if s in counts.index]]
+    fine = counts.loc["teal-greedy-fine"] if "teal-greedy-fine" in counts.index else None
+    fig.suptitle(_wrap(f"Two models x two texts: alpha-guided budgets beat uniform in {int(alpha['better'].sum())} of "
+                       f"{int(alpha['cells'].sum())} cells beyond the noise"
+                       + (f"; the upper reference (teal-greedy-fine) in {int(fine['better'])} of {int(fine['cells'])}"
+                          if fine is not None else ""), 110), fontsize="medium")
+    return fig
+
+
 FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
     "headline": (headline_figure, "perplexity against target sparsity per allocation strategy; collapsed runs "
                  "marked at the top", "02_perplexity_by_allocation"),
+    "cross_model": (cross_model_figure, "perplexity relative to uniform per model (SmolLM2-135M, Gemma 3 270M) x text "
+                    "(novel, encyclopedic), with 95% paired-bootstrap intervals", "10_is_the_answer_general"),
     "change_vs_uniform": (change_figure, "perplexity change against uniform, strategy x target",
                           "02_perplexity_by_allocation"),
     "alpha_heatmaps": (alpha_figure, "alpha of every projection (layer x kind) under two xmin rules, one colour "
