@@ -158,3 +158,6 @@ def test_change_heatmap_is_strategy_by_target():
     assert np.allclose(np.asarray(ax.images[0].get_array()), np.log2(1 + change.to_numpy() / 100))
     assert [t.get_text() for t in ax.texts] == ["-20%", "+50%", "+100%", "x37"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_title() == "t"
+    noise = pd.DataFrame([[True], [False]], index=["a", "b"], columns=[0.5])  # missing cells: not marked
+    marked = pp.plot_change_heatmap(change, noise=noise)
+    assert [t.get_text() for t in marked.texts] == ["-20% ~", "+50%", "+100%", "x37"]

@@ -51,9 +51,14 @@ def headline_figure(results_dir: Path) -> Figure:
 
 
 def change_figure(results_dir: Path) -> Figure:
-    """Strategy x target heat map of the perplexity change against uniform."""
+    """Strategy x target heat map of the perplexity change against uniform; ``~`` = inside the noise."""
+    from ..report.bootstrap import committed_intervals
+
     change = headline.change_matrix(load_perplexity(DEFAULT_MODEL, results_dir))
-    return plot_change_heatmap(change, title=headline.change_title(change, MODEL_LABEL)).figure
+    noise = committed_intervals("perplexity", DEFAULT_MODEL, results_dir).pivot(
+        index="strategy", columns="sparsity", values="inside_noise")
+    title = headline.change_title(change, MODEL_LABEL) + f"; ~ = 95% interval contains 0 ({int(noise.sum().sum())} runs)"
+    return plot_change_heatmap(change, title=_wrap(title, 60), noise=noise).figure
 
 
 def alpha_figure(results_dir: Path) -> Figure:

@@ -194,21 +194,27 @@ def plot_relative_change(runs: pd.DataFrame, ax: Axes | None = None, strategies:
     return ax
 
 
-def plot_change_heatmap(change: pd.DataFrame, ax: Axes | None = None, title: str | None = None) -> Axes:
+def plot_change_heatmap(change: pd.DataFrame, ax: Axes | None = None, title: str | None = None,
+                        noise: pd.DataFrame | None = None) -> Axes:
     """Strategy x target heat map of the perplexity change against uniform (``headline.change_matrix``).
 
     Colour: log2(perplexity / uniform's) on the fixed ``relative_change`` scale of ``plots.style``
     (blue = better than uniform, red = worse; beyond half / double it saturates); each cell is
-    written as the change in percent (``x650`` for a factor).
+    written as the change in percent (``x650`` for a factor). ``noise``: optional boolean table of the
+    same labels (``report.bootstrap.paired_bootstrap``'s ``inside_noise`` pivoted strategy x target);
+    a True cell's text gets a trailing ``~`` (its 95% interval contains 0).
     Returns:
         The Axes; ``ax.images[0].get_array()`` is log2(1 + change / 100), rows = ``change.index``.
     """
     ratio = np.log2(1.0 + change.to_numpy(dtype=float) / 100.0)
     ax = _new_ax(ax, figsize=(1.2 * change.shape[1] + 3.2, 0.32 * change.shape[0] + 1.4))
     image = ax.imshow(ratio, aspect="auto", interpolation="nearest", **color_scale("relative_change"))
+    inside = (np.zeros(change.shape, dtype=bool) if noise is None else
+              noise.reindex(index=change.index, columns=change.columns).fillna(False).to_numpy(dtype=bool))
     for (i, j), value in np.ndenumerate(change.to_numpy(dtype=float)):
         if np.isfinite(value):
             text = f"{value:+.0f}%" if abs(value) < 1000 else f"x{1 + value / 100:.0f}"
+            text += " ~" if inside[i, j] else ""
             ax.text(j, i, text, ha="center", va="center", fontsize="x-small",
                     color="white" if abs(ratio[i, j]) > 0.7 else "black")
     ax.set_xticks(range(change.shape[1]), [f"{s:g}" for s in change.columns])
