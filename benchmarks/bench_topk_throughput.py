@@ -29,14 +29,15 @@ from acttail_lab.sparsify.topk import TopKSparsifier, weighted_sparsity  # noqa:
 
 
 def acttail_allocation(model, target: float):
-    """ActTail allocation from the model's alphas, or None (with the reason) when spectra are unavailable."""
+    """ActTail allocation from the model's KS alphas (``acttail-ks``), or None (with the reason) when spectra
+    are unavailable."""
     try:
         from acttail_lab.allocation import allocate
         from acttail_lab.spectral.spectra import analyze
     except ImportError as exc:
         print(f"(no acttail row: {exc})")
         return None
-    return allocate(analyze(model, xmin="ks", progress=False), "acttail", target)
+    return allocate(analyze(model, xmin="ks", progress=False), "acttail-ks", target)
 
 
 def time_forward(model, windows, batch_size: int, sparsifier) -> tuple[float, float]:
@@ -65,38 +66,49 @@ def interleaved_times(model, windows, batch_size: int, configs: dict, repeats: i
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def setup(description: str):
+    """``(args, lm, windows)`` of the throughput benchmarks: their command-line options (tokens, window, batch
+    size, repeats, sparsity), the default model on the CPU with one thread, and its evaluation windows."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sparsity", type=float, default=0.5)
     args = parser.parse_args()
-
     torch.set_num_threads(1)
     lm = load_model("smollm2-135m", device="cpu")
     windows = token_windows(lm.tokenizer, corpus_text("austen", "evaluation"), args.window, args.tokens)
-    configs = {"dense": None, f"uniform-{args.sparsity:g}": TopKSparsifier(lm.model, args.sparsity)}
-    alloc = acttail_allocation(lm.model, args.sparsity)
-    if alloc is not None:
-        configs[f"acttail-{args.sparsity:g}"] = TopKSparsifier(lm.model, alloc)
+    return args, lm, windows
 
-    times = interleaved_times(lm.model, windows, args.batch_size, configs, args.repeats)
 
+def report(times: dict, configs: dict, windows, args) -> dict:
+    """Print the setting, then per clock (wall, CPU) and config: tokens/s from the median time, every
+    repeat, the ratio to dense and (wall) the realised sparsity. Returns ``{clock: {config: median s}}``."""
     n_tokens = windows.numel()
     print(f"SmolLM2-135M fp32, CPU, {torch.get_num_threads()} thread, {windows.shape[0]} x {windows.shape[1]} "
           f"tokens, batch {args.batch_size}, {args.repeats} interleaved repeats; load average "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    medians = {}
     for label, by_config in times.items():
-        dense = statistics.median(by_config["dense"])
+        median = medians[label] = {name: statistics.median(values) for name, values in by_config.items()}
         for name, values in by_config.items():
-            median = statistics.median(values)
             realised = ""
             if configs[name] is not None and label == "wall":
                 realised = f"  realised {weighted_sparsity(configs[name].realised()):.4f}"
-            print(f"{label:>4s} {name:>12s}: {n_tokens / median:7.1f} tokens/s median "
-                  f"({', '.join(f'{v:.2f}' for v in values)} s)  ratio to dense {dense / median:.3f}{realised}")
+            print(f"{label:>4s} {name:>14s}: {n_tokens / median[name]:7.1f} tokens/s median "
+                  f"({', '.join(f'{v:.2f}' for v in values)} s)  ratio to dense {median['dense'] / median[name]:.3f}"
+                  f"{realised}")
+    return medians
+
+
+def main() -> None:
+    args, lm, windows = setup(__doc__.splitlines()[0])
+    configs = {"dense": None, f"uniform-{args.sparsity:g}": TopKSparsifier(lm.model, args.sparsity)}
+    alloc = acttail_allocation(lm.model, args.sparsity)
+    if alloc is not None:
+        configs[f"acttail-ks-{args.sparsity:g}"] = TopKSparsifier(lm.model, alloc)
+    report(interleaved_times(lm.model, windows, args.batch_size, configs, args.repeats), configs, windows, args)
 
 
 if __name__ == "__main__":
