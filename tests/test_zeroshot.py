@@ -122,6 +122,16 @@ def test_unknown_and_not_local_tasks_list_the_local_ones():
         zs.check_zeroshot_inputs([], [], ["boolq"], 5, data="local")
 
 
+def test_xmin_rule_is_checked_and_fixed_before_a_model_loads():
+    from acttail_lab.core.errors import AllocationError
+
+    with pytest.raises(AllocationError, match="not an xmin rule"):
+        zs.check_zeroshot_inputs(["acttail"], [0.5], ["piqa"], 5, data="local", xmin="pk")
+    specs, _, _ = zs.check_zeroshot_inputs(["uniform", "acttail", "acttail-ks"], [0.5], ["piqa"], 5,
+                                           data="local", xmin="ks")
+    assert [s.label for s in specs] == ["uniform", "acttail[xmin=ks]", "acttail-ks"]
+
+
 def test_offline_auto_mode_uses_local_data(monkeypatch):
     from acttail_lab.core import hub
 

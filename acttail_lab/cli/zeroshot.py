@@ -37,7 +37,7 @@ def run(args) -> int:
 
     specs = run_specs(args, "zeroshot.csv")
     # every check that needs no model runs before the model loads
-    check_zeroshot_inputs(specs, args.sparsities if specs else (), args.tasks, args.limit, args.data)
+    check_zeroshot_inputs(specs, args.sparsities if specs else (), args.tasks, args.limit, args.data, args.xmin)
     setup = task_setup(args.tasks, args.data)  # with the Hub: unknown lm-eval tasks fail here, before the model
     torch.manual_seed(args.seed)
     lm = load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), device_map=args.device_map)

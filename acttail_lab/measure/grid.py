@@ -193,14 +193,12 @@ def table_key(spec) -> tuple[str, str] | None:
 def alpha_tables(model: nn.Module, specs, progress: bool = False) -> dict:
     """One table per distinct :func:`table_key` of ``specs`` (the projection table under None), each
     computed once (``spectra.analyze`` caches them on disk)."""
+    from ..spectral.spectra import analyze
+
     tables = {}
     for key in dict.fromkeys(table_key(spec) for spec in specs):
-        if key is None:
-            tables[key] = projection_table(model)
-        else:
-            from ..spectral.spectra import analyze
-
-            tables[key] = analyze(model, xmin=key[1], progress=progress, estimator=key[0])
+        tables[key] = (projection_table(model) if key is None
+                       else analyze(model, xmin=key[1], progress=progress, estimator=key[0]))
     return tables
 
 

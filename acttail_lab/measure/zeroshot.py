@@ -49,12 +49,13 @@ inputs zeroed over every forward pass of that evaluation (0 dense); ``split`` th
 DEFAULT_TASKS = ("piqa", "arc_easy", "hellaswag", "lambada_openai")
 
 
-def check_zeroshot_inputs(strategies, sparsities, tasks, limit, data: str = "auto"):
+def check_zeroshot_inputs(strategies, sparsities, tasks, limit, data: str = "auto", xmin: str = "peak"):
     """Every input that can be checked before a model loads: limit, data mode, tasks (offline: local copy
-    present), sparsities, strategies and methods. Returns ``(specs, sparsities, task names)``."""
+    present), sparsities, strategies and methods, the xmin rule. Returns ``(specs, sparsities, task names)``,
+    the specs with their xmin rule fixed (``measure.grid.fix_xmin``)."""
     check_limit(limit)
     names = check_tasks(tasks, resolve_data_mode(data))
-    specs = _resolve_specs(list(strategies or ()))
+    specs = fix_xmin(_resolve_specs(list(strategies or ())), xmin)
     return specs, _check_sparsities(sparsities or (), len(specs)), names
 
 
@@ -141,11 +142,11 @@ def _cached_ok(data: dict) -> bool:
             and 0.0 <= data["realised_sparsity"] <= 1.0)
 
 
-def _jobs(lm, specs, sparsities, include_dense, xmin, corpus, calibration_tokens, progress):
-    """(label, target, spec, allocation table) per run, computing alphas / cost tables / calibration once."""
+def _jobs(lm, specs, sparsities, include_dense, corpus, calibration_tokens, progress):
+    """(label, target, spec, allocation table) per run (``specs`` with their xmin rule fixed), computing alphas /
+    cost tables / calibration once."""
     from ..allocation import allocate
 
-    specs = fix_xmin(specs, xmin)
     tables = alpha_tables(lm.model, specs, progress)
     inputs = _measured_inputs_for(lm, specs, corpus, progress)
     stats = calibration_for(lm, [s.method for s in specs], corpus=corpus, tokens=calibration_tokens,
@@ -183,13 +184,13 @@ def evaluate_zeroshot(lm: LoadedModel, strategies=("uniform", "acttail"), sparsi
     """
     from tqdm.auto import tqdm
 
-    specs, sparsities, _ = check_zeroshot_inputs(strategies, sparsities, tasks, limit, data)
+    specs, sparsities, _ = check_zeroshot_inputs(strategies, sparsities, tasks, limit, data, xmin)
     ready = dict(allocations or {})
     for alloc, _method in ready.values():
         resolve_allocation(lm.model, alloc)
     prepare_tokenizer(lm.tokenizer)
     setup = setup or task_setup(tasks, data)
-    jobs, stats = _jobs(lm, specs, sparsities, include_dense, xmin, corpus, calibration_tokens, progress)
+    jobs, stats = _jobs(lm, specs, sparsities, include_dense, corpus, calibration_tokens, progress)
     jobs += [(label, _mean_sparsity(alloc), method, alloc) for label, (alloc, method) in ready.items()]
     context = {"v": CACHE_VERSION, "model": lm.source, "weights": weights_fingerprint(lm.model), "limit": limit,
                "seed": seed, "lm_eval": lm_eval_version(), "dtype": str(next(lm.model.parameters()).dtype)}

@@ -14,6 +14,16 @@ from .esd import _new_ax
 from .style import strategy_style
 
 
+def _panel_axes(axes, rows: int, columns: int, panel_size: tuple[float, float], sharey: bool = False):
+    """``axes`` as a ``rows x columns`` array, or a new constrained-layout Figure's (``panel_size`` inches each)."""
+    if axes is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(panel_size[0] * columns, panel_size[1] * rows), layout="constrained")
+        axes = fig.subplots(rows, columns, squeeze=False, sharey=sharey)
+    return np.asarray(axes).reshape(rows, columns)
+
+
 def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axes | None = None,
                              strategies=None) -> Axes:
     """Perplexity / uniform's (log y; 1 = uniform) against target sparsity for one model and text, one line
@@ -44,14 +54,9 @@ def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axe
 def plot_cross_model(table: pd.DataFrame, axes=None, strategies=None):
     """:func:`plot_relative_perplexity` for every (model, text) of the table, models as rows, texts as
     columns, one legend; returns the 2-D axes array."""
-    from matplotlib.figure import Figure
-
     models = list(dict.fromkeys(table["model"]))
     texts = list(dict.fromkeys(table["text"]))
-    if axes is None:
-        fig = Figure(figsize=(5.2 * len(texts), 3.9 * len(models)), layout="constrained")
-        axes = fig.subplots(len(models), len(texts), squeeze=False, sharey=True)
-    axes = np.asarray(axes).reshape(len(models), len(texts))
+    axes = _panel_axes(axes, len(models), len(texts), (5.2, 3.9), sharey=True)
     for i, model in enumerate(models):
         for j, text in enumerate(texts):
             if ((table["model"] == model) & (table["text"] == text)).any():
@@ -66,16 +71,11 @@ def plot_cross_model(table: pd.DataFrame, axes=None, strategies=None):
 def plot_headlines(grids, strategies=None, axes=None):
     """``plots.perplexity.plot_headline`` of every grid (``report.cross_model.load_grids``), models as rows
     and texts as columns; returns the 2-D axes array."""
-    from matplotlib.figure import Figure
-
     from .perplexity import plot_headline
 
     models = list(dict.fromkeys(model for model, _ in grids))
     texts = list(dict.fromkeys(text for _, text in grids))
-    if axes is None:
-        fig = Figure(figsize=(6.2 * len(texts), 4.6 * len(models)), layout="constrained")
-        axes = fig.subplots(len(models), len(texts), squeeze=False)
-    axes = np.asarray(axes).reshape(len(models), len(texts))
+    axes = _panel_axes(axes, len(models), len(texts), (6.2, 4.6))
     for i, model in enumerate(models):
         for j, text in enumerate(texts):
             if (model, text) in grids:

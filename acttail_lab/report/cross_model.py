@@ -30,11 +30,12 @@ CROSS_COLUMNS = ("model", "text", "strategy", "sparsity", "perplexity", "uniform
 """Columns of :func:`cross_model_table`; ``verdict`` is ``better`` / ``worse`` (interval excludes 0) or ``noise``."""
 
 
-def load_grids(models=MODELS, results_dir=None) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]]:
-    """``{(model, text): (runs, windows)}`` for every committed grid of ``models`` (missing ones left out)."""
+def load_grids(models=MODELS, results_dir=None, tables=TEXTS) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]]:
+    """``{(model, text): (runs, windows)}`` for every committed grid of ``models`` (missing ones left out);
+    ``tables``: grid table (a ``core.paths.RESULT_FILES`` key with a ``_windows`` twin) -> text label."""
     grids = {}
     for model in models:
-        for table, text in TEXTS.items():
+        for table, text in tables.items():
             path = result_path(table, model, results_dir)
             windows = result_path(f"{table}_windows", model, results_dir)
             if path.exists() and windows.exists():
@@ -137,11 +138,7 @@ def calibration_check(models=MODELS, results_dir=None, strategies=("teal-greedy"
     """The upper reference checked where it was chosen: each of ``strategies`` against uniform on the
     CALIBRATION split (committed ``upper_reference_<model>_windows.csv``), with paired 95% intervals and a
     ``verdict``. Columns as :func:`cross_model_table` with ``text`` = ``"austen (calibration)"``."""
-    grids = {}
-    for model in models:
-        path, windows = (result_path(t, model, results_dir) for t in ("upper_reference", "upper_reference_windows"))
-        if path.exists() and windows.exists():
-            grids[(model, "austen (calibration)")] = (load_table(path), load_table(windows))
+    grids = load_grids(models, results_dir, {"upper_reference": "austen (calibration)"})
     return cross_model_table(grids, strategies, n_boot=n_boot, seed=seed)
 
 
