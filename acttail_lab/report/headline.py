@@ -61,6 +61,15 @@ def collapsed(runs: pd.DataFrame, vocab_size: int | None = None) -> pd.Series:
     return (runs["perplexity"] >= limit) & (runs["strategy"] != DENSE)
 
 
+def first_collapse(runs: pd.DataFrame, vocab_size: int | None = None) -> pd.Series:
+    """Label -> the lowest target at which that run collapsed (:func:`collapsed`), earliest first; an empty
+    Series when nothing collapsed. Labels are computed on the whole table before selecting: assigning a
+    Series to an empty selection would give it the Series' index and rows of NaN."""
+    labelled = runs.assign(label=run_labels(runs))
+    gone = labelled.loc[collapsed(labelled, vocab_size)]
+    return gone.groupby("label")["sparsity"].min().sort_values()
+
+
 def change_matrix(runs: pd.DataFrame, strategies=None) -> pd.DataFrame:
     """Strategy (rows, in the order given or of the table) x target (columns) of
     ``change_pct`` = 100 (ppl / ppl_uniform - 1); uniform itself is left out."""
@@ -118,8 +127,7 @@ def finding_title(runs: pd.DataFrame, vocab_size: int | None = None, focus: str 
     order = list(win["sparsity"])
     groups = win.groupby("best", sort=False)["sparsity"].apply(lambda s: _span(list(s), order))
     text = "lowest perplexity: " + ", ".join(f"{label} ({at})" for label, at in groups.items())
-    gone = runs.loc[collapsed(runs, vocab_size)].assign(label=run_labels(runs))
-    first = gone.groupby("label")["sparsity"].min().sort_values()
+    first = first_collapse(runs, vocab_size)
     if focus in first.index:
         text += f"; {focus} collapses from {first[focus]:g}"
     elif len(first) == 1:
@@ -166,9 +174,8 @@ def headline_sentences(runs: pd.DataFrame, model_label: str, vocab_size: int | N
         f"{r.sparsity:g}: {r.best} ({r.perplexity:.1f}, {_pct(r.change_pct)} vs uniform)" for r in win.itertuples())
         + "."]
     limit = collapse_threshold(runs, vocab_size)
-    gone = runs.loc[collapsed(runs, vocab_size)].assign(label=run_labels(runs))
-    if len(gone):
-        first = gone.groupby("label")["sparsity"].min().sort_values()
+    first = first_collapse(runs, vocab_size)
+    if len(first):
         out.append(f"Collapsed (perplexity >= {limit:.0f}, a quarter of the vocabulary): "
                    + ", ".join(f"{label} from {s:g}" for label, s in first.items()) + ".")
     claims = claims_table(runs, model_label, sparsity=sparsity)
