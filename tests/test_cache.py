@@ -73,7 +73,8 @@ def test_cache_root_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ACTTAIL_CACHE", str(tmp_path / "elsewhere"))
     folder = cache_dir("eval", "sub")
     assert folder == tmp_path / "elsewhere" / "eval" / "sub" and folder.is_dir()
-    assert ResultCache("eval").path("abc") == tmp_path / "elsewhere" / "eval" / "abc.json"
+    store = ResultCache("eval")
+    assert store.path("abc") == tmp_path / "elsewhere" / "eval" / f"abc.{store.stamp}.json"
     monkeypatch.delenv("ACTTAIL_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir("x") == tmp_path / "home" / ".cache" / "acttail-lab" / "x"
@@ -96,7 +97,7 @@ def test_round_trip(root, fmt):
     store = ResultCache("kind", version=3, fmt=fmt)
     assert store.load("k1") is None  # missing
     path = store.save("k1", SAMPLES[fmt])
-    assert path == root / "kind" / f"k1.{fmt}" and path.exists()
+    assert path == root / "kind" / f"k1.{store.stamp}.{fmt}" and path.exists()
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -162,7 +163,7 @@ def test_half_written_temporary_file_is_never_read(root):
 def test_a_file_under_another_key_is_not_trusted(root):
     store = ResultCache("kind", fmt="json")
     path = store.save("k1", {"x": 1})
-    path.rename(path.with_name("k2.json"))
+    path.rename(store.path("k2"))
     with pytest.warns(UserWarning, match="holds key 'k1'"):
         assert store.load("k2") is None
 
@@ -197,3 +198,87 @@ def test_bad_arguments_are_refused(root):
     with pytest.raises(TypeError):
         ResultCache("kind", fmt="json").save("k", {result_cache.META: 1})
     assert not list((root / "kind").iterdir())  # a refused save leaves nothing behind
+
+
+# --------------------------------------------------------------------------- stamps: environment and code version
+def _as_if_made_elsewhere(path, fmt="json", **env):
+    """Rewrite a saved JSON entry as if another environment had made it, under that environment's stamp."""
+    data = json.loads(path.read_text())
+    data["_cache"]["env"] = {**data["_cache"]["env"], **env}
+    other = path.with_name(path.name.replace(path.name.split(".")[1], "0123456789ab"))
+    other.write_text(json.dumps(data))
+    path.unlink()
+    return other
+
+
+def test_a_result_made_in_another_environment_is_recomputed_with_a_warning(root):
+    from acttail_lab.core.result_cache import cache_summary, reset_cache_summary
+
+    reset_cache_summary()
+    store = ResultCache("eval", fmt="json", reuse_other=False)
+    other = _as_if_made_elsewhere(store.save("k1", {"x": 1}), transformers="0.0.1")
+    with pytest.warns(UserWarning, match=r"transformers 0\.0\.1 \(now .*\).*recomputing.*ACTTAIL_CACHE_REUSE"):
+        assert store.load("k1") is None
+    assert other.exists()  # never deleted: another environment may want it
+    summary = cache_summary()
+    assert summary["ignored_other_environment"] == {"eval": 1} and summary["state"] == "empty"
+
+
+def test_reuse_of_another_environment_is_explicit_and_recorded(root, monkeypatch):
+    from acttail_lab.core.result_cache import cache_summary, reset_cache_summary
+
+    reset_cache_summary()
+    _as_if_made_elsewhere(ResultCache("eval").save("k1", {"x": 1}), numpy="0.0.1")
+    monkeypatch.setenv("ACTTAIL_CACHE_REUSE", "other-environment")
+    with pytest.warns(UserWarning, match="Reusing cached 'eval' results"):
+        assert ResultCache("eval").load("k1") == {"x": 1}
+    summary = cache_summary()
+    assert summary["reused_other_environment"] == {"eval": 1} and summary["state"] == "warm"
+    assert summary["reuse_option"] == "other-environment"
+    monkeypatch.setenv("ACTTAIL_CACHE_REUSE", "maybe")
+    with pytest.raises(ValueError, match="Fix: unset it"):
+        ResultCache("eval")
+
+
+def test_the_stamp_follows_environment_and_measuring_code_not_docstrings(monkeypatch, tmp_path):
+    from acttail_lab.core import environment as env
+
+    base = env.cache_stamp("eval", 2)
+    assert env.cache_stamp("eval", 3) != base and env.cache_stamp("spectra", 2) != base
+    monkeypatch.setattr(env, "environment_versions", lambda: {"torch": "9.9"})
+    assert env.cache_stamp("eval", 2) != base
+    source = tmp_path / "m.py"
+    source.write_text('"""Doc."""\ndef f(x):\n    """Doc."""\n    return round(x)  # comment\n')
+    tree = env._code_tree(source)
+    source.write_text('"""Other doc."""\n\ndef f(x):\n    return round(x)\n')
+    assert env._code_tree(source) == tree
+    source.write_text('def f(x):\n    return int(x)\n')
+    assert env._code_tree(source) != tree
+
+
+def test_every_cache_kind_the_package_writes_has_a_measuring_path():
+    import re as _re
+    from pathlib import Path
+
+    from acttail_lab.core.environment import MEASURING_PATHS, PACKAGE_ROOT, code_version
+
+    kinds = set()
+    for path in Path(PACKAGE_ROOT).rglob("*.py"):
+        kinds |= set(_re.findall(r'ResultCache\(\s*"([a-z_]+)"', path.read_text()))
+    assert kinds and kinds <= set(MEASURING_PATHS), f"no measuring path for {sorted(kinds - set(MEASURING_PATHS))}"
+    assert all(code_version(kind) for kind in MEASURING_PATHS)
+
+
+def test_cache_summary_counts_reads_and_who_made_them(root):
+    from acttail_lab.core.environment import made_by
+    from acttail_lab.core.result_cache import cache_summary, reset_cache_summary
+
+    reset_cache_summary()
+    store = ResultCache("eval")
+    store.save("k1", {"x": 1})
+    assert cache_summary()["state"] == "empty"
+    assert store.load("k1") == {"x": 1}
+    summary = cache_summary()
+    assert summary["state"] == "warm" and summary["read"] == {"eval": 1} and summary["computed"] == {"eval": 1}
+    assert summary["made_by"] == [{"git_sha": made_by()["git_sha"], "git_dirty": made_by()["git_dirty"],
+                                   "lock_sha256": made_by()["lock_sha256"], "results": 2}]

@@ -42,7 +42,7 @@ def test_provenance_defaults():
 
 
 def test_package_versions_marks_missing_packages(monkeypatch):
-    monkeypatch.setattr(prov, "_PACKAGES", ("numpy", "no-such-package-acttail"))
+    monkeypatch.setattr(prov.environment, "PACKAGES", ("numpy", "no-such-package-acttail"))
     versions = prov.package_versions()
     assert versions["no_such_package_acttail"] is None and versions["numpy"]
 

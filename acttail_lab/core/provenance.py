@@ -1,10 +1,11 @@
 """Provenance of a result file: what code, on what machine, with which settings.
 
 :func:`provenance` returns a JSON-serialisable dict (versions of python, torch,
-transformers, numpy, pandas and acttail_lab; the device; the seed; the git
-commit of the working tree with a dirty flag; the command line; a UTC
-timestamp). :func:`write_sidecar` writes it as ``<file>.json`` next to a
-result file, atomically.
+transformers, numpy, pandas and acttail_lab; the lock file's SHA-256 and whether the
+environment matches it; what came from the caches and who made it (``cache``: ``state`` is
+``"empty"`` when every result was computed in this run); the device; the seed; the git
+commit of the working tree with a dirty flag; the command line; a UTC timestamp).
+:func:`write_sidecar` writes it as ``<file>.json`` next to a result file, atomically.
 """
 from __future__ import annotations
 
@@ -13,30 +14,19 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from . import environment
 from .cache import atomic_write_text
-
-_PACKAGES = ("torch", "transformers", "tokenizers", "gguf", "safetensors", "numpy", "pandas", "acttail-lab")
-"""Everything a number can depend on: ``gguf`` dequantises the built-in model and ``tokenizers`` makes the
-token windows. The same code in a newer environment (model re-dequantised) moved SmolLM2's dense perplexity
-by 9e-6 and its TopK perplexities by up to 0.4%: TopK amplifies tiny weight differences."""
+from .result_cache import cache_summary
 
 
 def package_versions() -> dict[str, str | None]:
     """Installed versions of python and the packages results depend on (None when absent)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name.replace("-", "_")] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name.replace("-", "_")] = None
-    return versions
+    return environment.package_versions()
 
 
 def describe_device(device: str | torch.device | None = None) -> str:
@@ -50,29 +40,8 @@ def describe_device(device: str | torch.device | None = None) -> str:
     return str(device)
 
 
-RESULTS_PATHSPEC = "data/results"
-"""Where result files live relative to the repository root (ignored by the dirty check)."""
-
-
-def git_state(folder: str | os.PathLike | None = None) -> dict[str, object]:
-    """``{"git_sha": ..., "git_dirty": ...}`` of the repository holding ``folder`` (the package by default).
-
-    ``git_dirty`` says whether tracked files differ from the commit, except ``data/results/``: a
-    reproduce script rewrites its own committed CSVs there while it runs (after each tier), and its
-    own output must not mark the code that made it as dirty. Both are None when git or the
-    repository is missing (e.g. an installed wheel).
-    """
-    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return {"git_sha": None, "git_dirty": None}
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                 f":(top,exclude){RESULTS_PATHSPEC}"], cwd=folder, capture_output=True, text=True,
-                                timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return {"git_sha": None, "git_dirty": None}
-    return {"git_sha": sha.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+RESULTS_PATHSPEC = environment.RESULTS_PATHSPEC
+git_state = environment.git_state
 
 
 def provenance(seed: int | None = None, device: str | torch.device | None = None,
@@ -88,6 +57,8 @@ def provenance(seed: int | None = None, device: str | torch.device | None = None
     """
     return {
         "versions": package_versions(),
+        "lock": environment.lock_info(),
+        "cache": cache_summary(),
         "device": describe_device(device),
         "seed": seed,
         **git_state(),

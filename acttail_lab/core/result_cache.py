@@ -9,7 +9,14 @@ grid rows, skip-layer rows, sensitivity tables, TEAL greedy paths)::
         found = compute()
         store.save(key, found)
 
-A file is ``cache_dir(kind) / f"{key}.{suffix}"`` (``suffix`` defaults to the format).
+A file is ``cache_dir(kind) / f"{key}.{stamp}.{suffix}"`` (``suffix`` defaults to the format). The
+``stamp`` (:func:`acttail_lab.core.environment.cache_stamp`) covers the format ``version``, the versions of
+torch, transformers, tokenizers, gguf, safetensors and numpy, and the code version of the kind's measuring
+path, so a result is found again only in the environment and with the code that made it. A result made under
+another stamp is never reused without a word: :meth:`ResultCache.load` warns (once per kind) and recomputes,
+unless ``reuse_other=True`` or ``ACTTAIL_CACHE_REUSE=other-environment`` asks to reuse it, which
+:func:`cache_summary` (and so every sidecar) records. Every file also stores who made it
+(:func:`acttail_lab.core.environment.made_by`: git SHA, dirty flag, lock hash).
 Each file records its key and version inside it (a ``"_cache"`` entry of a JSON
 or torch dict, a ``__cache__`` array of an ``.npz``, a first line of a CSV, whose
 last line counts its rows), and :meth:`ResultCache.load` returns None, never raises,
@@ -28,12 +35,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .cache import atomic_path, cache_dir
+from .environment import cache_stamp, made_by, stamp_fields
 from .errors import CacheFileError
 
 FORMATS = ("json", "csv", "npz", "pt")
@@ -43,7 +53,57 @@ NPZ_META = "__cache__"
 CSV_HEADER = "#acttail-cache "
 CSV_TRAILER = "#acttail-cache-end "
 
+REUSE_VARIABLE = "ACTTAIL_CACHE_REUSE"
+"""Set to ``other-environment`` to reuse results made under another stamp (recorded in every sidecar)."""
+REUSE_VALUE = "other-environment"
+
 _WARNED: set = set()
+_STATS: dict[str, Counter] = {"hits": Counter(), "computed": Counter(), "reused_other": Counter(),
+                              "ignored_other": Counter()}
+_MADE_BY: Counter = Counter()
+
+
+def reuse_requested() -> bool:
+    """Whether ``$ACTTAIL_CACHE_REUSE`` asks to reuse results made under another stamp."""
+    value = os.environ.get(REUSE_VARIABLE, "").strip()
+    if value in ("", "0", "no", "never"):
+        return False
+    if value == REUSE_VALUE:
+        return True
+    raise ValueError(f"{REUSE_VARIABLE}={value!r} is not understood. Fix: unset it (recompute results made "
+                     f"under another environment or code version) or set it to {REUSE_VALUE!r}.")
+
+
+def cache_summary() -> dict[str, object]:
+    """What this process took from the caches and computed, for a sidecar.
+
+    ``state`` is ``"empty"`` when nothing was read from any cache (every result computed in this process),
+    else ``"warm"``; ``reused_other_environment`` counts results made under another environment or code
+    version that were reused on request; ``made_by`` lists, per (git SHA, dirty, lock hash), how many of the
+    results read or computed came from it.
+    """
+    hits, reused = sum(_STATS["hits"].values()), sum(_STATS["reused_other"].values())
+    return {
+        "state": "empty" if hits == 0 and reused == 0 else "warm",
+        "read": dict(_STATS["hits"]), "computed": dict(_STATS["computed"]),
+        "reused_other_environment": dict(_STATS["reused_other"]),
+        "ignored_other_environment": dict(_STATS["ignored_other"]),
+        "reuse_option": os.environ.get(REUSE_VARIABLE, "") or None,
+        "made_by": [{"git_sha": sha, "git_dirty": dirty, "lock_sha256": lock, "results": n}
+                    for (sha, dirty, lock), n in _MADE_BY.most_common()],
+    }
+
+
+def reset_cache_summary() -> None:
+    """Forget what :func:`cache_summary` counted (tests, or a script that starts a new table)."""
+    for counter in _STATS.values():
+        counter.clear()
+    _MADE_BY.clear()
+
+
+def _count_made_by(meta: dict | None) -> None:
+    who = (meta or {}).get("made_by") or {}
+    _MADE_BY[(who.get("git_sha"), who.get("git_dirty"), who.get("lock_sha256"))] += 1
 
 
 class ResultCache:
@@ -54,20 +114,31 @@ class ResultCache:
         version: anything JSON-serialisable; files written with another version are ignored.
         fmt: one of :data:`FORMATS`.
         enabled: False turns the cache off: :meth:`load` returns None, :meth:`save` writes nothing.
+        reuse_other: reuse a result made under another stamp (environment or code version) when none
+            exists under this one; None reads ``$ACTTAIL_CACHE_REUSE``.
     """
 
-    def __init__(self, kind: str, version: Any = 1, fmt: str = "json", *, enabled: bool = True):
+    def __init__(self, kind: str, version: Any = 1, fmt: str = "json", *, enabled: bool = True,
+                 reuse_other: bool | None = None):
         if fmt not in FORMATS:
             raise ValueError(f"Unknown cache format {fmt!r}. Fix: use one of {', '.join(FORMATS)}.")
         self.kind, self.version, self.fmt, self.enabled = kind, version, fmt, bool(enabled)
+        self.stamp = cache_stamp(kind, _plain(version))
+        self.reuse_other = reuse_requested() if reuse_other is None else bool(reuse_other)
 
     def __repr__(self) -> str:
         return (f"ResultCache({self.kind!r}, version={self.version!r}, fmt={self.fmt!r}, "
-                f"enabled={self.enabled})")
+                f"enabled={self.enabled}, stamp={self.stamp!r})")
 
     def path(self, key: str, suffix: str | None = None) -> Path:
-        """``cache_dir(kind) / f"{key}.{suffix}"`` (``suffix`` defaults to the format); creates the folder."""
-        return cache_dir(self.kind) / f"{key}.{suffix or self.fmt}"
+        """``cache_dir(kind) / f"{key}.{stamp}.{suffix}"`` (``suffix`` defaults to the format); creates the folder."""
+        return cache_dir(self.kind) / f"{key}.{self.stamp}.{suffix or self.fmt}"
+
+    def _others(self, key: str) -> list[Path]:
+        """Files of ``key`` made under other stamps (or before stamps existed), newest first."""
+        mine = self.path(key)
+        found = [p for p in mine.parent.glob(f"{key}.*{self.fmt}") if p != mine and not p.name.startswith(".")]
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def load(self, key: str, check: Callable[[Any], bool] | None = None) -> Any | None:
         """The stored object for ``key``, or None (missing, other version, unreadable, or failing ``check``).
@@ -79,7 +150,38 @@ class ResultCache:
             return None
         path = self.path(key)
         if not path.exists():
+            return self._load_other(key, check)
+        found = self._read(path, key, check)
+        if found is not None:
+            _STATS["hits"][self.kind] += 1
+            _count_made_by(found[0])
+            return found[1]
+        return None
+
+    def _load_other(self, key: str, check) -> Any | None:
+        """A result of ``key`` made under another stamp (same format version, another environment or code
+        version): reused only on request, else warned about once per kind and recomputed. Files of another
+        format version, or written before stamps existed without one, are ignored silently."""
+        others = [(p, _peek_meta(p, self.fmt)) for p in self._others(key)]
+        others = [(p, m) for p, m in others if isinstance(m, dict) and m.get("key") == key
+                  and m.get("version") == _plain(self.version)]
+        if not others:
             return None
+        if self.reuse_other:
+            for other, _ in others:
+                found = self._read(other, key, check, stamped=False)
+                if found is not None:
+                    _STATS["reused_other"][self.kind] += 1
+                    _count_made_by(found[0])
+                    _warn_kind(self.kind, "reused", f"{other.name}, made under {_describe_other(found[0])}")
+                    return found[1]
+            return None
+        _STATS["ignored_other"][self.kind] += 1
+        _warn_kind(self.kind, "ignored", f"e.g. {others[0][0].name}, made under {_describe_other(others[0][1])}")
+        return None
+
+    def _read(self, path: Path, key: str, check, stamped: bool = True) -> tuple[dict, Any] | None:
+        """(meta, object) of a file, or None: unreadable, another format version, another key, failing ``check``."""
         try:
             meta, obj = _READERS[self.fmt](path)
         except Exception as exc:  # noqa: BLE001 -- any failure to read means: do not trust it
@@ -88,7 +190,8 @@ class ResultCache:
         if not isinstance(meta, dict) or meta.get("version") != _plain(self.version):
             return None  # another version, or written before this helper: recompute silently
         if meta.get("key") != key:
-            _warn_once(path, f"it holds key {meta.get('key')!r}, not {key!r}")
+            if stamped:
+                _warn_once(path, f"it holds key {meta.get('key')!r}, not {key!r}")
             return None
         if check is not None:
             try:
@@ -100,16 +203,55 @@ class ResultCache:
             if not ok:
                 _warn_once(path, why)
                 return None
-        return obj
+        return meta, obj
 
     def save(self, key: str, obj: Any) -> Path | None:
         """Write ``obj`` for ``key`` atomically; return the path (None, writing nothing, when disabled)."""
         if not self.enabled:
             return None
         path = self.path(key)
+        meta = {"key": key, **stamp_fields(self.kind, _plain(self.version)), "made_by": made_by()}
         with atomic_path(path) as tmp:
-            _WRITERS[self.fmt](tmp, obj, {"key": key, "version": _plain(self.version)})
+            _WRITERS[self.fmt](tmp, obj, meta)
+        _STATS["computed"][self.kind] += 1
+        _count_made_by(meta)
         return path
+
+
+def _peek_meta(path: Path, fmt: str) -> dict | None:
+    try:
+        return _READERS[fmt](path)[0]
+    except Exception:  # noqa: BLE001 -- only for a message
+        return None
+
+
+def _describe_other(meta: dict | None) -> str:
+    """How another file's stamp differs from the current one, e.g. ``transformers 5.24.0 (now 5.25.0)``."""
+    if not isinstance(meta, dict) or "env" not in meta:
+        return "an older acttail-lab that did not record its environment"
+    from .environment import environment_versions
+
+    now, then = environment_versions(), meta.get("env") or {}
+    parts = [f"{name} {then.get(name)} (now {version})" for name, version in now.items() if then.get(name) != version]
+    who = (meta.get("made_by") or {}).get("git_sha")
+    if not parts:
+        parts.append(f"code version {meta.get('code')} of its measuring path" + (f", git {who[:10]}" if who else ""))
+    return ", ".join(parts) or "another stamp"
+
+
+def _warn_kind(kind: str, what: str, detail: str) -> None:
+    ident = ("kind", kind, what)
+    if ident in _WARNED:
+        return
+    _WARNED.add(ident)
+    if what == "reused":
+        text = (f"Reusing cached {kind!r} results made under another environment or code version, as "
+                f"{REUSE_VARIABLE}={REUSE_VALUE} asks ({detail}); sidecars record how many.")
+    else:
+        text = (f"Cached {kind!r} results exist for these inputs but were made under another environment or code "
+                f"version ({detail}); recomputing them. To reuse them instead, set {REUSE_VARIABLE}={REUSE_VALUE} "
+                "(sidecars then record it).")
+    warnings.warn(text, stacklevel=4)
 
 
 def _plain(version: Any) -> Any:
@@ -223,4 +365,5 @@ def _read_pt(path: Path):
 _WRITERS = {"json": _write_json, "csv": _write_csv, "npz": _write_npz, "pt": _write_pt}
 _READERS = {"json": _read_json, "csv": _read_csv, "npz": _read_npz, "pt": _read_pt}
 
-__all__ = ["FORMATS", "CacheFileError", "ResultCache"]
+__all__ = ["FORMATS", "REUSE_VALUE", "REUSE_VARIABLE", "CacheFileError", "ResultCache", "cache_summary",
+           "reset_cache_summary", "reuse_requested"]
