@@ -49,7 +49,7 @@ def test_perplexity_plot_subset_order_no_dense_linear_and_given_ax():
     assert np.allclose(ax.lines[0].get_ydata(), [22.0, 44.0, 130.0])
     # styles come from the one registry, by name (not by position in the list)
     assert ax.lines[1].get_color() == pp.strategy_style("uniform")["color"]
-    assert ax.lines[0].get_linestyle() == pp.strategy_style("shuffled")["linestyle"] != "-"
+    assert ax.lines[0].get_marker() == pp.strategy_style("shuffled")["marker"] != pp.strategy_style("uniform")["marker"]
     with pytest.raises(ValueError, match="teal-kind"):
         pp.plot_perplexity_vs_sparsity(make_runs(), strategies=["teal-kind"])
 
@@ -131,10 +131,10 @@ def test_kind_budget_bars_equal_the_summary(alpha_table):
     assert len(target) == 1 and np.allclose(target[0].get_ydata(), 0.5)
 
 
-def test_xmin_variants_of_one_strategy_share_the_colour_but_not_the_line():
+def test_xmin_variants_are_styled_as_the_label_of_their_setting():
     ks, peak = pp.line_style("acttail (xmin=ks)"), pp.line_style("acttail (xmin=peak)")
-    assert ks == pp.strategy_style("acttail") and ks["color"] == peak["color"]
-    assert peak["linestyle"] == "-." and peak["mfc"] == "white"
+    assert ks == pp.strategy_style("acttail-ks") and peak == pp.strategy_style("acttail")
+    assert ks["color"] != peak["color"] and ks["linestyle"] == peak["linestyle"] == "-"  # one method, one line
     assert pp.strategy_style("my-own[eps=0.2]") == pp.strategy_style("my-own[eps=0.2]")  # deterministic fallback
 
 

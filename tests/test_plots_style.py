@@ -32,7 +32,7 @@ def test_named_strategies_have_explicit_distinct_colour_blind_safe_styles():
     assert len(set(every)) == len(every)
     assert styles["hybrid"]["color"] != styles["teal-greedy"]["color"]
     assert styles["hybrid"]["marker"] != styles["teal-greedy"]["marker"]
-    palette = set(style.OKABE_ITO.values()) | {style.GREY, style.DARK_GREY}
+    palette = set(style.OKABE_ITO.values()) | {style.GREY, style.DARK_GREY} | set(style.TOL.values())
     assert {s["color"] for s in style.STRATEGY_STYLES.values()} <= palette
     assert set(style.KIND_COLORS.values()) <= palette and len(set(style.KIND_COLORS.values())) == len(PROJECTIONS)
     assert set(styles["uniform"]) == {"color", "marker", "linestyle"}
@@ -43,7 +43,8 @@ def test_unknown_names_get_a_deterministic_fallback_by_name_not_position():
     assert a == b and a["color"] in set(style.OKABE_ITO.values()) | {style.GREY}
     assert len({style.strategy_style(f"s{i}")["color"] for i in range(40)}) > 3
     assert style.strategy_style("acttail (xmin=peak)")["color"].lower() == color_of("acttail")
-    assert style.strategy_style("acttail-block[direction=alpha_down]")["color"].lower() == color_of("acttail-block")
+    assert style.strategy_style("acttail-block[eps=0.2]")["color"].lower() == color_of("acttail-block")
+    assert style.strategy_style("acttail-block[eps=0.2;xmin=ks]")["color"].lower() == color_of("acttail-ks")
     assert style.kind_color("lm_head") == style.OTHER_KIND_COLOR
 
 
@@ -51,12 +52,63 @@ def test_plotly_styles_use_the_same_hex_colours():
     for name in NAMED:
         p = style.plotly_strategy_style(name)
         assert p["line"]["color"] == p["marker"]["color"] == style.strategy_style(name)["color"]
-    assert style.plotly_strategy_style("surrogate-optimal")["line"]["dash"] == "dash"
+    assert style.plotly_strategy_style("rotated-uniform")["line"]["dash"] == "dash"
+    assert style.plotly_strategy_style("surrogate-optimal")["line"]["dash"] == "solid"  # TopK
     assert [style.plotly_kind_color(k) for k in PROJECTIONS] == [style.kind_color(k) for k in PROJECTIONS]
     assert style.plotly_color_scale("sparsity") == dict(colorscale="Magma_r", zmin=0.0, zmax=1.0)
     assert style.color_scale("alpha")["vmin"] < style.color_scale("alpha")["vmax"]
     with pytest.raises(KeyError, match="COLOR_SCALES"):
         style.color_scale("temperature")
+
+
+def _committed_labels():
+    import glob
+
+    from acttail_lab.report.labels import row_labels
+
+    grids = {}
+    for path in sorted(glob.glob(str(style.__file__).replace("acttail_lab/plots/style.py", "data/results/*.csv"))):
+        table = pd.read_csv(path)
+        if "strategy" in table.columns:
+            grids[path.rsplit("/", 1)[-1]] = list(dict.fromkeys(row_labels(table)))
+    return grids
+
+
+def test_no_two_labels_of_one_figure_share_a_colour_marker_line_triple():
+    from acttail_lab.allocation.presets import STRATEGY_PRESETS
+
+    grids = _committed_labels()
+    assert "perplexity_related_smollm2-135m.csv" in grids
+    for name, labels in grids.items():  # every committed grid is drawn in one figure somewhere
+        assert style.shared_styles(labels) == {}, name
+    every = set(STRATEGY_PRESETS) | set(style.STRATEGY_STYLES) | {x for labels in grids.values() for x in labels}
+    assert style.shared_styles(every) == {}
+    # uniform and rotated-uniform (both grey circles before) differ in colour, marker and line
+    a, b = style.strategy_style("uniform"), style.strategy_style("rotated-uniform")
+    assert a["color"] != b["color"] and a["marker"] != b["marker"] or a["linestyle"] != b["linestyle"]
+    assert a["color"] != b["color"]
+    # the peak and KS versions of one variant differ in colour
+    for peak in ("acttail", "acttail-block", "acttail[fit=block-mean]", "acttail-farms", "shuffled", "acttail-rev"):
+        ks = "acttail-ks" if peak == "acttail" else f"{peak[:-1]};xmin=ks]" if peak.endswith("]") else f"{peak}[xmin=ks]"
+        assert style.strategy_style(peak)["color"] != style.strategy_style(ks)["color"], peak
+    with pytest.raises(ValueError, match="share"):  # two labels drawn alike are caught
+        style.check_distinct(["uniform", "uniform (xmin=ks)"])
+    style.check_distinct(["acttail-ks", "acttail[xmin=ks]"])  # one setting, two spellings: one style, allowed
+
+
+def test_one_method_one_line_style():
+    from acttail_lab.allocation.presets import STRATEGY_PRESETS
+
+    by_method = {}
+    for label, spec in STRATEGY_PRESETS.items():
+        by_method.setdefault(spec.method, set()).add(str(style.strategy_style(label)["linestyle"]))
+    for label in style.STRATEGY_STYLES:
+        method = style._method_of(label)
+        if method is not None:
+            by_method.setdefault(method, set()).add(str(style.strategy_style(label)["linestyle"]))
+    assert all(len(v) == 1 for v in by_method.values()), by_method
+    assert len({next(iter(v)) for v in by_method.values()}) == len(by_method)  # and methods differ
+    assert {"topk", "rotated", "wina", "threshold"} <= set(by_method)
 
 
 # --------------------------------------------------------------------------- strategies in every helper

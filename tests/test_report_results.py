@@ -24,8 +24,9 @@ DENSE_PPL = 12.5
 ALPHA_BASED = {"acttail", "acttail-block", "acttail-rev", "shuffled"}
 
 
-def make_runs(ppl=PPL, dense=DENSE_PPL, xmin="ks", **setting):
-    """A runs table with evaluate_grid's columns (a dense row first, like evaluate_grid)."""
+def make_runs(ppl=PPL, dense=DENSE_PPL, xmin="peak", **setting):
+    """A runs table with evaluate_grid's columns (a dense row first, like evaluate_grid); the alpha-based rows
+    use ``xmin`` (default: the default rule, so their labels are their strategy names)."""
     base = dict(protocol="all", window=256, model="smollm2-135m", corpus="austen", split="evaluation",
                 tokens=1020, options="{}", wall_s=1.0, device="cpu", dtype="float32", cached=False, kinds=float("nan"),
                 realised_std=0.0)
@@ -116,15 +117,17 @@ def test_headline_table_refuses_mixed_settings_and_labels_xmin_variants():
     peak = make_runs(ppl={"acttail": {0.5: 17.0, 0.7: 33.0, 0.8: 70.0}}, xmin="peak")
     both = pd.concat([ks, peak[peak.strategy == "acttail"]], ignore_index=True)
     table = results.headline_table(both)
-    assert "acttail (xmin=ks)" in table.index and "acttail (xmin=peak)" in table.index
-    assert table.loc["acttail (xmin=peak)", 0.8] == 70.0
+    # a label is a function of the settings: the KS rows read acttail-ks, the peak (default) rows acttail
+    assert "acttail-ks" in table.index and "acttail" in table.index
+    assert table.loc["acttail", 0.8] == 70.0
     assert "uniform" in table.index  # alpha-free rows keep their plain name
     with pytest.raises(ActTailError, match="xmin"):
         results.xmin_rule(both)
     assert results.xmin_rule(ks) == "ks" and results.xmin_rules(both) == ["ks", "peak"]
-    assert results.labels(both, ["acttail", "uniform", "teal-kind"]) == [
-        "acttail (xmin=ks)", "acttail (xmin=peak)", "uniform"]
-    assert results.labels(ks) == list(PPL)
+    assert results.labels(both, ["acttail", "uniform", "teal-kind"]) == ["acttail-ks", "acttail", "uniform"]
+    assert results.labels(ks) == ["uniform", "acttail-ks", "acttail-block[xmin=ks]", "acttail-rev[xmin=ks]",
+                                  "shuffled[xmin=ks]"]
+    assert results.labels(make_runs()) == list(PPL)
 
 
 def test_load_results_reads_the_csv_and_its_sidecar(tmp_path):
@@ -148,19 +151,19 @@ def test_load_results_reads_the_csv_and_its_sidecar(tmp_path):
 
 
 def test_rerun_arguments_rebuild_the_grid(tmp_path):
-    args = results.rerun_arguments(make_runs())
+    args = results.rerun_arguments(make_runs(xmin="ks"))
     assert len(args) == 1
     a = args[0]
     assert a["strategies"] == tuple(PPL) and a["sparsities"] == (0.5, 0.7, 0.8)
     assert a["window"] == 256 and a["protocol"] == "all" and a["xmin"] == "ks" and a["include_dense"]
     assert a["tokens"] == 1024  # 1020 scored tokens = 4 windows of 256 (255 targets each)
-    fast = results.rerun_arguments(make_runs(), tokens=512, window=128)[0]
+    fast = results.rerun_arguments(make_runs(xmin="ks"), tokens=512, window=128)[0]
     assert fast["tokens"] == 512 and fast["window"] == 128
     runs = make_runs()
     runs.attrs["provenance"] = {"settings": {"tokens": 4096}}
     assert results.rerun_arguments(runs)[0]["tokens"] == 4096
     peak = make_runs(ppl={"acttail": PPL["acttail"]}, xmin="peak")
-    both = pd.concat([make_runs(), peak[peak.strategy == "acttail"]], ignore_index=True)
+    both = pd.concat([make_runs(xmin="ks"), peak[peak.strategy == "acttail"]], ignore_index=True)
     first, second = results.rerun_arguments(both)
     assert first["xmin"] == "ks" and "uniform" in first["strategies"] and first["include_dense"]
     assert second == {**second, "xmin": "peak", "strategies": ("acttail",), "include_dense": False}

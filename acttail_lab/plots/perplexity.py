@@ -28,13 +28,9 @@ from .esd import _new_ax, alpha_matrix
 from .style import STRATEGY_STYLES, color_scale, series_color, sparsity_scale, strategy_style
 
 def line_style(label: str) -> dict:
-    """Matplotlib line keywords of a run label: :func:`plots.style.strategy_style` (colour, marker,
-    line style by name), with open markers for an xmin rule other than ``ks`` (``"acttail (xmin=peak)"``)."""
-    style = strategy_style(label)
-    rule = label.partition(" (xmin=")[2].rstrip(")")
-    if rule and rule != "ks":
-        style["mfc"] = "white"
-    return style
+    """Matplotlib line keywords of a run label: :func:`plots.style.strategy_style` (colour and marker by
+    label, line style by method; ``"acttail (xmin=ks)"`` is styled as ``acttail-ks``, the label of its setting)."""
+    return strategy_style(label)
 
 
 def _labelled(runs: pd.DataFrame, strategies: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:

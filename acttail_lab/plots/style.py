@@ -1,14 +1,18 @@
-"""One visual language: the colour, marker and line style of every strategy and projection kind,
+"""One visual language: the colour, marker and line style of every run label and projection kind,
 and one colour scale per quantity, for matplotlib and plotly alike.
 
-Everything is looked up by name, never by position in a list, so a strategy keeps its
-style in every figure and notebook. Colours are the Okabe-Ito palette (safe for the
-common forms of colour blindness) plus greys; families share a hue and differ by
-marker / line style: baselines grey/black, ActTail blues, TEAL bluish green,
-cost-based solvers (surrogate-optimal, hybrid) orange, WINA reddish purple, controls vermillion.
+Everything is looked up by name, never by position in a list, so a label keeps its style in every figure and
+notebook. The grammar: the **line style is the method** (TopK solid, rotation dashed, WINA dash-dot, rotated
+WINA dash-dot-dot, calibrated thresholds dotted, CATS long dashes; :data:`METHOD_LINESTYLES`); the **colour is
+the family** (baselines grey/black, ActTail on peak alphas blue and on KS alphas sky blue, controls vermillion /
+rose, TEAL's budgets bluish green, cost-based solvers orange, rotation indigo, WINA reddish purple, thresholds
+olive, CATS teal: Okabe-Ito plus Paul Tol's muted colours, safe for the common forms of colour blindness); the
+**marker is the variant**. Every label has its own (colour, marker) pair, so no two labels in one figure share a
+(colour, marker, line style) triple (:func:`check_distinct`).
 
-- :func:`strategy_style` -> ``dict(color, marker, linestyle)`` (matplotlib keywords);
-  an unknown name gets a deterministic fallback chosen by a hash of the name.
+- :func:`strategy_style` -> ``dict(color, marker, linestyle)`` (matplotlib keywords); labels are those of
+  ``report.labels.display_label``; an unknown name gets a deterministic fallback chosen by a hash of the name.
+- :func:`method_linestyle`, :func:`shared_styles`, :func:`check_distinct`.
 - :func:`kind_color` -> hex colour of a projection kind (q, k, ..., down).
 - :func:`plotly_strategy_style` / :func:`plotly_kind_color`: the same hex colours for plotly.
 - :func:`color_scale` / :func:`plotly_color_scale`: the fixed colour scale of a quantity
@@ -31,49 +35,91 @@ DARK_GREY = "#4D4D4D"
 _C = OKABE_ITO
 
 
-def _s(color: str, marker: str, linestyle: str = "-") -> dict:
+TOL = {"indigo": "#332288", "wine": "#882255", "olive": "#999933", "teal": "#44AA99", "rose": "#CC6677"}
+"""Paul Tol's 'muted' colours used beside Okabe-Ito for the non-TopK methods and the KS controls
+(also safe for the common forms of colour blindness)."""
+
+METHOD_LINESTYLES: dict[str, object] = {
+    "topk": "-", "rotated": "--", "wina": "-.", "threshold": ":",
+    "rotated-wina": (0, (3, 1, 1, 1, 1, 1)), "cats": (0, (8, 2)), "": ":",
+}
+"""One line style per method (``sparsify`` registry names; ``""`` = dense): every run applied with a method
+is drawn with its line style, whatever its allocation."""
+
+KS_SHADE = {_C["blue"]: _C["sky_blue"], _C["vermillion"]: TOL["rose"]}
+"""An alpha-based run on KS alphas (``acttail-ks``, ``...[xmin=ks]``) takes the lighter shade of its family."""
+
+
+def _s(color: str, marker: str, linestyle: object = "-") -> dict:
     return dict(color=color, marker=marker, linestyle=linestyle)
 
 
+_M = METHOD_LINESTYLES
 STRATEGY_STYLES: dict[str, dict] = {
     # baselines
-    "dense": _s(_C["black"], "", ":"),
-    "uniform": _s(DARK_GREY, "o", "-"),
-    "rotated-uniform": _s(DARK_GREY, "o", "-."),
-    # ActTail and its variants (blues)
-    "acttail": _s(_C["blue"], "s", "-"),
-    "acttail-ks": _s(_C["blue"], "P", "-"),
-    "acttail-block": _s(_C["sky_blue"], "D", "-"),
-    "acttail-eps0.1": _s(_C["sky_blue"], "^", ":"),
-    "acttail-eps0.5": _s(_C["blue"], "^", ":"),
-    "acttail-rank": _s(_C["sky_blue"], "P", "--"),
-    "acttail-power": _s(_C["blue"], "X", "--"),
-    "acttail-threshold": _s(_C["blue"], "d", "--"),
-    "rotated-acttail": _s(_C["blue"], "o", "-."),
-    # TEAL family (bluish green)
-    "teal-greedy": _s(_C["bluish_green"], "*", "-"),
-    "teal-greedy-fine": _s(_C["bluish_green"], "*", "--"),
-    "teal-kind": _s(_C["bluish_green"], "h", "-"),
-    "teal-threshold": _s(_C["bluish_green"], "d", "--"),
-    "ffn-threshold": _s(_C["bluish_green"], "p", ":"),
-    "ffn-topk": _s(_C["bluish_green"], "p", "-."),
-    # cost-based solvers (orange)
-    "surrogate-optimal": _s(_C["orange"], "*", "--"),
-    "hybrid": _s(_C["orange"], "X", "-"),
-    # WINA family (reddish purple)
-    "wina": _s(_C["reddish_purple"], "o", "-"),
-    "acttail+wina": _s(_C["reddish_purple"], "s", "-"),
-    "cats": _s(_C["reddish_purple"], "h", ":"),
-    # controls (vermillion)
-    "acttail-rev": _s(_C["vermillion"], "v", "--"),
-    "shuffled": _s(_C["vermillion"], "x", ":"),
+    "dense": _s(_C["black"], "", _M[""]),
+    "uniform": _s(DARK_GREY, "o"),
+    "ffn-topk": _s(DARK_GREY, "p"),
+    # ActTail on peak alphas (blue) and on KS alphas (sky blue): the marker names the variant
+    "acttail": _s(_C["blue"], "s"),
+    "acttail-ks": _s(_C["sky_blue"], "s"),
+    "acttail-block": _s(_C["blue"], "D"),
+    "acttail-block[xmin=ks]": _s(_C["sky_blue"], "D"),
+    "acttail[fit=block-mean]": _s(_C["blue"], "P"),
+    "acttail[fit=block-mean;xmin=ks]": _s(_C["sky_blue"], "P"),
+    "acttail-fit": _s(_C["blue"], "X"),
+    "acttail-fit[xmin=ks]": _s(_C["sky_blue"], "X"),
+    "acttail-eps0.1": _s(_C["blue"], "^"),
+    "acttail-eps0.1[xmin=ks]": _s(_C["sky_blue"], "^"),
+    "acttail-eps0.5": _s(_C["blue"], "v"),
+    "acttail-eps0.5[xmin=ks]": _s(_C["sky_blue"], "v"),
+    "acttail-rank": _s(_C["blue"], "<"),
+    "acttail-rank[xmin=ks]": _s(_C["sky_blue"], "<"),
+    "acttail-power": _s(_C["blue"], ">"),
+    "acttail-farms": _s(_C["blue"], "h"),
+    "acttail-farms[xmin=ks]": _s(_C["sky_blue"], "h"),
+    "acttail-block-farms": _s(_C["blue"], "H"),
+    "acttail-block-farms[xmin=ks]": _s(_C["sky_blue"], "H"),
+    # controls (vermillion; rose on KS alphas)
+    "shuffled": _s(_C["vermillion"], "x"),
+    "shuffled[xmin=ks]": _s(TOL["rose"], "x"),
+    "acttail-rev": _s(_C["vermillion"], "v"),
+    "acttail-rev[xmin=ks]": _s(TOL["rose"], "v"),
+    "acttail-block[direction=alpha_down]": _s(_C["vermillion"], "D"),
+    "acttail-block[direction=alpha_down;xmin=ks]": _s(TOL["rose"], "D"),
+    # TEAL's budgets (bluish green) and the cost-based solvers (orange)
+    "teal-greedy": _s(_C["bluish_green"], "*"),
+    "teal-greedy-fine": _s(_C["bluish_green"], "P"),
+    "teal-kind": _s(_C["bluish_green"], "h"),
+    "surrogate-optimal": _s(_C["orange"], "*"),
+    "hybrid": _s(_C["orange"], "X"),
+    # rotation (LaRoSA): indigo, dashed
+    "rotated-uniform": _s(TOL["indigo"], "o", _M["rotated"]),
+    "rotated-acttail": _s(TOL["indigo"], "s", _M["rotated"]),
+    "rotated-acttail[xmin=ks]": _s(TOL["indigo"], "D", _M["rotated"]),
+    # WINA: reddish purple, dash-dot; on rotated inputs: wine, dash-dot-dot
+    "wina": _s(_C["reddish_purple"], "o", _M["wina"]),
+    "acttail-wina": _s(_C["reddish_purple"], "s", _M["wina"]),
+    "acttail-wina[xmin=ks]": _s(_C["reddish_purple"], "D", _M["wina"]),
+    "teal-greedy-wina": _s(_C["reddish_purple"], "*", _M["wina"]),
+    "acttail+wina": _s(_C["reddish_purple"], "v", _M["wina"]),
+    "rotated-wina": _s(TOL["wine"], "o", _M["rotated-wina"]),
+    # calibrated thresholds: olive, dotted; CATS: teal, long dashes
+    "teal-threshold": _s(TOL["olive"], "o", _M["threshold"]),
+    "acttail-threshold": _s(TOL["olive"], "s", _M["threshold"]),
+    "acttail-threshold[xmin=ks]": _s(TOL["olive"], "D", _M["threshold"]),
+    "ffn-threshold": _s(TOL["olive"], "p", _M["threshold"]),
+    "cats": _s(TOL["teal"], "h", _M["cats"]),
 }
-"""Explicit style of every known strategy label; every entry is distinct (colour, marker, line style)."""
+"""Explicit style of every known label. Every entry has its own (colour, marker) pair, so no two labels share
+a (colour, marker, line style) triple, and the line style is its method's (:data:`METHOD_LINESTYLES`)."""
+
+STYLE_ALIASES = {"acttail[xmin=ks]": "acttail-ks", "acttail (xmin=ks)": "acttail-ks", "acttail (xmin=peak)": "acttail"}
+"""Labels that name the same setting as another label (``report.labels.setting_key`` is equal) share its style."""
 
 _FALLBACK_COLORS = tuple(c for k, c in OKABE_ITO.items() if k not in ("black", "yellow")) + (GREY,)
-_FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "h")
+_FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "h", "<", ">", "H", "p", "d", "8")
 _FALLBACK_LINESTYLES = ("-", "--", "-.", ":")
-_RULE_LINESTYLES = {"peak": "-.", "median": ":"}
 
 KIND_COLORS: dict[str, str] = {
     "q": _C["blue"], "k": _C["sky_blue"], "v": _C["bluish_green"], "o": _C["black"],
@@ -94,9 +140,10 @@ COLOR_SCALES: dict[str, dict] = {
 +1 = double (red, worse)."""
 
 _PLOTLY_SYMBOLS = {"o": "circle", "s": "square", "D": "diamond", "d": "diamond-tall", "^": "triangle-up",
-                   "v": "triangle-down", "P": "cross", "X": "x", "*": "star", "h": "hexagon", "p": "pentagon",
+                   "v": "triangle-down", "<": "triangle-left", ">": "triangle-right", "H": "hexagon2", "8": "octagon", "P": "cross", "X": "x", "*": "star", "h": "hexagon", "p": "pentagon",
                    "x": "x-thin-open", "": "circle"}
-_PLOTLY_DASHES = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot"}
+_PLOTLY_DASHES = {"-": "solid", "--": "dash", "-.": "dashdot", ":": "dot", str((0, (3, 1, 1, 1, 1, 1))): "6px,2px,2px,2px,2px,2px",
+                  str((0, (8, 2))): "longdash"}
 
 
 def _fallback(name: str) -> dict:
@@ -107,30 +154,88 @@ def _fallback(name: str) -> dict:
               _FALLBACK_LINESTYLES[(h // 56) % len(_FALLBACK_LINESTYLES)])
 
 
-def strategy_style(name: str) -> dict:
-    """Matplotlib style of a strategy label: ``dict(color=hex, marker=..., linestyle=...)``.
+def method_linestyle(method) -> object:
+    """The line style of a method (:data:`METHOD_LINESTYLES`; unknown methods: TopK's)."""
+    return METHOD_LINESTYLES.get("" if method is None else str(method), METHOD_LINESTYLES["topk"])
 
-    Known labels (``STRATEGY_STYLES``) get their own style. A label with an xmin suffix
-    (``"acttail (xmin=peak)"``) or options (``"acttail-block[direction=alpha_down]"``) keeps
-    its base strategy's colour and marker with another line style (dash-dot for peak, dotted
-    otherwise); any other name gets a deterministic fallback chosen by a hash of the name.
+
+def _method_of(name: str) -> str | None:
+    """The method a label implies (``allocation.parse_strategy``), or None when it is not a strategy."""
+    from ..allocation.presets import parse_strategy
+    from ..core.errors import AllocationError
+
+    try:
+        return parse_strategy(name).method
+    except AllocationError:
+        return None
+
+
+def _derived(base: str, options: str) -> dict:
+    """The style of ``base[options]`` for a known ``base``: its colour and marker, the KS shade for
+    ``xmin=ks``, another marker (chosen by the name) for any other option, and the label's method line style."""
+    style = dict(STRATEGY_STYLES[base])
+    parts = dict(p.partition("=")[::2] for p in options.split(";") if p)
+    if parts.pop("xmin", None) == "ks" and style["color"] in KS_SHADE:
+        style["color"] = KS_SHADE[style["color"]]
+    if parts:
+        taken = {v["marker"] for v in STRATEGY_STYLES.values() if v["color"] == style["color"]}
+        free = [m for m in _FALLBACK_MARKERS if m not in taken] or list(_FALLBACK_MARKERS)
+        style["marker"] = free[zlib.crc32(options.encode("utf-8")) % len(free)]
+    method = _method_of(f"{base}[{options}]")
+    if method is not None:
+        style["linestyle"] = method_linestyle(method)
+    return style
+
+
+def strategy_style(name: str) -> dict:
+    """Matplotlib style of a run label: ``dict(color=hex, marker=..., linestyle=...)``.
+
+    Known labels (:data:`STRATEGY_STYLES`, :data:`STYLE_ALIASES`) get their own style. ``"acttail (xmin=ks)"``
+    is styled as the label ``report.labels.display_label`` gives that setting (``acttail-ks``). A label with
+    options on a known base (``acttail-rank[xmin=ks;eps=0.2]``) keeps the base's colour family (the KS shade for
+    ``xmin=ks``) with another marker; any other name gets a deterministic fallback chosen by a hash of the
+    name. The line style is always the label's method's (:func:`method_linestyle`) when the label parses.
     """
     name = str(name)
+    name = STYLE_ALIASES.get(name, name)
     if name in STRATEGY_STYLES:
         return dict(STRATEGY_STYLES[name])
     base, _, rule = name.partition(" (xmin=")
     rule = rule.rstrip(")")
     if rule:
-        style = strategy_style(base)
-        if rule != "ks":
-            style["linestyle"] = _RULE_LINESTYLES.get(rule, ":")
-        return style
-    match = re.fullmatch(r"(.+?)\[.*\]", name)
+        from ..report.labels import display_label
+
+        label = display_label(base, rule)
+        return strategy_style(label) if label != name else _fallback(name)
+    match = re.fullmatch(r"(.+?)\[(.*)\]", name)
     if match and match.group(1) in STRATEGY_STYLES:
-        style = dict(STRATEGY_STYLES[match.group(1)])
-        style["linestyle"] = ":" if style["linestyle"] != ":" else "--"
-        return style
-    return _fallback(name)
+        return _derived(match.group(1), match.group(2))
+    style = _fallback(name)
+    method = _method_of(name)
+    if method is not None:
+        style["linestyle"] = method_linestyle(method)
+    return style
+
+
+def shared_styles(labels) -> dict[tuple, list[str]]:
+    """(colour, marker, line style) -> the labels drawn with it, for every triple two or more of ``labels``
+    share (aliases of one setting count once); empty when every label looks different."""
+    seen: dict[tuple, list[str]] = {}
+    for label in dict.fromkeys(map(str, labels)):
+        style = strategy_style(label)
+        key = (style["color"].lower(), style["marker"], str(style["linestyle"]))
+        canonical = STYLE_ALIASES.get(label, label)
+        if canonical not in [STYLE_ALIASES.get(x, x) for x in seen.get(key, [])]:
+            seen.setdefault(key, []).append(label)
+    return {key: names for key, names in seen.items() if len(names) > 1}
+
+
+def check_distinct(labels) -> None:
+    """Raise ValueError naming the labels that would look identical in one figure (:func:`shared_styles`)."""
+    shared = shared_styles(labels)
+    if shared:
+        raise ValueError(f"These labels share a (colour, marker, line style): {list(shared.values())}. Fix: give "
+                         "them their own entries in plots.style.STRATEGY_STYLES.")
 
 
 def kind_color(kind: str) -> str:
@@ -142,7 +247,7 @@ def plotly_strategy_style(name: str) -> dict:
     """Plotly keywords of a strategy: ``dict(line=dict(color, dash), marker=dict(color, symbol))``,
     the same hex colour as :func:`strategy_style`; ``mode`` is "lines" for a style without marker."""
     style = strategy_style(name)
-    return dict(line=dict(color=style["color"], dash=_PLOTLY_DASHES.get(style["linestyle"], "solid")),
+    return dict(line=dict(color=style["color"], dash=_PLOTLY_DASHES.get(str(style["linestyle"]), "solid")),
                 marker=dict(color=style["color"], symbol=_PLOTLY_SYMBOLS.get(style["marker"], "circle")),
                 mode="lines+markers" if style["marker"] else "lines")
 

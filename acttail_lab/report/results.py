@@ -18,7 +18,6 @@ behind the kind-budget figure of notebook 02.
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Mapping
@@ -88,20 +87,14 @@ def provenance_summary(runs: pd.DataFrame) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- labels and settings
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def run_labels(runs: pd.DataFrame) -> pd.Series:
-    """Display label of each row: the strategy, plus ``" (xmin=RULE)"`` if one strategy label was run under
-    more than one xmin rule (grids label every rule but the default themselves: ``acttail-ks``,
-    ``acttail-block[xmin=ks]``; older tables may not)."""
-    if "xmin_rule" not in runs.columns:
-        return runs["strategy"].astype(str)
-    if runs.groupby("strategy")["xmin_rule"].nunique().max() <= 1:
-        return runs["strategy"].astype(str)
-    names = [s if _is_missing(r) else f"{s} (xmin={r})" for s, r in zip(runs["strategy"], runs["xmin_rule"])]
-    return pd.Series(names, index=runs.index, dtype=object)
+    """Display label of each row, a function of its settings (:func:`report.labels.row_labels`): the strategy
+    name plus whatever of its xmin rule, options, method and kinds the name does not imply, so a label means one
+    setting in every table (the related grid's KS ``acttail`` rows read ``acttail-ks``; the current grids'
+    names, e.g. ``acttail-block[xmin=ks]``, already say everything and come back unchanged)."""
+    from .labels import row_labels
+
+    return row_labels(runs)
 
 
 def labels(runs: pd.DataFrame, strategies=None) -> list[str]:
