@@ -7,10 +7,9 @@ import pytest
 
 from acttail_lab.core import builtin_models as bm
 from acttail_lab.core.builtin_models import BOS_ATTRIBUTE, BUILTIN_MODELS, BuiltinModel, assemble_gguf, builtin_model
-from acttail_lab.core.cache import cache_dir
 from acttail_lab.core.corpus import bos_id
 from acttail_lab.core.errors import ModelNotFoundError
-from acttail_lab.core.models import KNOWN_MODELS, apply_bos_rule
+from acttail_lab.core.models import KNOWN_MODELS, apply_bos_rule, prepared_folder
 
 
 def test_table_entries_are_complete_and_pinned():
@@ -101,7 +100,7 @@ def test_bos_rule_drives_bos_id(char_tokenizer):
     assert bos_id(without) == 7
 
 
-gemma_fetched = (cache_dir("models", "gemma3-270m") / "config.json").exists()
+gemma_fetched = (prepared_folder("gemma3-270m") / "config.json").exists()
 
 
 @pytest.mark.skipif(not gemma_fetched, reason="gemma3-270m not fetched (acttail-lab fetch --model gemma3-270m)")

@@ -124,10 +124,24 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     return model, tokenizer
 
 
+def prepared_folder(name: str) -> Path:
+    """Where the dequantised fp32 copy of built-in model ``name`` lives: one folder per environment.
+
+    Dequantisation depends on gguf, transformers, torch and safetensors, so the folder name carries
+    their versions' stamp: after an upgrade the model is dequantised anew instead of reusing weights
+    that a fresh machine would not reproduce (TopK amplifies differences of 1e-6 into tenths of a percent).
+    """
+    from .cache import stable_hash
+    from .environment import environment_versions
+
+    return cache_dir("models") / f"{name}-{stable_hash(environment_versions(), 12)}"
+
+
 def prepare_known_model(name: str) -> Path:
-    """Fetch and dequantise a built-in model once; return its fp32 safetensors folder."""
+    """Fetch and dequantise a built-in model once per environment; return its fp32 safetensors folder."""
     spec = builtin_model(name)
-    folder = cache_dir("models", name)
+    folder = prepared_folder(name)
+    folder.mkdir(parents=True, exist_ok=True)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         return folder
     gguf = fetch_gguf(spec)
