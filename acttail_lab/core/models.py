@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +26,7 @@ from torch import nn
 from .builtin_models import BOS_ATTRIBUTE, BUILTIN_MODELS, BuiltinModel, builtin_model, fetch_gguf
 from .cache import cache_dir
 from .errors import DeviceError, ModelNotFoundError, UnsupportedArchitectureError
+from .model_files import check_model_files
 
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 """The seven projection kinds, in the order of the forward pass."""
@@ -105,6 +107,21 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             "Use device='cpu' (or --device cpu), or install a CUDA build of torch on a GPU machine."
         )
     return device
+
+
+@contextmanager
+def _no_loading_bar():
+    """Switch transformers' progress bars off while a model loads, then restore them. Its "Loading weights" bar is
+    a plain tqdm on stderr: a saved notebook keeps it frozen at "0%" (loading takes seconds, so nothing is lost)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------- packaged GGUF
@@ -192,10 +209,12 @@ def load_model(
     path = Path(os.path.expanduser(str(name)))
     if name in KNOWN_MODELS:
         source = str(prepare_known_model(name))
+        check_model_files(source)
         gguf = None
     elif path.suffix == ".gguf":
         if not path.exists():
             raise ModelNotFoundError(f"GGUF file {path} does not exist. Fix: check the path.")
+        check_model_files(path)  # a truncated download: "re-fetch", before any dequantisation
         source, gguf = str(path), path
     elif path.exists():
         if not (path / "config.json").exists():
@@ -203,19 +222,21 @@ def load_model(
                 f"Folder {path} has no config.json, so it is not a Hugging Face model folder. "
                 "Fix: point to the folder written by save_pretrained, or to a .gguf file."
             )
+        check_model_files(path)
         source, gguf = str(path), None
     else:
         source, gguf = str(name), None
 
     try:
-        if gguf is not None:
-            model, tokenizer = _load_gguf(gguf, dtype)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            kwargs = {"dtype": dtype}
-            if device_map is not None:
-                kwargs["device_map"] = device_map
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        with _no_loading_bar():
+            if gguf is not None:
+                model, tokenizer = _load_gguf(gguf, dtype)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(source)
+                kwargs = {"dtype": dtype}
+                if device_map is not None:
+                    kwargs["device_map"] = device_map
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise ModelNotFoundError(
