@@ -70,7 +70,10 @@ def heat_from(allocation):
 def test_initial_view_is_acttail_allocation_at_default_settings(state, tables):
     view = state.view
     assert view.valid and view.message == ""
-    expected = allocate(tables["ks"], "acttail", 0.5, epsilon=0.3, granularity="projection",
+    from acttail_lab.allocation.options import DEFAULT_XMIN
+
+    assert state.settings.xmin == DEFAULT_XMIN == "peak"  # the acttail preset's rule
+    expected = allocate(tables[DEFAULT_XMIN], "acttail", 0.5, epsilon=0.3, granularity="projection",
                         direction="alpha_up", mapping="linear", s_max=0.99)
     np.testing.assert_allclose(view.allocation["sparsity"], expected["sparsity"], rtol=0, atol=1e-15)
     assert abs(weighted_mean(view.allocation["sparsity"], view.allocation["n_params"]) - 0.5) < 1e-9
@@ -143,8 +146,9 @@ def test_block_granularity_gives_one_sparsity_per_layer(state, tables):
     view = state.update(granularity="block", target=0.5)
     heat = view.heatmap.to_numpy()
     np.testing.assert_allclose(heat, heat[:, :1].repeat(heat.shape[1], axis=1), atol=1e-12)
-    means = tables["ks"].groupby("layer")["alpha"].mean()
-    np.testing.assert_allclose(view.allocation["alpha_used"], tables["ks"]["layer"].map(means), rtol=1e-12)
+    table = tables[state.settings.xmin]
+    means = table.groupby("layer")["alpha"].mean()
+    np.testing.assert_allclose(view.allocation["alpha_used"], table["layer"].map(means), rtol=1e-12)
 
 
 def test_direction_flips_the_relation_between_alpha_and_sparsity(state):
@@ -237,7 +241,7 @@ def test_evaluate_perplexity_appends_one_row_per_call(state):
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert list(results["perplexity"]) == [11.0, 12.0] and list(results["epsilon"]) == [0.3, 0.2]
     assert results["estimated_cost"].iloc[1] == pytest.approx(state.view.cost)
-    assert results["xmin"].iloc[0] == "ks" and results["target"].iloc[0] == 0.6
+    assert results["xmin"].iloc[0] == state.settings.xmin == "peak" and results["target"].iloc[0] == 0.6
     assert fake.calls[1] is not fake.calls[0]
 
 
@@ -261,7 +265,7 @@ def test_slice_perplexity_equals_one_call_on_all_windows(tiny_model, monkeypatch
     windows = torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(0))
     monkeypatch.setattr(explorer_costs, "_loaded_model", lambda name: loaded)
     monkeypatch.setattr(explorer_costs.SlicePerplexity, "windows", lambda self, lm: windows)
-    state = ExplorerState([AlphaSource("tiny", {"ks": table}, model="tiny")], ExplorerSettings(source="tiny"),
+    state = ExplorerState([AlphaSource("tiny", {"ks": table}, model="tiny")], ExplorerSettings(source="tiny", xmin="ks"),
                           evaluator=explorer_costs.SlicePerplexity())
     state.update(target=0.5)
     steps = []
@@ -321,6 +325,44 @@ def test_strategy_costs_estimates_each_run_and_drops_dense(tables):
     assert out["estimated_cost"].iloc[1] != out["estimated_cost"].iloc[4]  # peak vs ks alphas
     agreement = rank_agreement(out.iloc[:4])
     assert agreement["spearman_rho"].iloc[0] == pytest.approx(1.0)  # synthetic costs order them as "measured"
+
+
+def test_strategy_costs_passes_measured_inputs_and_lists_what_it_leaves_out(tables):
+    """surrogate-optimal / hybrid get the cost table and teal-greedy the greedy path; a path made with other
+    settings, a rotated run and dense are listed with the reason instead of silently dropped."""
+    from acttail_lab.allocation.cost_solvers import optimal_allocation
+
+    cost = synthetic_cost(tables["ks"])
+    runs = pd.DataFrame({
+        "strategy": ["dense", "uniform", "surrogate-optimal", "hybrid", "rotated-uniform", "teal-greedy-fine"],
+        "sparsity": [0.0, 0.6, 0.6, 0.6, 0.6, 0.6], "perplexity": [20.0, 30.0, 26.0, 27.0, 25.0, 24.0],
+        "method": [None, "topk", "topk", "topk", "rotated", "topk"],
+    })
+    path = pd.DataFrame({"layer": [0], "projection": ["q"], "name": ["x"], "n_params": [1], "block_target": [0.0],
+                         "sparsity": [0.0], "block_error": [0.0]})
+    path.attrs["provenance"] = {"settings": {"s_max": 0.99}}  # no "steps": a block-step path
+    out = strategy_costs(runs, tables, cost, inputs={"cost": cost, "greedy_path": path})
+    assert list(out["strategy"]) == ["uniform", "surrogate-optimal", "hybrid"]
+    expected = estimate_cost(optimal_allocation(cost, 0.6), cost)
+    assert out["estimated_cost"].iloc[1] == pytest.approx(expected, rel=1e-9)
+    left = out.attrs["left_out"].set_index("strategy")["reason"]
+    assert list(left.index) == ["dense", "rotated-uniform", "teal-greedy-fine"]
+    assert "rotated" in left["rotated-uniform"] and "steps=fine" in left["teal-greedy-fine"]
+    bare = strategy_costs(runs, tables, cost).attrs["left_out"].set_index("strategy")["reason"]
+    assert "cost table" in bare["surrogate-optimal"] or "cost" in bare["surrogate-optimal"]
+    text = explorer_costs.left_out_sentence(out.attrs["left_out"])
+    assert text.startswith("Left out of the comparison: dense (") and "teal-greedy-fine at 0.6" in text
+
+
+def test_rank_agreement_gives_a_fisher_interval():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=18)
+    frame = pd.DataFrame({"strategy": list("abcdefghijklmnopqr"), "sparsity": 0.5, "estimated_cost": x,
+                          "perplexity": x + rng.normal(scale=1.0, size=18)})
+    row = rank_agreement(frame).iloc[0]
+    z, half = math.atanh(row["spearman_rho"]), 1.959963984540054 * math.sqrt(1.06 / 15)
+    assert row["rho_low"] == pytest.approx(math.tanh(z - half)) and row["rho_high"] == pytest.approx(math.tanh(z + half))
+    assert row["rho_low"] < row["spearman_rho"] < row["rho_high"]
 
 
 # --------------------------------------------------------------------------- committed data (real model)
@@ -388,6 +430,7 @@ def test_each_control_updates_state_and_redraws(widget, name, value):
 
 def test_source_control_switches_to_published_and_disables_xmin(widget):
     assert not widget.controls["xmin"].disabled
+    widget.controls["xmin"].value = "ks"  # not the published alphas' rule: the page says it does not apply
     widget.controls["source"].value = "published:llama2-7b"
     assert widget.state.settings.source == "published:llama2-7b"
     assert widget.controls["xmin"].disabled
@@ -481,8 +524,10 @@ def test_layout_has_every_part(widget):
     assert isinstance(box, widgets.VBox)
     for name, control in widget.controls.items():
         assert f"acttail-{name}" in control._dom_classes
-    for name, fig in widget.figures.items():
-        assert f"acttail-{name}" in fig._dom_classes
+    assert widget.figure in box.children  # one FigureWidget: one copy of plotly's script in a saved notebook
+    for name in widget.figures:
+        assert f"acttail-{name}" in widget.figure._dom_classes
+    assert widget.figure.data[0].type == "heatmap"  # what tests/test_browser.py reads as data[0].z
 
 
 def test_figure_builders_equal_in_place_updates(state):
@@ -505,3 +550,37 @@ def _plain(obj):
     if isinstance(obj, float) and math.isnan(obj):
         return "nan"
     return obj.item() if isinstance(obj, np.generic) else obj
+
+
+def test_one_figure_holds_every_panel_and_redraws_like_a_fresh_build(state):
+    """The widget's single figure: each panel's traces are its own builder's, and updating the panels in
+    place gives what a fresh build of the new view gives."""
+    from acttail_lab.plots.explorer import FIGURES, explorer_figure, panels
+
+    first = state.update(target=0.3)
+    second = state.update(target=0.7, mapping="rank", granularity="block")
+    fig = explorer_figure(first)
+    assert fig.data[0].type == "heatmap" and len(fig.data) == sum(len(b(first).data) for b, _ in FIGURES.values())
+    for name, panel in panels(fig).items():
+        assert _plain([t.to_plotly_json().get("y") for t in panel.data]) == _plain(
+            [t.to_plotly_json().get("y") for t in FIGURES[name][0](first).data]), name
+        FIGURES[name][1](panel, second)
+    assert _plain(fig.to_plotly_json()["data"]) == _plain(explorer_figure(second).to_plotly_json()["data"])
+    assert "S=0.70" in fig.layout.annotations[0].text and "estimated cost" in fig.layout.title.text
+    with pytest.raises(ValueError, match="not valid"):
+        explorer_figure(state.update(target=0.99, s_max=0.5))
+
+
+@pytest.mark.parametrize("changes", [dict(target=0.5, epsilon=0.3), dict(target=0.9, epsilon=0.9, s_max=0.95)])
+def test_spread_explains_the_budget_range(state, changes):
+    """Budgets are c x [1 - eps, 1 + eps] with c solved for S (not S +- eps); clipping is counted."""
+    view = state.update(**changes)
+    d = ex.spread(view)
+    alloc = view.allocation
+    free = alloc["sparsity"] < view.settings.s_max - 1e-12
+    np.testing.assert_allclose(alloc.loc[free, "sparsity"], d["scale"] * alloc.loc[free, "ratio"], rtol=1e-9)
+    assert d["low"] == alloc["sparsity"].min() and d["high"] == alloc["sparsity"].max()
+    assert d["n_clipped"] == int((~free).sum())
+    text = ex.spread_sentence(view)
+    assert f"c = {d['scale']:.2f}" in text and f"{d['low']:.2f}-{d['high']:.2f}" in text
+    assert ("hit s_max" in text) == (d["n_clipped"] > 0)

@@ -15,6 +15,15 @@ Trace layout (fixed, the updaters rely on it):
 
 An invalid view (``view.message`` set) leaves the traces as they were: the
 widget shows the message next to the last valid picture.
+
+The widget shows all four as panels of ONE figure (:func:`explorer_figure`, the heat map's trace
+first): every plotly ``FigureWidget`` carries plotly's whole 5 MB script in a notebook's saved
+widget state, so one widget means one copy. :func:`panels` gives each panel as a figure-like
+object (``.data``, ``.layout.title``, ``.layout.xaxis``) that the updaters above rewrite in place.
+
+Colours: the mapping line is grey and drawn under the projection dots (which carry the kind
+colours); the histogram bars are grey; uniform is the dark grey dashed line; the allocation by
+layer takes ActTail's style (it is an ActTail allocation).
 """
 from __future__ import annotations
 
@@ -23,10 +32,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..core.models import PROJECTIONS
-from .style import OTHER_KIND_COLOR, plotly_color_scale, plotly_kind_color, plotly_strategy_style
+from .style import GREY, OTHER_KIND_COLOR, plotly_color_scale, plotly_kind_color, plotly_strategy_style
 
 _UNIFORM = plotly_strategy_style("uniform")["line"]["color"]
 _ALLOCATION = plotly_strategy_style("acttail")["line"]["color"]
+_MAPPING = GREY  # the mapping line and the histogram: neutral, so no kind colour means two things
 _HEIGHT = 360
 _WIDTH = 540  # fixed: two figures side by side fit a notebook column, and the widget never re-flows
 _MARGIN = dict(l=55, r=20, t=50, b=45)
@@ -42,7 +52,7 @@ def _base(fig: go.Figure, title: str, **layout) -> go.Figure:
 def mapping_figure(view) -> go.Figure:
     """Alpha -> sparsity: the mapping as a line, each projection as a point, uniform's S dashed."""
     fig = go.Figure([
-        go.Scatter(mode="lines", name="mapping", line=dict(color=_ALLOCATION, width=2), hoverinfo="skip"),
+        go.Scatter(mode="lines", name="mapping", line=dict(color=_MAPPING, width=1.5), hoverinfo="skip"),
         go.Scatter(mode="markers", name="projections",
                    marker=dict(size=6, opacity=0.8, colorscale=_kind_colorscale(), cmin=-0.5,
                                cmax=len(PROJECTIONS) + 0.5),
@@ -127,7 +137,7 @@ def update_heatmap(fig: go.Figure, view) -> go.Figure:
 def histogram_figure(view) -> go.Figure:
     """How many projections get each sparsity (bins of 0.025), with uniform's S as a vertical line."""
     fig = go.Figure([
-        go.Bar(name="projections", marker_color=_ALLOCATION,
+        go.Bar(name="projections", marker_color=_MAPPING,
                hovertemplate="sparsity %{x:.3f}: %{y} projections<extra></extra>"),
         go.Scatter(mode="lines", name="uniform", line=dict(color=_UNIFORM, dash="dash"), hoverinfo="skip"),
     ])
@@ -193,3 +203,93 @@ FIGURES = {
     "uniform": (uniform_comparison_figure, update_uniform_comparison),
 }
 """name -> (builder, updater) of every explorer figure."""
+
+
+# --------------------------------------------------------------------------- all four in one figure
+_PANEL_ORDER = ("heatmap", "mapping", "histogram", "uniform")
+"""Order of the panels' traces in :func:`explorer_figure` (the heat map's matrix is ``data[0]``)."""
+_CELLS = {"mapping": [(1, 1)], "heatmap": [(1, 2)], "histogram": [(1, 3)], "uniform": [(2, 1), (2, 3)]}
+_TITLES = ("alpha -> sparsity", "sparsity per layer x projection", "histogram of budgets",
+           "sparsity by layer", "estimated error by layer")
+_AXES = {"mapping": ("xaxis", "yaxis"), "heatmap": ("xaxis2", "yaxis2"), "histogram": ("xaxis3", "yaxis3"),
+         "by_layer": ("xaxis4", "yaxis4"), "error": ("xaxis5", "yaxis5")}
+EXPLORER_WIDTH, EXPLORER_HEIGHT = 1120, 760
+
+
+class _PanelLayout:
+    """What an updater reads of ``fig.layout``: the panel's ``title`` (an object with ``.text``) and ``xaxis``."""
+
+    def __init__(self, title, xaxis):
+        self.title, self.xaxis = title, xaxis
+
+
+class Panel:
+    """One panel of :func:`explorer_figure` seen as the figure its updater expects.
+
+    ``data``: the panel's traces (a slice of the whole figure's, same order as the panel's own
+    builder); ``layout.title``: its subplot title (the uniform panel: the whole figure's title);
+    ``layout.xaxis``: its x axis. Setting a property writes into the whole figure (a FigureWidget
+    sends it to the browser).
+    """
+
+    def __init__(self, figure: go.Figure, start: int, stop: int, title, xaxis):
+        self.figure, self._slice = figure, slice(start, stop)
+        self.layout = _PanelLayout(title, xaxis)
+
+    @property
+    def data(self) -> tuple:
+        return self.figure.data[self._slice]
+
+
+def _panel_traces(view) -> dict[str, list]:
+    return {name: list(FIGURES[name][0](view).data) for name in _PANEL_ORDER}
+
+
+def explorer_figure(view) -> go.Figure:
+    """The four explorer figures as panels of one figure (mapping, heat map, histogram on top; sparsity and
+    estimated error by layer below), each panel's traces as its own builder makes them, the heat map's
+    first. Use :func:`panels` and :data:`FIGURES`' updaters to redraw it in place.
+    Raises ValueError for an invalid first view (there is nothing to draw)."""
+    if not view.valid:
+        raise ValueError(f"The view is not valid: {view.message}")
+    fig = make_subplots(rows=2, cols=3, specs=[[{}, {}, {}], [{"colspan": 2}, None, {}]],
+                        subplot_titles=_TITLES, horizontal_spacing=0.09, vertical_spacing=0.16)
+    for name, traces in _panel_traces(view).items():
+        cells = _CELLS[name]
+        for i, trace in enumerate(traces):
+            row, col = cells[0] if len(cells) == 1 else cells[i // 2]
+            fig.add_trace(trace, row=row, col=col)
+    fig.update_layout(height=EXPLORER_HEIGHT, width=EXPLORER_WIDTH, template="plotly_white",
+                      margin=dict(l=55, r=20, t=80, b=60), legend=dict(orientation="h", y=-0.1, x=0),
+                      title=dict(font=dict(size=14)), bargap=0.05)
+    heat_domain = fig.layout.xaxis2.domain
+    fig.update_traces(selector=dict(type="heatmap"),
+                      colorbar=dict(title="sparsity", x=heat_domain[1] + 0.005, len=0.42, y=0.79, thickness=12))
+    for trace in fig.data:  # one legend entry per meaning: uniform once, mapping and projections once
+        trace.showlegend = trace.type == "scatter" and trace.name in ("mapping", "projections") or (
+            trace.name in ("allocation", "uniform") and trace.legendgroup == trace.name and trace.xaxis == "x4")
+    fig.update_yaxes(range=[0, 1], title_text="sparsity", row=1, col=1)
+    fig.update_xaxes(title_text="projection", row=1, col=2)
+    fig.update_yaxes(autorange="reversed", title_text="layer", row=1, col=2)
+    fig.update_xaxes(range=[0, 1], title_text="sparsity", row=1, col=3)
+    fig.update_yaxes(title_text="projections", row=1, col=3)
+    fig.update_xaxes(title_text="layer", row=2, col=1)
+    fig.update_xaxes(title_text="layer", row=2, col=3)
+    fig.update_yaxes(title_text="sparsity", row=2, col=1)
+    fig.update_yaxes(title_text="relative output error", row=2, col=3)
+    for name, panel in panels(fig).items():
+        FIGURES[name][1](panel, view)
+    return fig
+
+
+def panels(fig: go.Figure) -> dict[str, Panel]:
+    """name -> :class:`Panel` of a figure made by :func:`explorer_figure` (also a FigureWidget of one)."""
+    out, start = {}, 0
+    titles = fig.layout.annotations
+    sizes = {"heatmap": 1, "mapping": 3, "histogram": 2, "uniform": 4}
+    title_of = {"mapping": titles[0], "heatmap": titles[1], "histogram": titles[2], "uniform": fig.layout.title}
+    for name in _PANEL_ORDER:
+        xaxis = fig.layout[_AXES[name if name != "uniform" else "by_layer"][0]]
+        out[name] = Panel(fig, start, start + sizes[name], title_of[name], xaxis)
+        start += sizes[name]
+    return out

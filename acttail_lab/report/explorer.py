@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..allocation import allocate
+from ..allocation.options import DEFAULT_XMIN
 from ..core.errors import ActTailError, AllocationError
 from ..core.models import PROJECTIONS
 from ..core.paths import DEFAULT_MODEL, RESULTS_DIR
@@ -65,7 +66,8 @@ class ExplorerSettings:
     of ``power``; granularity: per projection or per block (layer mean alpha);
     direction: alpha_up (higher alpha -> more sparsity) or alpha_down; s_max:
     cap on any one projection's sparsity; xmin: the xmin rule behind alpha (ks,
-    peak, median); source: key of an AlphaSource.
+    peak, median; default the ``acttail`` preset's, ``allocation.options.DEFAULT_XMIN``, so the
+    starting view is the preset's allocation); source: key of an AlphaSource.
     """
 
     target: float = 0.5
@@ -75,7 +77,7 @@ class ExplorerSettings:
     granularity: str = "projection"
     direction: str = "alpha_up"
     s_max: float = 0.99
-    xmin: str = "ks"
+    xmin: str = DEFAULT_XMIN
     source: str = DEFAULT_MODEL
 
     def allocation_options(self) -> dict:
@@ -282,6 +284,43 @@ class ExplorerState:
         return self.results
 
 
+def spread(view: ExplorerView) -> dict:
+    """Why the budgets of ``view`` span what they span (a valid view).
+
+    ``allocate`` maps alpha to ratios r_i in [1 - eps, 1 + eps], then solves one scale c so that the
+    parameter-weighted mean of min(c r_i, s_max) is S. So the budgets lie in c [1 - eps, 1 + eps] (not
+    S +- eps): c = S / (weighted mean ratio) when nothing is clipped, above S when the largest
+    projections get ratios below 1, and raised further when clipped projections hand their excess to the
+    others. Output: dict(scale, ratio_min, ratio_max, weighted_ratio (parameter-weighted mean of r),
+    low, high (the budgets' range), n_clipped (projections at s_max), n).
+    """
+    if not view.valid:
+        raise AllocationError(f"The view is not valid: {view.message}")
+    alloc, s = view.allocation, view.settings
+    ratio, sparsity = alloc["ratio"].to_numpy(float), alloc["sparsity"].to_numpy(float)
+    clipped = sparsity >= s.s_max - 1e-12
+    free = ~clipped & (ratio > 0)
+    scale = float(np.median(sparsity[free] / ratio[free])) if free.any() else math.nan
+    return dict(scale=scale, ratio_min=float(ratio.min()), ratio_max=float(ratio.max()),
+                weighted_ratio=float(np.average(ratio, weights=alloc["n_params"].to_numpy(float))),
+                low=float(sparsity.min()), high=float(sparsity.max()), n_clipped=int(clipped.sum()), n=len(alloc))
+
+
+def spread_sentence(view: ExplorerView) -> str:
+    """:func:`spread` in words, for the page under the still picture."""
+    d, s = spread(view), view.settings
+    text = (f"At S={s.target:.2f} and eps={s.epsilon:.2f} the alphas become ratios from {d['ratio_min']:.2f} to "
+            f"{d['ratio_max']:.2f}; their parameter-weighted mean is {d['weighted_ratio']:.2f}, so the solver "
+            f"multiplies them by c = {d['scale']:.2f} to meet S, and the budgets span {d['low']:.2f}-{d['high']:.2f}, "
+            f"c x [1 - eps, 1 + eps] rather than S +- eps")
+    if d["n_clipped"]:
+        text += (f"; {d['n_clipped']} of {d['n']} projections hit s_max={s.s_max:.2f} and the solver re-spreads "
+                 "what they cannot take over the others, which raises c")
+    else:
+        text += f"; no projection reaches s_max={s.s_max:.2f}"
+    return text + "."
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         return (f"Could not load these alphas: {exc}. Fix: commit the CSVs under {RESULTS_DIR} "
@@ -334,7 +373,7 @@ def _mapping_curve(used: np.ndarray, sparsity: np.ndarray, ratio: np.ndarray,
     """The mapping alpha -> sparsity as a line through the projections' points.
 
     For linear, power and log mappings it is the formula itself on a grid over
-    [min alpha, max alpha] (which fixes the same min-max normalisation), times
+    [min alpha, max alpha] (plus every projection's alpha) (which fixes the same min-max normalisation), times
     the solved scale, clipped at s_max. The rank mapping depends on the other
     alphas, so its line joins the points in alpha order.
     """
@@ -345,7 +384,9 @@ def _mapping_curve(used: np.ndarray, sparsity: np.ndarray, ratio: np.ndarray,
         return pd.DataFrame({"alpha": used[order], "sparsity": sparsity[order]})
     free = (sparsity < settings.s_max - 1e-12) & (ratio > 0)
     scale = float(np.median(sparsity[free] / ratio[free])) if free.any() else settings.s_max / float(ratio.min())
-    grid = np.linspace(used.min(), used.max(), CURVE_POINTS)
+    # the projections' own alphas join the grid, so the line passes exactly through every dot (also next to
+    # the kink where c * r reaches s_max, which a plain grid would cut)
+    grid = np.union1d(np.linspace(used.min(), used.max(), CURVE_POINTS), used)
     options = dict(epsilon=settings.epsilon, direction=settings.direction, mapping=settings.mapping)
     if settings.mapping == "power":
         options["power"] = settings.power

@@ -150,10 +150,17 @@ class AlphaSource:
             self._tables[rule] = table.reset_index(drop=True)
         return self._tables[rule]
 
+    def cost_table(self) -> pd.DataFrame | None:
+        """The cost table itself (``sensitivity.cost_table``: one row per projection and level), loaded
+        once, or None when the source has none (what ``surrogate-optimal`` / ``hybrid`` are solved from)."""
+        if not hasattr(self, "_cost_table"):
+            self._cost_table = self._cost() if callable(self._cost) else self._cost
+        return self._cost_table
+
     def curves(self):
         """``sensitivity.cost_curves`` of the cost table, or None when the source has none."""
         if not self._curves_loaded:
-            cost = self._cost() if callable(self._cost) else self._cost
+            cost = self.cost_table()
             if cost is not None:
                 from ..allocation.cost_model import cost_curves
 

@@ -1,11 +1,12 @@
 """ipywidgets front end of the alpha -> sparsity explorer (logic: ``acttail_lab.report.explorer``).
 
 ``ExplorerWidget(state)`` builds bounded controls (sliders, dropdowns, toggle
-buttons) for every ``ExplorerSettings`` field, four plotly ``FigureWidget``s,
-a message line, the cost estimate, and a button that measures the current
+buttons) for every ``ExplorerSettings`` field, ONE plotly ``FigureWidget`` with the four
+figures as panels (``plots.explorer.explorer_figure``: every FigureWidget carries plotly's 5 MB
+script in a saved notebook, so one widget means one copy), a message line, the cost estimate, and a button that measures the current
 allocation's perplexity on a small slice (progress bar, results table
 below). Callbacks are thin: they call ``state.update`` / ``state.evaluate_perplexity``
-and redraw the figures in place (one ``batch_update`` per figure).
+and redraw the panels in place (one ``batch_update`` for the whole figure).
 
 ipywidgets swallows exceptions raised in callbacks, so every callback catches
 them, shows them in the message line and records them in ``errors`` (the
@@ -13,8 +14,8 @@ tests assert it stays empty). Impossible settings are not exceptions: the
 state returns a view with a message, shown in the same line.
 
 DOM classes (used by tests/test_browser.py): ``acttail-<field>`` on each
-control, ``acttail-<figure>`` on each figure (mapping, heatmap, histogram,
-uniform), ``acttail-message``, ``acttail-cost`` (the span inside carries
+control, ``acttail-explorer`` and ``acttail-<panel>`` (mapping, heatmap, histogram, uniform) on the
+one figure (its ``data[0]`` is the heat map's matrix), ``acttail-message``, ``acttail-cost`` (the span inside carries
 ``data-cost`` and ``data-uniform`` with full precision), ``acttail-evaluate``,
 ``acttail-progress``, ``acttail-results``.
 """
@@ -28,7 +29,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..allocation.strategies import DIRECTIONS, GRANULARITIES, MAPPINGS
-from ..plots.explorer import FIGURES
+from ..plots.explorer import FIGURES, explorer_figure, panels
 from ..plots.style import GREY, OKABE_ITO
 from ..report.explorer import ExplorerState, ExplorerView
 from ..report.explorer_sources import XMIN_RULES
@@ -51,8 +52,9 @@ _STYLE = {"description_width": "80px"}
 class ExplorerWidget:
     """The explorer's widgets around an :class:`~acttail_lab.report.explorer.ExplorerState`.
 
-    Attributes: ``state``; ``controls`` (setting name -> widget); ``figures``
-    (name -> go.FigureWidget); ``message``, ``cost`` (HTML); ``button``,
+    Attributes: ``state``; ``controls`` (setting name -> widget); ``figure`` (the one
+    go.FigureWidget); ``figures`` (panel name -> ``plots.explorer.Panel`` of it: ``.data`` are that
+    panel's traces); ``message``, ``cost`` (HTML); ``button``,
     ``progress``, ``results`` (the perplexity part); ``errors`` (exceptions
     caught in callbacks, as text). ``widget()`` returns the whole layout.
     """
@@ -62,9 +64,10 @@ class ExplorerWidget:
         self.errors: list[str] = []
         self.controls = self._make_controls()
         view = state.view
-        self.figures = {name: go.FigureWidget(build(view)) for name, (build, _) in FIGURES.items()}
-        for name, fig in self.figures.items():
-            fig.add_class(f"acttail-{name}")
+        self.figure = go.FigureWidget(explorer_figure(view))
+        for name in ("explorer", *FIGURES):
+            self.figure.add_class(f"acttail-{name}")
+        self.figures = panels(self.figure)
         self.message = widgets.HTML().add_class("acttail-message")
         self.cost = widgets.HTML().add_class("acttail-cost")
         self.button = widgets.Button(description="evaluate perplexity", icon="play",
@@ -105,19 +108,11 @@ class ExplorerWidget:
         return controls
 
     def widget(self) -> widgets.Widget:
-        """The explorer's layout: controls, message, cost, 2 x 2 figures, perplexity button and results."""
+        """The explorer's layout: controls, message, cost, the figure, perplexity button and results."""
         c = self.controls
         left = widgets.VBox([c["source"], c["xmin"], c["target"], c["epsilon"], c["s_max"]])
         right = widgets.VBox([c["mapping"], c["power"], c["granularity"], c["direction"]])
-
-        def cell(fig):
-            return widgets.Box([fig], layout=widgets.Layout(width="560px"))
-
-        figures = widgets.VBox([
-            widgets.HBox([cell(self.figures["mapping"]), cell(self.figures["heatmap"])]),
-            widgets.HBox([cell(self.figures["histogram"]), cell(self.figures["uniform"])]),
-        ])
-        return widgets.VBox([widgets.HBox([left, right]), self.message, self.cost, figures,
+        return widgets.VBox([widgets.HBox([left, right]), self.message, self.cost, self.figure,
                              widgets.HBox([self.button, self.progress]), self.results])
 
     # -- callbacks
@@ -158,12 +153,11 @@ class ExplorerWidget:
         self.controls["xmin"].disabled = source is not None and source.fixed_rule is not None
 
     def _show(self, view: ExplorerView) -> None:
-        """Redraw every figure in place, then the message and the cost line."""
+        """Redraw every panel in place (one batch), then the message and the cost line."""
         if view.valid:
-            for name, (_, update) in FIGURES.items():
-                fig = self.figures[name]
-                with fig.batch_update():
-                    update(fig, view)
+            with self.figure.batch_update():
+                for name, (_, update) in FIGURES.items():
+                    update(self.figures[name], view)
         self.message.value = _message_html(view)
         self.cost.value = _cost_html(view)
 
