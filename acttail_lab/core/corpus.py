@@ -126,12 +126,40 @@ def _austen_cached() -> bool:
     return all((folder / f"{n}.txt").exists() for n in AUSTEN_NOVELS)
 
 
+NOT_TEXT_SHARE = 0.01
+"""A corpus file whose sample has more than this share of undecodable (not UTF-8) or control characters
+(other than tab, newline, carriage return and form feed) is refused: it is not text."""
+TEXT_SAMPLE_BYTES = 1 << 20
+
+
+def check_text_file(path: str | os.PathLike) -> float:
+    """Share of undecodable or control characters in the first MiB of ``path``; raises CorpusError above
+    :data:`NOT_TEXT_SHARE` (a binary file, another encoding, random bytes) or for an empty file."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        sample = handle.read(TEXT_SAMPLE_BYTES)
+    if not sample.strip():
+        raise CorpusError(f"Corpus file {path} is empty. Fix: pass a UTF-8 text file with the text to evaluate on.")
+    if len(sample) == TEXT_SAMPLE_BYTES:  # do not count a multi-byte character cut at the sample's end
+        sample = sample[:-4]
+    text = sample.decode("utf-8", errors="replace")
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\n\r\f") or ord(ch) == 127)
+    share = bad / max(len(text), 1)
+    if share > NOT_TEXT_SHARE:
+        raise CorpusError(
+            f"Corpus file {path} does not look like text: {share:.0%} of the characters in its first "
+            f"{min(len(sample), TEXT_SAMPLE_BYTES) // 1024 or 1} KiB are undecodable as UTF-8 or control characters "
+            f"(at most {NOT_TEXT_SHARE:.0%} allowed). Fix: pass a plain UTF-8 text file (convert other encodings "
+            "with `iconv -t UTF-8`; extract the text of a PDF or archive first), or corpus='austen'.")
+    return share
+
+
 def check_corpus(name) -> str:
-    """``name`` if it is a usable corpus, else a CorpusError naming the problem and the fix; reads no text.
+    """``name`` if it is a usable corpus, else a CorpusError naming the problem and the fix.
 
     ``"austen"`` is usable when its novels are cached, or when they can be fetched (``ACTTAIL_AUSTEN_DEB``
     names an existing .deb, or ``apt-get`` is available for ``apt-get download``); anything else must be an
-    existing text file (``~`` expanded).
+    existing text file (``~`` expanded) whose first MiB is text (:func:`check_text_file`).
     """
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
@@ -166,6 +194,7 @@ def check_corpus(name) -> str:
         raise CorpusError(f"Corpus {name!r} is neither 'austen', '{ENCYCLOPEDIC}' nor an existing text file: {path.resolve()} "
                           "does not exist. Fix: check the path (relative paths start at the current folder), "
                           "or pass corpus='austen'.")
+    check_text_file(path)
     return name
 
 

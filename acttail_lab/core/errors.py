@@ -9,6 +9,10 @@ class ModelNotFoundError(ActTailError, FileNotFoundError):
     """A model id or path could not be resolved."""
 
 
+class CorruptModelFileError(ActTailError, ValueError):
+    """A model file is truncated or corrupt (its header promises more bytes than it has)."""
+
+
 class UnsupportedArchitectureError(ActTailError, ValueError):
     """The model does not have the seven projections acttail-lab knows how to find."""
 
