@@ -94,6 +94,11 @@ GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --device cuda
 
+# Re-run a stratified sample of committed rows (each strategy family at its highest target, both models) from an
+# empty cache and print each row's drift; fails beyond 0.5% (about 45 min on one thread; --table/--labels narrow it).
+verify: setup
+	$(BIN)/python scripts/verify_committed.py
+
 # The key figures under docs/figures/ (PNG + the plotted arrays as JSON), from the committed CSVs only.
 figures: $(VENV)/.installed
 	$(BIN)/python scripts/make_figures.py

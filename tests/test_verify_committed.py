@@ -1,0 +1,33 @@
+"""scripts/verify_committed.py (make verify): which committed rows it samples, and bad arguments."""
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("verify_committed", ROOT / "scripts" / "verify_committed.py")
+verify = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(verify)
+
+
+def test_the_sample_takes_each_family_once_at_its_highest_target():
+    table = pd.read_csv(ROOT / "data" / "results" / "perplexity_smollm2-135m.csv")
+    sample = verify.sample_rows(table)
+    assert list(sample["strategy"]) == [f for f in verify.FAMILIES if (table["strategy"] == f).any()]
+    for _, row in sample.iterrows():
+        assert row["sparsity"] == table.loc[table["strategy"] == row["strategy"], "sparsity"].max()
+    assert set(sample["strategy"]) >= {"dense", "uniform", "acttail", "teal-greedy-fine", "rotated-uniform"}
+
+
+def test_a_missing_table_is_refused_with_the_fix(capsys):
+    assert verify.main(["--table", "no_such_table.csv"]) == 2
+    assert "Fix: name files in data/results/" in capsys.readouterr().err
+
+
+def test_the_empty_cache_links_inputs_only(tmp_path, monkeypatch):
+    user = tmp_path / "user"
+    for name in ("downloads", "corpus", "eval", "models"):
+        (user / name).mkdir(parents=True)
+    monkeypatch.setenv("ACTTAIL_CACHE", str(user))
+    folder = verify.empty_cache(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["corpus", "downloads"]  # no rows, no dequantised model
