@@ -3,12 +3,15 @@
 ``ProjectionPicker(spectra)`` holds ``name -> eigenvalues`` (e.g.
 ``spectra.model_spectra(model)``). ``select(name, xmin=...)`` fits the power law
 and redraws the ESD figure; it is plain Python, testable without a browser.
-``widget()`` returns a Dropdown (+ xmin-rule toggle) above an Output area whose
-callbacks only call ``select`` and display the figure as a PNG.
+``widget()`` returns a Dropdown (+ xmin-rule toggle) above an Image widget whose
+callbacks only call ``select`` and show the figure as a PNG; displayed, it also carries that PNG
+as a static ``image/png`` for pages exported without widget state.
 """
 from __future__ import annotations
 
 import difflib
+import functools
+import html
 import io
 from typing import Mapping, Sequence
 
@@ -98,9 +101,13 @@ class ProjectionPicker:
         return buffer.getvalue()
 
     def widget(self, initial: str | None = None):
-        """An ipywidgets VBox: Dropdown of names, ToggleButtons of xmin rules, Output with the figure.
+        """An ipywidgets VBox: Dropdown of names and ToggleButtons of xmin rules above an Image of the figure.
 
-        The callbacks call :meth:`select`; exceptions raised there are shown in the Output area.
+        The callbacks call :meth:`select` and put the PNG into the Image widget (no ``Output`` widget: nbclient
+        cannot execute one with ``--ExecutePreprocessor.store_widget_state=False``); an exception raised there
+        is shown in the message line below the image. The box's display bundle also carries the current figure
+        as ``image/png``: JupyterLab shows the live widget, and a page exported without widget state (nbconvert
+        drops a widget view whose state was not saved) shows that static figure instead.
         """
         import ipywidgets as widgets
 
@@ -109,22 +116,49 @@ class ProjectionPicker:
                                          layout=widgets.Layout(width="420px"))
         self.toggle = widgets.ToggleButtons(options=list(self.rules), value=self.xmin_rule,
                                             description="xmin rule")
-        self.output = widgets.Output()
+        self.image = widgets.Image(format="png")
+        self.message = widgets.HTML("")
         self.dropdown.observe(self._on_change, names="value")
         self.toggle.observe(self._on_change, names="value")
         self._redraw()
-        return widgets.VBox([widgets.HBox([self.dropdown, self.toggle]), self.output])
+        return _PickerBox(self, [widgets.HBox([self.dropdown, self.toggle]),
+                                 widgets.VBox([self.image, self.message])])
 
     def _on_change(self, change) -> None:
         self._redraw()
 
     def _redraw(self) -> None:
-        from IPython.display import Image, display
+        """Select the dropdown's projection with the toggle's rule and show it; an error goes to the message
+        line (ipywidgets would swallow it) and leaves the last figure in place."""
+        try:
+            self.select(self.dropdown.value, xmin=self.toggle.value)
+        except Exception as exc:
+            self.message.value = f"<b>{type(exc).__name__}</b>: {html.escape(str(exc))}"
+            return
+        self.image.value = self.png()
+        self.message.value = ""
 
-        with self.output:
-            self.output.clear_output(wait=True)
-            try:
-                self.select(self.dropdown.value, xmin=self.toggle.value)
-                display(Image(data=self.png()))
-            except Exception as exc:  # ipywidgets would swallow it; show it instead
-                print(f"{type(exc).__name__}: {exc}")
+
+@functools.lru_cache(maxsize=1)
+def _picker_box():
+    """The VBox subclass behind :meth:`ProjectionPicker.widget` (built lazily: ipywidgets is optional)."""
+    import ipywidgets as widgets
+
+    class PickerBox(widgets.VBox):
+        """A VBox whose display bundle adds the picker's current figure as ``image/png`` (the static view)."""
+
+        def __init__(self, picker: ProjectionPicker, children):
+            super().__init__(children)
+            self._picker = picker
+
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs) or {}
+            bundle["image/png"] = self._picker.png()
+            bundle["text/plain"] = f"ProjectionPicker: {self._picker.name} ({self._picker.xmin_rule} xmin)"
+            return bundle
+
+    return PickerBox
+
+
+def _PickerBox(picker: ProjectionPicker, children):
+    return _picker_box()(picker, children)
