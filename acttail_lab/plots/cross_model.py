@@ -24,10 +24,16 @@ def _panel_axes(axes, rows: int, columns: int, panel_size: tuple[float, float], 
     return np.asarray(axes).reshape(rows, columns)
 
 
+DODGE_WIDTH = 0.6
+"""Share of the gap between two targets that one target's points spread over (strategies side by side)."""
+
+
 def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axes | None = None,
                              strategies=None) -> Axes:
-    """Perplexity / uniform's (log y; 1 = uniform) against target sparsity for one model and text, one line
-    per strategy with its 95% paired-bootstrap interval as error bars; points are dodged a little in x."""
+    """Perplexity / uniform's (log y; 1 = uniform) against target sparsity for one model and text: one marker
+    per strategy and target with its 95% paired-bootstrap interval as an error bar. The strategies of one target
+    stand side by side in a band around it (light bands separate the targets); points are NOT joined by lines,
+    since their x offset only separates strategies. The y range holds every point and interval."""
     ax = _new_ax(ax)
     rows = table[(table["model"] == model) & (table["text"] == text)]
     if rows.empty:
@@ -35,19 +41,23 @@ def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axe
                          f"{sorted(set(zip(table['model'], table['text'])))}).")
     names = [s for s in (strategies or dict.fromkeys(rows["strategy"])) if s in set(rows["strategy"])]
     targets = sorted(rows["sparsity"].unique())
-    step = min(min(np.diff(targets)) if len(targets) > 1 else 0.1, 0.1)
+    step = min(np.diff(targets)) if len(targets) > 1 else 0.1
+    offset = DODGE_WIDTH * step / max(len(names), 1)
     for n, name in enumerate(names):
         part = rows[rows["strategy"] == name].sort_values("sparsity")
         ratio = 1 + part["change_pct"].to_numpy() / 100
         low, high = 1 + part["ci_low_pct"].to_numpy() / 100, 1 + part["ci_high_pct"].to_numpy() / 100
-        x = part["sparsity"].to_numpy() + (n - (len(names) - 1) / 2) * step * 0.08
+        x = part["sparsity"].to_numpy() + (n - (len(names) - 1) / 2) * offset
         style = strategy_style(name)
         ax.errorbar(x, ratio, yerr=[ratio - low, high - ratio], capsize=2, label=name, color=style["color"],
-                    marker=style["marker"] or "o", linestyle=style["linestyle"], markersize=5)
+                    marker=style["marker"] or "o", linestyle="none", markersize=5)
+    for i, t in enumerate(targets):
+        if i % 2 == 0:
+            ax.axvspan(t - step / 2, t + step / 2, color="0.95", zorder=0)
     ax.axhline(1.0, color=strategy_style("uniform")["color"], linewidth=1, label="uniform")
     ax.set_yscale("log")
     ax.set(xlabel="target sparsity", ylabel="perplexity / uniform's", title=f"{model}, {text}",
-           xticks=targets)
+           xticks=targets, xlim=(targets[0] - step / 2, targets[-1] + step / 2))
     return ax
 
 
@@ -70,18 +80,27 @@ def plot_cross_model(table: pd.DataFrame, axes=None, strategies=None):
 
 def plot_headlines(grids, strategies=None, axes=None):
     """``plots.perplexity.plot_headline`` of every grid (``report.cross_model.load_grids``), models as rows
-    and texts as columns; returns the 2-D axes array."""
+    and texts as columns, each title's lead judged on the grid's per-window losses (paired intervals); one legend
+    below the panels (the panels keep their whole width); returns the 2-D axes array."""
     from .perplexity import plot_headline
 
     models = list(dict.fromkeys(model for model, _ in grids))
     texts = list(dict.fromkeys(text for _, text in grids))
-    axes = _panel_axes(axes, len(models), len(texts), (6.2, 4.6))
+    axes = _panel_axes(axes, len(models), len(texts), (6.0, 4.4))
+    handles = {}
     for i, model in enumerate(models):
         for j, text in enumerate(texts):
             if (model, text) in grids:
-                runs = grids[(model, text)][0]
+                runs, windows = grids[(model, text)]
                 present = [s for s in (strategies or dict.fromkeys(runs["strategy"])) if s in set(runs["strategy"])]
-                plot_headline(runs, present, ax=axes[i, j], what=f"{model}, {text}")
+                ax = plot_headline(runs, present, ax=axes[i, j], what=f"{model}, {text}", windows=windows)
+                for handle, label in zip(*ax.get_legend_handles_labels()):
+                    handles.setdefault(label, handle)
+                if ax.get_legend() is not None:
+                    ax.get_legend().remove()  # one legend for the whole figure, below the panels
             else:
                 axes[i, j].set_axis_off()
+    if handles:
+        axes[0, 0].figure.legend(list(handles.values()), list(handles), loc="outside lower center",
+                                 ncols=min(len(handles), 4), fontsize="small")
     return axes

@@ -108,3 +108,65 @@ def correlation_overview(correlations: pd.DataFrame, alpha: float = 0.05) -> pd.
     return df.groupby(keys, sort=False).agg(rho_median=("rho", "median"), rho_mean=("rho", "mean"),
                                             n_groups=("rho", "size"), n_sig_negative=("neg", "sum"),
                                             n_sig_positive=("pos", "sum")).reset_index()
+
+
+def _rank_rows(values: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis (ties share their mean rank), as floats."""
+    from scipy.stats import rankdata
+
+    return rankdata(values, axis=-1)
+
+
+def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of two ``[k, n]`` arrays (NaN for a constant row)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=-1) / denom
+
+
+def spearman_interval(x, y, groups=None, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Spearman rho of ``x`` and ``y`` with a percentile-bootstrap interval over the pairs (e.g. projections).
+
+    Args:
+        x, y: paired values (NaN pairs dropped).
+        groups: optional group label per pair (e.g. the projection kind). Then rho is the MEAN of the
+            Spearman rhos within each group (the "within a kind, across layers" signal, free of differences
+            between groups), and each replicate resamples pairs within each group (stratified).
+        n_boot, level, seed: bootstrap replicates, two-sided level, resampling seed.
+    Returns:
+        ``dict(rho, low, high, n, n_groups)``; ``low``/``high`` bound the central ``level`` of the replicates.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    labels = np.zeros(x.size, dtype=int) if groups is None else pd.factorize(np.asarray(groups))[0]
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y, labels = x[ok], y[ok], labels[ok]
+    rng = np.random.default_rng(seed)
+    point, boots = [], []
+    for g in np.unique(labels):
+        gx, gy = x[labels == g], y[labels == g]
+        if gx.size < 3:
+            continue
+        point.append(_row_pearson(_rank_rows(gx[None]), _rank_rows(gy[None]))[0])
+        idx = rng.integers(0, gx.size, size=(n_boot, gx.size))
+        boots.append(_row_pearson(_rank_rows(gx[idx]), _rank_rows(gy[idx])))
+    if not point:
+        return dict(rho=float("nan"), low=float("nan"), high=float("nan"), n=int(x.size), n_groups=0)
+    replicate = np.nanmean(np.vstack(boots), axis=0) if len(boots) > 1 else boots[0]
+    low, high = np.nanpercentile(replicate, [50 * (1 - level), 50 * (1 + level)])
+    return dict(rho=float(np.nanmean(point)), low=float(low), high=float(high), n=int(x.size), n_groups=len(point))
+
+
+def interval_text(result: dict, digits: int = 2) -> str:
+    """``"+0.49 [+0.38, +0.59]"`` from :func:`spearman_interval`."""
+    return f"{result['rho']:+.{digits}f} [{result['low']:+.{digits}f}, {result['high']:+.{digits}f}]"
+
+
+def interval_sign(result: dict) -> str:
+    """``"positive"`` / ``"negative"`` when the interval excludes 0, else ``"indistinguishable from 0"``."""
+    if result["low"] > 0:
+        return "positive"
+    if result["high"] < 0:
+        return "negative"
+    return "indistinguishable from 0"
