@@ -142,7 +142,8 @@ def test_collapsed_points_are_marked_at_the_top_without_stretching_the_axis():
     runs = make_runs()
     limit = float(runs["perplexity"].max()) * 0.9  # the largest run counts as collapsed
     ax = pp.plot_perplexity_vs_sparsity(runs, collapse_at=limit)
-    (markers,) = ax.collections
+    markers, proxy = ax.collections  # the points, and a neutral legend entry (no run's colour)
+    assert len(proxy.get_offsets()) == 0 and "collapsed" in proxy.get_label()
     top = runs.loc[runs["perplexity"].idxmax()]
     assert np.allclose(markers.get_offsets()[:, 0], [top["sparsity"]])
     assert ax.get_ylim()[1] <= 2.0 * limit and ax.get_ylim()[1] > limit
@@ -161,3 +162,5 @@ def test_change_heatmap_is_strategy_by_target():
     noise = pd.DataFrame([[True], [False]], index=["a", "b"], columns=[0.5])  # missing cells: not marked
     marked = pp.plot_change_heatmap(change, noise=noise)
     assert [t.get_text() for t in marked.texts] == ["-20% ~", "+50%", "+100%", "x37"]
+    gone = pd.DataFrame([[False, True]], index=["b"], columns=[0.5, 0.8])  # a collapsed run shows no number
+    assert [t.get_text() for t in pp.plot_change_heatmap(change, collapsed=gone).texts][-1] == "collapsed"

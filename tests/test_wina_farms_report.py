@@ -95,3 +95,28 @@ def test_figures_return_axes(runs, references, kinds):
         wfplots.plot_alpha_shift(kinds[kinds["estimator"] == "plain"], "m")
     with pytest.raises(ValueError, match="not in the comparison"):
         wfplots.plot_runs_vs_topk(cmp, strategies=["nope"])
+
+
+def test_farms_gap_effect_is_stated_either_way():
+    assert est.gap_effect(2.29, 6.24).startswith("FARMS widens the gap (2.29 -> 6.24), the opposite of its purpose")
+    assert est.gap_effect(1.76, 0.42).startswith("FARMS narrows the gap") and "as intended" in est.gap_effect(-1, 0.5)
+
+
+def test_committed_runs_get_paired_intervals_against_their_counterparts():
+    from acttail_lab.report.verdicts import COLLAPSED, NO_INTERVAL, VERDICTS
+
+    table = wina_runs.comparison_verdicts()
+    assert set(table["verdict"]) <= set(VERDICTS) and set(table["label"]) == set(wina_runs.COUNTERPART)
+    rot = table[(table["label"] == "rotated-wina") & (table["sparsity"] == 0.5)].iloc[0]
+    assert rot["baseline"] == "rotated-uniform" and rot["low"] < rot["change"] < rot["high"]
+    assert "paired bootstrap over 32 windows" in rot["method"]
+    # two collapsed runs are never compared as a percentage (acttail-farms vs acttail-ks at 70%)
+    both = table[(table["label"] == "acttail-farms[xmin=ks]") & (table["sparsity"] == 0.7)].iloc[0]
+    assert both["verdict"] == COLLAPSED
+    assert (table.loc[table["sparsity"] == 0.4, "verdict"].isin([NO_INTERVAL, COLLAPSED])).all()
+    lines = wina_runs.verdict_conclusions(table)
+    assert any(line.startswith("rotated-wina against rotated-uniform: 0.4:") for line in lines)
+    assert not any("-3.8%" in line and "acttail-farms" in line for line in lines)
+    ax = wfplots.plot_change_vs_counterpart(table)
+    assert ax.get_xscale() == "symlog" and "inside the noise" in ax.get_title(loc="right")
+    assert sum(t.get_text().endswith("collapsed") for t in ax.texts) == int((table["note"] != "").sum())

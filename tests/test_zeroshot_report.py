@@ -55,14 +55,30 @@ def test_near_chance_and_rank_agreement():
         ("acttail", 0.5, "piqa"), ("acttail", 0.7, "arc_easy"), ("acttail", 0.7, "piqa")]
     agree = rz.rank_agreement(_table(), _perplexity())
     assert agree["n"] == 5 and agree["rho"] == pytest.approx(1.0)
+    assert set(agree["by_level"]) == {0.5, 0.7} and agree["by_level"][0.5].n == 2  # within each level
     lines = rz.conclusions(_table(), _perplexity())
-    assert any("rho = 1.00" in line for line in lines) and "exceed two standard errors" in lines[0]
+    assert any("rho = 1.00" in line and "Pooled" in line for line in lines)
+    assert any(line.startswith("Within 50% sparsity") for line in lines)
+    assert "lie outside their 95% interval" in lines[0] and "p = 0.000" not in " ".join(lines)
+
+
+def test_verdicts_against_uniform_skip_zero_pairs():
+    table = _table()
+    table.loc[(table.task == "arc_easy") & (table.sparsity == 0.7), ["value", "stderr"]] = 0.0
+    verdicts = rz.verdict_table(table)
+    zero = verdicts[(verdicts.task == "arc_easy") & (verdicts.sparsity == 0.7)]
+    assert list(zero.verdict) == ["not compared: both 0"]
+    row = verdicts[(verdicts.task == "piqa") & (verdicts.sparsity == 0.7)].iloc[0]
+    assert row.change == pytest.approx(-10.0) and row.low < row.change < row.high
+    assert "1 more pair scores 0 on both sides (arc_easy @ 0.7)" in rz.conclusions(table)[0]
 
 
 def test_plots_return_axes():
     ax = plot_accuracy_vs_sparsity(_table(), "piqa")
     assert ax.get_title() == "piqa" and len(ax.containers) == 2  # two strategies with error bars
-    assert len(plot_accuracy_grid(_table())) == 2
+    axes = plot_accuracy_grid(_table())
+    assert len(axes) == 2 and all(ax.get_legend() is None for ax in axes)  # one legend, for the figure
+    assert len(axes[0].figure.legends) == 1
     assert plot_accuracy_vs_perplexity(_table(), _perplexity()).get_xscale() == "log"
     with pytest.raises(ValueError, match="hellaswag"):
         plot_accuracy_vs_sparsity(_table(), "hellaswag")

@@ -97,22 +97,52 @@ def _fill(text: str, width: int) -> str:
     return textwrap.fill(text, width, break_on_hyphens=False)
 
 
-def plot_headline(runs: pd.DataFrame, strategies: Sequence[str] | None = None, ax: Axes | None = None,
-                  what: str = "", x: str = "sparsity", reached_only: bool = False) -> Axes:
-    """:func:`plot_perplexity_vs_sparsity` as a finding: plain strategy labels, collapsed runs marked
-    at the top (``report.headline.collapse_threshold``) and a title that states the winner per
-    target (``report.headline.finding_title``), prefixed by ``what`` (e.g. "SmolLM2-135M").
-    ``strategies``: strategy names (those present are drawn, in this order; default all)."""
-    from ..report import headline
+def headline_labels(runs: pd.DataFrame, strategies: Sequence[str] | None = None) -> list[str]:
+    """The labels (``report.labels``) of ``strategies``, in the order given: a name matches rows whose label or
+    strategy column it is (the related grid's ``acttail`` rows are shown as ``acttail-ks``); default: all."""
+    labelled = runs.assign(label=run_labels(runs))
+    body = labelled[labelled["strategy"] != DENSE]
+    if strategies is None:
+        return list(dict.fromkeys(body["label"]))
+    out = []
+    for name in strategies:
+        out += list(dict.fromkeys(body.loc[(body["label"] == name) | (body["strategy"] == name), "label"]))
+    return list(dict.fromkeys(out))
 
-    runs = headline.plain_labels(runs)
-    shown = list(dict.fromkeys(runs.loc[runs["strategy"] != DENSE, "strategy"])) if strategies is None \
-        else [s for s in strategies if (runs["strategy"] == s).any()]
-    subset = runs[runs["strategy"].isin(shown + [DENSE])]
-    title = headline.finding_title(subset, reached_only=reached_only)
+
+def plot_headline(runs: pd.DataFrame, strategies: Sequence[str] | None = None, ax: Axes | None = None,
+                  what: str = "", x: str = "sparsity", reached_only: bool = False,
+                  windows: pd.DataFrame | None = None, among=None, among_name: str | None = None) -> Axes:
+    """:func:`plot_perplexity_vs_sparsity` as a finding: labels by settings, collapsed runs marked at the top
+    (``report.headline.collapse_threshold``) and a title computed by the verdict engine
+    (``report.winners.lowest`` over EVERY drawn row, or ``among`` a subset named by ``among_name``; a lead inside
+    the noise is marked, ``windows`` giving the paired intervals), prefixed by ``what`` (e.g. "SmolLM2-135M").
+
+    ``strategies``: labels or strategy names (those present are drawn, in this order; default all).
+    ``reached_only``: only rows within 2 points of their target compete (and are drawn), as the title says.
+    """
+    from ..report import headline, winners
+
+    shown = headline_labels(runs, strategies)
+    labelled = runs.assign(label=run_labels(runs))
+    subset = runs[(labelled["label"].isin(shown) | (labelled["strategy"] == DENSE)).to_numpy()]
+    if reached_only:
+        subset = headline.reached(subset)
+        kept = set(run_labels(subset))
+        shown = [label for label in shown if label in kept]
+    win = winners.lowest(subset, windows, among=among, among_name=among_name)
+    title = winners.lowest_title(win)
+    if reached_only:
+        title = title.replace(" runs", " runs that reach their target", 1)
+    gone = subset[headline.collapsed(subset).to_numpy()].assign(label=lambda t: run_labels(t))
+    first = gone.groupby("label")["sparsity"].min().sort_values()
+    if len(first) > 2:
+        title += f"; {len(first)} runs collapse ({first.index[0]} first, from {first.iloc[0]:g})"
+    elif len(first):
+        title += "; collapsed: " + ", ".join(f"{label} from {at:g}" for label, at in first.items())
     ax = plot_perplexity_vs_sparsity(subset, ax=ax, strategies=shown, x=x,
                                      collapse_at=headline.collapse_threshold(runs),
-                                     title=_fill(f"{what}: {title}" if what else title, 75))
+                                     title=_fill(f"{what}: {title}" if what else title, 62))
     ax.title.set_fontsize("medium")
     if ax.figure.get_figwidth() < 8.0:
         ax.figure.set_size_inches(8.0, 4.8)
@@ -132,7 +162,10 @@ def _mark_collapsed(ax: Axes, runs: pd.DataFrame, x: str, limit: float, logy: bo
     marker_y = limit * 1.45 if logy else limit * 1.08
     ax.scatter(gone[x].to_numpy(float), np.full(len(gone), marker_y), marker="^", s=42, zorder=4,
                c=[strategy_style(label)["color"] for label in gone["label"]], edgecolors="black", linewidths=0.4,
-               label=f"collapsed (perplexity >= {limit:.0f})", clip_on=False)
+               clip_on=False)
+    # the legend entry is a neutral proxy: a coloured one would look like one run's marker
+    ax.scatter([], [], marker="^", s=42, c="white", edgecolors="black", linewidths=0.6,
+               label=f"collapsed (perplexity >= {limit:.0f}; colour = run)")
 
 
 def _setting_title(runs: pd.DataFrame) -> str:
@@ -191,14 +224,16 @@ def plot_relative_change(runs: pd.DataFrame, ax: Axes | None = None, strategies:
 
 
 def plot_change_heatmap(change: pd.DataFrame, ax: Axes | None = None, title: str | None = None,
-                        noise: pd.DataFrame | None = None) -> Axes:
+                        noise: pd.DataFrame | None = None, collapsed: pd.DataFrame | None = None) -> Axes:
     """Strategy x target heat map of the perplexity change against uniform (``headline.change_matrix``).
 
     Colour: log2(perplexity / uniform's) on the fixed ``relative_change`` scale of ``plots.style``
     (blue = better than uniform, red = worse; beyond half / double it saturates); each cell is
     written as the change in percent (``x650`` for a factor). ``noise``: optional boolean table of the
     same labels (``report.bootstrap.paired_bootstrap``'s ``inside_noise`` pivoted strategy x target);
-    a True cell's text gets a trailing ``~`` (its 95% interval contains 0).
+    a True cell's text gets a trailing ``~`` (its 95% interval contains 0). ``collapsed``: optional boolean
+    table (e.g. ``report.perplexity_runs.collapsed_matrix``): a True cell (the run or uniform collapsed) reads
+    "collapsed" instead of a number, since no percentage against a collapsed run means anything.
     Returns:
         The Axes; ``ax.images[0].get_array()`` is log2(1 + change / 100), rows = ``change.index``.
     """
@@ -206,11 +241,14 @@ def plot_change_heatmap(change: pd.DataFrame, ax: Axes | None = None, title: str
     ax = _new_ax(ax, figsize=(1.2 * change.shape[1] + 3.2, 0.32 * change.shape[0] + 1.4))
     image = ax.imshow(ratio, aspect="auto", interpolation="nearest", **color_scale("relative_change"))
     inside = (np.zeros(change.shape, dtype=bool) if noise is None else
-              noise.reindex(index=change.index, columns=change.columns).fillna(False).to_numpy(dtype=bool))
+              noise.reindex(index=change.index, columns=change.columns).eq(True).to_numpy(dtype=bool))
+    gone = (np.zeros(change.shape, dtype=bool) if collapsed is None else
+            collapsed.reindex(index=change.index, columns=change.columns).eq(True).to_numpy(dtype=bool))
     for (i, j), value in np.ndenumerate(change.to_numpy(dtype=float)):
         if np.isfinite(value):
             text = f"{value:+.0f}%" if abs(value) < 1000 else f"x{1 + value / 100:.0f}"
             text += " ~" if inside[i, j] else ""
+            text = "collapsed" if gone[i, j] else text
             ax.text(j, i, text, ha="center", va="center", fontsize="x-small",
                     color="white" if abs(ratio[i, j]) > 0.7 else "black")
     ax.set_xticks(range(change.shape[1]), [f"{s:g}" for s in change.columns])
@@ -326,5 +364,5 @@ def plot_kind_budgets(budgets: pd.DataFrame, ax: Axes | None = None, labels: Seq
     return ax
 
 
-__all__ = ["STRATEGY_STYLES", "strategy_style", "line_style", "plot_perplexity_vs_sparsity", "plot_relative_change", "plot_change_heatmap", "plot_headline",
+__all__ = ["STRATEGY_STYLES", "strategy_style", "line_style", "headline_labels", "plot_perplexity_vs_sparsity", "plot_relative_change", "plot_change_heatmap", "plot_headline",
            "plot_sparsity_map", "plot_sparsity_maps", "plot_kind_budgets"]

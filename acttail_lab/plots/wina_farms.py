@@ -68,21 +68,50 @@ def plot_runs_vs_topk(comparison: pd.DataFrame, strategies: Sequence[str] | None
     return ax
 
 
-def plot_change_vs_counterpart(comparison: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Relative perplexity change of each new run against its TopK counterpart (percent, negative = better),
-    grouped bars per target sparsity."""
-    ax = _new_ax(ax, figsize=(6.5, 3.5))
-    matrix = comparison.pivot(index="sparsity", columns="strategy", values="change_vs_counterpart") * 100
-    width = 0.8 / max(1, matrix.shape[1])
-    x = np.arange(len(matrix))
-    for i, name in enumerate(matrix.columns):
-        ax.bar(x + (i - (matrix.shape[1] - 1) / 2) * width, matrix[name].to_numpy(), width,
-               label=name, color=strategy_style(name)["color"])
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, [f"{s:.0%}" for s in matrix.index])
-    ax.set_xlabel("target sparsity")
-    ax.set_ylabel("perplexity change vs TopK counterpart (%)")
-    ax.legend(fontsize=8)
+def plot_change_vs_counterpart(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Each new run against its TopK counterpart at each target, as a forest plot: one row per (strategy, target),
+    the change in percent (negative = better) with its 95% paired-bootstrap interval, on a symmetric-log axis
+    (linear within +-5%, so a +-3% WINA effect stays readable beside a +4,500% FARMS one). Rows where a side
+    collapsed read "collapsed" instead of a number; rows without per-window losses are open markers without bars.
+
+    ``table``: ``report.wina_runs.comparison_verdicts`` (or a ``compare_runs`` table: point changes only).
+    The title counts the verdicts (``report.verdicts``)."""
+    from ..report.verdicts import BETTER, NOISE, WORSE
+
+    if "verdict" not in table.columns:  # a compare_runs table: point changes, no intervals
+        table = pd.DataFrame({"label": table["strategy"], "sparsity": table["sparsity"],
+                              "change": 100 * table["change_vs_counterpart"], "low": np.nan, "high": np.nan,
+                              "note": "", "verdict": "no interval", "baseline": table["counterpart"]}).dropna(
+            subset=["change"])
+    rows = table.reset_index(drop=True)
+    ax = _new_ax(ax, figsize=(7.5, 0.28 * len(rows) + 1.6))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows.itertuples()):
+        style = strategy_style(r.label)
+        if r.note:
+            ax.text(0, yi, "collapsed" if "both" not in r.note else "both collapsed", ha="center", va="center",
+                    fontsize="x-small", color=style["color"])
+            continue
+        has = np.isfinite(r.low) and np.isfinite(r.high)
+        if has:
+            ax.plot([r.low, r.high], [yi, yi], color=style["color"], lw=1.6)
+        ax.plot([r.change], [yi], marker=style["marker"] or "o", color=style["color"],
+                mfc=style["color"] if has else "white", ms=6, linestyle="none")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xscale("symlog", linthresh=5.0)
+    ticks = [t for t in (-100, -10, 0, 10, 100, 1000, 10000)
+             if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    ax.set_xticks(ticks, [f"{t:+,d}" if t else "0" for t in ticks], fontsize="small")
+    ax.minorticks_off()
+    ax.set_yticks(y, [f"{r.label} vs {r.baseline} @ {r.sparsity:g}" for r in rows.itertuples()], fontsize="x-small")
+    ax.set_xlabel("perplexity change vs TopK counterpart (%; linear within +-5%, log beyond)")
+    ax.grid(True, axis="x", alpha=0.3)
+    counts = {v: int((rows["verdict"] == v).sum()) for v in (BETTER, NOISE, WORSE)}
+    rest = len(rows) - sum(counts.values())
+    ax.set_title(f"Against the TopK counterpart (95% paired bootstrap over windows):\n{counts[BETTER]} better, "
+                 f"{counts[NOISE]} inside the noise, {counts[WORSE]} worse"
+                 + (f", {rest} collapsed or without interval" if rest else "") + f" (of {len(rows)})",
+                 fontsize="medium", loc="right")
     return ax
 
 

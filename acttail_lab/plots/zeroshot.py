@@ -16,9 +16,10 @@ from .style import strategy_style
 
 
 def plot_accuracy_vs_sparsity(df: pd.DataFrame, task: str, ax: Axes | None = None, strategies=None,
-                              chance: bool = True) -> Axes:
+                              chance: bool = True, legend: bool = True) -> Axes:
     """Accuracy (%) of ``task`` (its reported metric) against target sparsity, one line per strategy with
-    +-1 standard error bars; dense as a dotted line with a +-1 se band; guessing as a thin grey line."""
+    +-1 standard error bars at the exact targets (no sideways offsets on the numeric axis); dense as a dotted line
+    with a +-1 se band; guessing as a thin grey line. ``legend``: draw a legend outside the axes (right)."""
     ax = _new_ax(ax)
     rows = main_metric_rows(df)
     rows = rows[rows["task"] == task]
@@ -39,20 +40,29 @@ def plot_accuracy_vs_sparsity(df: pd.DataFrame, task: str, ax: Axes | None = Non
     if chance and task in CHANCE and CHANCE[task] > 0:
         ax.axhline(CHANCE[task] * 100, color="0.6", linewidth=0.8, label="chance")
     ax.set(xlabel="target sparsity", ylabel=f"{PAPER_METRIC.get(task, 'acc')} (%)", title=task)
-    ax.legend(fontsize="small")
+    if legend:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
 
 def plot_accuracy_grid(df: pd.DataFrame, axes=None, strategies=None):
-    """:func:`plot_accuracy_vs_sparsity` for every task of the table, side by side; returns the axes array."""
+    """:func:`plot_accuracy_vs_sparsity` for every task of the table, side by side, with ONE legend for the
+    figure, outside the panels on the right (it never covers data); returns the axes array."""
     from matplotlib.figure import Figure
 
     tasks = list(dict.fromkeys(df["task"]))
     if axes is None:
-        fig = Figure(figsize=(4.2 * len(tasks), 3.8), layout="constrained")
+        fig = Figure(figsize=(4.0 * len(tasks) + 2.4, 3.8), layout="constrained")
         axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for task, ax in zip(tasks, np.ravel(axes)):
-        plot_accuracy_vs_sparsity(df, task, ax=ax, strategies=strategies)
+        plot_accuracy_vs_sparsity(df, task, ax=ax, strategies=strategies, legend=False)
+    handles, labels = {}, []
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    first = np.ravel(axes)[0]
+    first.figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize="small",
+                        frameon=False)
     return axes
 
 
@@ -70,6 +80,6 @@ def plot_accuracy_vs_perplexity(df: pd.DataFrame, perplexity: pd.DataFrame, ax: 
                         xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set(xlabel="perplexity (Austen evaluation text)", ylabel="average accuracy (%)",
-           title="accuracy vs perplexity, per run")
-    ax.legend(fontsize="small")
+           title="accuracy vs perplexity, per run (numbers: target sparsity)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax

@@ -122,6 +122,15 @@ def correlation_summary(correlations: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"rho_all": overall, "rho_within_kind_median": within.median()}).reset_index()
 
 
+def gap_effect(plain: float, farms: float) -> str:
+    """What FARMS does to a square-vs-rectangular alpha gap: it is meant to shrink it (same entry law, different
+    shape should give the same alpha); says "widens ... the opposite of its purpose" when |farms| > |plain|."""
+    if abs(farms) > abs(plain):
+        return (f"FARMS widens the gap ({abs(plain):.2f} -> {abs(farms):.2f}), the opposite of its purpose "
+                "(removing the aspect-ratio bias)")
+    return f"FARMS narrows the gap ({abs(plain):.2f} -> {abs(farms):.2f}), as intended"
+
+
 def estimator_conclusions(kinds: pd.DataFrame, correlations: pd.DataFrame, model: str) -> list[str]:
     """Sentences from the tables: aspect-ratio gaps (synthetic and model), kind ranking, which alpha
     predicts the TopK error better. Nothing is stated that the numbers do not show."""
@@ -129,11 +138,11 @@ def estimator_conclusions(kinds: pd.DataFrame, correlations: pd.DataFrame, model
     gaps = aspect_gaps(kinds).set_index(["source", "estimator"])["gap"]
     for source in [s for s in dict.fromkeys(kinds["source"]) if s.startswith("synthetic")]:
         lines.append(f"{source}: alpha gap rectangular - square {gaps[(source, 'plain')]:+.2f} (plain) vs "
-                     f"{gaps[(source, 'farms')]:+.2f} (FARMS).")
+                     f"{gaps[(source, 'farms')]:+.2f} (FARMS); {gap_effect(gaps[(source, 'plain')], gaps[(source, 'farms')])}.")
     if (model, "plain") in gaps:
         lines.append(f"{model}: mean alpha of gate/up/down minus q/o {gaps[(model, 'plain')]:+.2f} (plain) vs "
-                     f"{gaps[(model, 'farms')]:+.2f} (FARMS); kind ranking plain vs FARMS Spearman "
-                     f"{kind_rank_agreement(kinds, model):+.2f}.")
+                     f"{gaps[(model, 'farms')]:+.2f} (FARMS): {gap_effect(gaps[(model, 'plain')], gaps[(model, 'farms')])}; "
+                     f"kind ranking plain vs FARMS Spearman {kind_rank_agreement(kinds, model):+.2f}.")
     summary = correlation_summary(correlations).set_index(["sensitivity", "estimator"])
     for target in [t for t in CORRELATION_TARGETS if (t, "plain") in summary.index and (t, "farms") in summary.index]:
         p, f = summary.loc[(target, "plain")], summary.loc[(target, "farms")]

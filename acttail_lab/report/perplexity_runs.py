@@ -70,3 +70,53 @@ def beside(live: pd.DataFrame, runs: pd.DataFrame, keys: Sequence[str] = ("strat
     keys, columns = list(keys), list(columns)
     return live[keys + columns].merge(runs[keys + columns], on=keys, how="left",
                                       suffixes=(" (live slice)", " (committed)"))
+
+
+# --------------------------------------------------------------------------- the result in words (verdict engine)
+def result_sentences(runs: pd.DataFrame, windows: pd.DataFrame | None, model_label: str, sparsity: float = 0.8,
+                     focus: Sequence[str] = ("acttail", "acttail-block", "teal-greedy")) -> list[str]:
+    """Notebook 02's result in words, every claim from ``report.verdicts`` (intervals: paired bootstrap over
+    ``windows``): the lowest run per target over every row and among TopK allocations, the collapses, the
+    ``focus`` runs against uniform at ``sparsity`` beside the paper's claims, and the count of verdicts."""
+    from . import verdicts, winners
+    from .headline import PAPER_CLAIMS, collapse_threshold, collapsed
+
+    out = [winners.lowest_sentence(winners.lowest(runs, windows))]
+    if "method" in runs.columns and runs["method"].nunique() > 1:
+        out.append(winners.lowest_sentence(winners.lowest(runs, windows, among=lambda t: t["method"] == "topk",
+                                                          among_name="TopK allocations")))
+    gone = runs[collapsed(runs).to_numpy()].assign(label=lambda t: results.run_labels(t))
+    if len(gone):
+        first = gone.groupby("label")["sparsity"].min().sort_values()
+        out.append(f"Collapsed (perplexity >= {collapse_threshold(runs):.0f}, a quarter of the vocabulary; never "
+                   "compared as a percentage): " + ", ".join(f"{label} from {s:g}" for label, s in first.items()) + ".")
+    table = verdicts.perplexity_verdicts(runs, windows)
+    at = table[(table["sparsity"] - sparsity).abs() < 1e-9]
+    mine = [f"{v.run} {v.short()}" for v in verdicts.verdict_objects(at[at["label"].isin(focus)])]
+    theirs = ", ".join(f"{r.model} {r.change_pct:+.1f}%" for r in PAPER_CLAIMS.itertuples())
+    if mine:
+        out.append(f"At {sparsity:.0%} on {model_label}, against uniform: " + "; ".join(mine)
+                   + f". The ActTail abstract claims for acttail: {theirs}.")
+    out.append(verdicts.count_sentence(table))
+    return out
+
+
+def change_title(table: pd.DataFrame, model_label: str) -> str:
+    """Title of the change heat map from a verdict table: counts of better / inside the noise (~) / worse."""
+    from .verdicts import BETTER, NOISE, WORSE, count_verdicts
+
+    c = count_verdicts(table)
+    return (f"{model_label}: {c[BETTER]} of {c['total']} runs beat uniform beyond the noise (blue), {c[NOISE]} "
+            f"inside it (~), {c[WORSE]} worse (red)")
+
+
+def noise_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Label x target booleans: the verdict is "inside the noise" (the heat map's ``noise`` argument)."""
+    from .verdicts import NOISE
+
+    return table.assign(inside=table["verdict"] == NOISE).pivot(index="label", columns="sparsity", values="inside")
+
+
+def collapsed_matrix(table: pd.DataFrame) -> pd.DataFrame:
+    """Label x target booleans: the run or its baseline collapsed (the heat map's ``collapsed`` argument)."""
+    return table.assign(gone=table["note"] != "").pivot(index="label", columns="sparsity", values="gone")

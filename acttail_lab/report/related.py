@@ -15,7 +15,8 @@ import pandas as pd
 
 from ..core.paths import DEFAULT_MODEL, result_path
 from ..core.results_io import load_table
-from .results import load_results
+from .labels import relabel_sentence
+from .results import load_results, run_labels
 
 
 def related_path(model: str = DEFAULT_MODEL, results_dir=None) -> Path:
@@ -39,10 +40,12 @@ def load_active_sets(model: str = DEFAULT_MODEL, results_dir=None) -> pd.DataFra
 
 
 def method_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (strategy, sparsity): method, kinds, perplexity, realised sparsity and its per-token spread."""
-    cols = ["strategy", "method", "kinds", "sparsity", "perplexity", "realised_sparsity", "realised_std"]
-    present = [c for c in cols if c in runs.columns]
-    return runs.loc[runs["strategy"] != "dense", present].reset_index(drop=True)
+    """One row per (label, sparsity): the label (``report.labels``: by settings, so the KS ``acttail`` rows read
+    ``acttail-ks``), xmin rule, method, kinds, perplexity, realised sparsity and its per-token spread."""
+    cols = ["label", "xmin_rule", "method", "kinds", "sparsity", "perplexity", "realised_sparsity", "realised_std"]
+    labelled = runs.assign(label=run_labels(runs))
+    present = [c for c in cols if c in labelled.columns]
+    return labelled.loc[labelled["strategy"] != "dense", present].reset_index(drop=True)
 
 
 def at_realised(runs: pd.DataFrame, levels=(0.3, 0.4, 0.5, 0.6), tolerance: float = 0.01) -> pd.DataFrame:
@@ -55,7 +58,8 @@ def at_realised(runs: pd.DataFrame, levels=(0.3, 0.4, 0.5, 0.6), tolerance: floa
     (FFN only, CATS) compare with the others at the same fraction of weights skipped.
     """
     rows = []
-    for label, group in runs[runs["strategy"] != "dense"].groupby("strategy", sort=False):
+    labelled = runs.assign(label=run_labels(runs))
+    for label, group in labelled[labelled["strategy"] != "dense"].groupby("label", sort=False):
         group = group.sort_values("realised_sparsity")
         x = group["realised_sparsity"].to_numpy(float)
         y = np.log(group["perplexity"].to_numpy(float))
@@ -72,34 +76,80 @@ def spread_by_kind(spread: pd.DataFrame) -> pd.DataFrame:
     return live.groupby(["strategy", "target", "projection"], sort=False)[cols].mean().reset_index()
 
 
-def _ratio_sentence(runs: pd.DataFrame, label: str, reference: str, target: float) -> str | None:
-    table = runs.set_index(["strategy", "sparsity"])["perplexity"]
-    if (label, target) not in table.index or (reference, target) not in table.index:
+PAIRS = (("rotated-uniform", "uniform"), ("rotated-acttail[xmin=ks]", "acttail-ks"), ("teal-threshold", "uniform"),
+         ("acttail-threshold[xmin=ks]", "acttail-ks"), ("acttail-ks", "uniform"))
+"""(run, baseline) labels compared at equal targets: each method against its TopK counterpart with the same budgets."""
+
+
+def comparisons(runs: pd.DataFrame, pairs=PAIRS, targets=(0.5, 0.8), windows: pd.DataFrame | None = None) -> list:
+    """``report.verdicts.Verdict`` of each present (run, baseline) pair at each target (collapsed sides named,
+    never compared as a percentage; "no interval" without per-window losses)."""
+    from .verdicts import compare
+
+    present = set(run_labels(runs))
+    out = []
+    for run, baseline in pairs:
+        if run not in present or baseline not in present:
+            continue
+        for target in targets:
+            try:
+                out.append(compare(runs, run, baseline=baseline, sparsity=target, windows=windows))
+            except Exception:  # not run at this target
+                continue
+    return out
+
+
+def reference_noise(model: str = DEFAULT_MODEL, sparsity: float = 0.5, results_dir=None) -> float | None:
+    """Median half-width (percent) of the 95% paired-bootstrap intervals against uniform at ``sparsity`` on the
+    main perplexity grid of ``model`` (same text, windows and protocol as the related grid, which kept no
+    per-window losses): how large a difference the evaluation text resolves there. None without that grid."""
+    from .bootstrap import committed_intervals
+
+    try:
+        ci = committed_intervals("perplexity", model, results_dir)
+    except Exception:
         return None
-    ratio = table[(label, target)] / table[(reference, target)]
-    word = "lower" if ratio < 1 else "higher"
-    return (f"At {target:.0%} target sparsity, {label} has perplexity {table[(label, target)]:.1f}, "
-            f"{abs(1 - ratio):.0%} {word} than {reference} ({table[(reference, target)]:.1f}).")
+    at = ci[(ci["sparsity"] - sparsity).abs() < 1e-9]
+    return float(((at["ci_high_pct"] - at["ci_low_pct"]) / 2).median()) if len(at) else None
+
+
+def realised_ranking(runs: pd.DataFrame, level: float, noise_pct: float | None = None) -> str | None:
+    """One sentence ranking every label that reaches ``level`` of all projection weights skipped (interpolated),
+    saying that these interpolated values have no interval; with ``noise_pct`` (:func:`reference_noise`), the
+    neighbours closer than that are named as not resolved."""
+    fair = at_realised(runs, levels=(level,)).dropna().sort_values(f"{level:g}")
+    if len(fair) < 2:
+        return None
+    values = fair[f"{level:g}"].to_numpy(float)
+    ranking = ", ".join(f"{r.strategy} {getattr(r, '_2'):.1f}" for r in fair.itertuples())
+    line = (f"At {level:.0%} of all projection weights skipped (interpolated along each curve, so no interval), "
+            f"perplexity from lowest to highest over all {len(fair)} runs that reach it: {ranking}.")
+    if noise_pct is not None:
+        close = [f"{a} and {b}" for a, b, x, y in zip(fair["strategy"], fair["strategy"][1:], values, values[1:])
+                 if 100.0 * (y / x - 1.0) < noise_pct]
+        line += (f" Neighbours closer than {noise_pct:.1f}% (the median half-width of the paired intervals at this "
+                 "target on notebook 02's grid, same windows) are not told apart: "
+                 + ("; ".join(close) if close else "none") + ".")
+    return line
 
 
 def conclusions(runs: pd.DataFrame, spread: pd.DataFrame | None = None,
-                overlap: pd.DataFrame | None = None, targets=(0.5, 0.8), realised_levels=(0.3, 0.5)) -> list[str]:
-    """Plain sentences computed from the committed tables (nothing typed by hand).
+                overlap: pd.DataFrame | None = None, targets=(0.5, 0.8), realised_levels=(0.3, 0.5),
+                windows: pd.DataFrame | None = None) -> list[str]:
+    """Plain sentences computed from the committed tables (nothing typed by hand), through ``report.verdicts``.
 
-    Compares methods at equal targets (rotation and thresholds against their TopK
-    counterpart) and at equal realised sparsity (every strategy that reaches the level).
+    Says which rows were relabelled by their settings, compares methods at equal targets (rotation and
+    thresholds against their TopK counterpart with the same budgets) and at equal realised sparsity (every label
+    that reaches the level). Without ``windows`` (this grid kept no per-window losses) each comparison says it
+    has no interval; collapsed runs are named, never compared as a percentage.
     """
-    lines = []
-    pairs = [("rotated-uniform", "uniform"), ("rotated-acttail", "acttail"), ("teal-threshold", "uniform"),
-             ("acttail", "uniform")]
-    for target in targets:
-        lines += [s for s in (_ratio_sentence(runs, a, b, target) for a, b in pairs) if s]
+    lines = [s for s in [relabel_sentence(runs)] if s]
+    lines += [v.sentence() for v in comparisons(runs, targets=targets, windows=windows)]
+    model = str(runs["model"].iloc[0]) if "model" in runs.columns and len(runs) else DEFAULT_MODEL
     for level in realised_levels:
-        fair = at_realised(runs, levels=(level,)).dropna().sort_values(f"{level:g}")
-        if len(fair) > 1:
-            ranking = ", ".join(f"{r.strategy} {getattr(r, '_2'):.1f}" for r in fair.itertuples())
-            lines.append(f"At {level:.0%} of all projection weights skipped (interpolated), perplexity from best to "
-                         f"worst: {ranking}.")
+        line = realised_ranking(runs, level, reference_noise(model, level))
+        if line:
+            lines.append(line)
     if spread is not None and not spread.empty:
         live = spread[spread["target_sparsity"] > 0]
         for label, part in live.groupby("strategy", sort=False):

@@ -88,3 +88,63 @@ def runs_conclusions(comparison: pd.DataFrame) -> list[str]:
                      f"targets (change {low:+.1f}% to {high:+.1f}%); better than uniform TopK at "
                      f"{int((uni['change_vs_uniform'] < 0).sum())} of {len(uni)}.")
     return lines
+
+
+# --------------------------------------------------------------------------- verdicts (report.verdicts)
+def _paired_tables(model: str, results_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, windows) holding the WINA/FARMS runs and their TopK counterparts and uniform, with ``strategy``
+    set to each row's label (``report.labels``), so that the per-window losses of the two committed grids
+    (same evaluation tokens, windows and protocol) can be paired; counterparts only in the related grid (40%)
+    have no per-window losses, so their comparisons carry no interval."""
+    from .bootstrap import load_windows
+    from .results import run_labels
+
+    runs = load_runs(model, results_dir)
+    main = load_table(result_path("perplexity", model, results_dir))
+    related = load_table(result_path("related", model, results_dir))
+    related = related[related["method"].fillna("topk").isin(["topk", "rotated"])]
+    frames = [t.assign(strategy=run_labels(t)) for t in (runs, main, related)]
+    needed = set(COUNTERPART.values()) | {"uniform"}
+    refs = pd.concat([f[f["strategy"].isin(needed)] for f in frames[1:]], ignore_index=True)
+    refs = refs.drop_duplicates(["strategy", "sparsity"], keep="first")
+    table = pd.concat([frames[0], refs], ignore_index=True)
+    keep = ["strategy", "sparsity", "perplexity", "model", "method", "xmin_rule", "options"]
+    table = table[[c for c in keep if c in table.columns]].assign(xmin_rule=None, options="{}")
+    wins = load_windows("wina_farms", model, results_dir)
+    main_windows = load_windows("perplexity", model, results_dir)
+    windows = pd.concat([wins[wins["strategy"] != "dense"], main_windows[main_windows["strategy"].isin(needed)]],
+                        ignore_index=True)[["strategy", "sparsity", "window_index", "nll"]]
+    return table, windows
+
+
+def comparison_verdicts(model: str = "smollm2-135m", results_dir=None, against: str = "counterpart",
+                        **bootstrap) -> pd.DataFrame:
+    """Each WINA/FARMS run against its TopK counterpart (``against="counterpart"``) or uniform TopK
+    (``"uniform"``) at the same target, through ``report.verdicts.perplexity_verdicts``: the change, its 95%
+    paired-bootstrap interval over the shared evaluation windows, the verdict; both collapsed -> not compared."""
+    from .verdicts import VERDICT_COLUMNS, perplexity_verdicts
+
+    table, windows = _paired_tables(model, results_dir)
+    frames = []
+    for strategy, counterpart in COUNTERPART.items():
+        baseline = counterpart if against == "counterpart" else "uniform"
+        pair = table[table["strategy"].isin([strategy, baseline])]
+        if (pair["strategy"] == strategy).any() and (pair["strategy"] == baseline).any():
+            mine = windows[windows["strategy"].isin([strategy, baseline])]
+            v = perplexity_verdicts(pair, mine, baseline=baseline, **bootstrap)
+            frames.append(v[v["label"] == strategy])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(VERDICT_COLUMNS))
+
+
+def verdict_conclusions(verdicts: pd.DataFrame) -> list[str]:
+    """One sentence per strategy from :func:`comparison_verdicts`: at each target the change with its interval
+    and verdict (collapsed sides named), then how many targets are better beyond the noise."""
+    from .verdicts import BETTER, verdict_objects
+
+    lines = []
+    for label, part in verdicts.groupby("label", sort=False):
+        detail = "; ".join(f"{v.sparsity:g}: {v.short()}" for v in verdict_objects(part))
+        better = int((part["verdict"] == BETTER).sum())
+        lines.append(f"{label} against {part['baseline'].iloc[0]}: {detail}. Better beyond the noise at {better} of "
+                     f"{len(part)} targets.")
+    return lines

@@ -40,16 +40,18 @@ def load_zeroshot(model: str = DEFAULT_MODEL, path: str | os.PathLike | None = N
 
 def committed_perplexity(model: str = DEFAULT_MODEL, results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Perplexity of every committed run of ``model``: the main grid, then the related-methods table (same text,
-    windows and protocol) for runs the grid lacks (e.g. ``rotated-uniform``); one row per (strategy, sparsity)."""
+    windows and protocol) for runs the grid lacks (e.g. ``rotated-uniform``); one row per (label, sparsity), with
+    ``label`` by settings (``report.labels``: the related grid's KS ``acttail`` is ``acttail-ks``) in ``strategy``."""
     from .related import load_related
-    from .results import load_perplexity
+    from .results import load_perplexity, run_labels
 
     tables = [load_perplexity(model, results_dir)]
     try:
         tables.append(load_related(model, results_dir))
     except (FileNotFoundError, ActTailError):
         pass
-    both = pd.concat([t[["strategy", "sparsity", "perplexity"]] for t in tables], ignore_index=True)
+    both = pd.concat([t.assign(strategy=run_labels(t))[["strategy", "sparsity", "perplexity"]] for t in tables],
+                     ignore_index=True)
     return both.drop_duplicates(["strategy", "sparsity"], keep="first").reset_index(drop=True)
 
 
@@ -129,17 +131,38 @@ def perplexity_join(df: pd.DataFrame, perplexity: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_agreement(df: pd.DataFrame, perplexity: pd.DataFrame) -> dict:
-    """Spearman rank correlation between -perplexity and average accuracy across the shared rows.
+    """Spearman rank correlation between -perplexity and average accuracy, pooled and within each sparsity level.
 
-    Returns ``{"rho", "p", "n", "rows"}`` (rho = 1: perplexity orders the runs exactly as accuracy does;
-    p from scipy, two-sided; NaN with fewer than 3 rows)."""
-    from scipy.stats import spearmanr
+    Returns ``{"pooled", "by_level", "rho", "p", "n", "rows"}``: ``pooled`` is a ``report.verdicts.Correlation``
+    over every shared run (dense and all levels together: it mostly says that sparser runs are worse on both),
+    ``by_level`` maps each sparsity > 0 to the Correlation over the runs at that level (the question that matters:
+    does perplexity order the *allocations* as accuracy does?), each with a 95% Fisher-z interval; ``rho``/``p``/
+    ``n`` repeat the pooled values."""
+    from .verdicts import rank_correlation
 
     rows = perplexity_join(df, perplexity)
-    if len(rows) < 3:
-        return {"rho": math.nan, "p": math.nan, "n": len(rows), "rows": rows}
-    rho, p = spearmanr(-rows["perplexity"], rows["accuracy"])
-    return {"rho": float(rho), "p": float(p), "n": len(rows), "rows": rows}
+    pooled = rank_correlation(-rows["perplexity"], rows["accuracy"])
+    by_level = {float(s): rank_correlation(-g["perplexity"], g["accuracy"])
+                for s, g in rows[rows["sparsity"] > 0].groupby("sparsity", sort=True)}
+    return {"pooled": pooled, "by_level": by_level, "rho": pooled.rho, "p": pooled.p, "n": pooled.n, "rows": rows}
+
+
+def rank_sentences(agree: dict) -> list[str]:
+    """The rank agreement in words: within each level first (with its interval), then the pooled value."""
+    out = [f"Within {s:.0%} sparsity, Spearman rank correlation of -perplexity with average accuracy: "
+           f"{c.text()}, 95% Fisher-z interval." for s, c in agree["by_level"].items()]
+    out.append(f"Pooled over dense and every level ({agree['pooled'].text()}), the correlation mostly says that "
+               "sparser runs are worse on both measures.")
+    return out
+
+
+def verdict_table(df: pd.DataFrame, reference: str = "uniform") -> pd.DataFrame:
+    """Every run against ``reference`` at the same sparsity and task (each task's reported metric), through
+    ``report.verdicts.accuracy_verdicts``: change in points with a +-1.96 combined-se interval and a verdict;
+    pairs where both accuracies are 0 (LAMBADA at high sparsity) are "not compared: both 0"."""
+    from .verdicts import accuracy_verdicts
+
+    return accuracy_verdicts(main_metric_rows(df).drop(columns="label"), baseline=reference)
 
 
 def setting_line(df: pd.DataFrame) -> str:
@@ -152,14 +175,24 @@ def setting_line(df: pd.DataFrame) -> str:
 
 
 def conclusions(df: pd.DataFrame, perplexity: pd.DataFrame | None = None, reference: str = "uniform") -> list[str]:
-    """Sentences written from the numbers: which differences to ``reference`` exceed 2 se, chance-level
-    rows, and the rank agreement with perplexity."""
+    """Sentences written from the numbers by the verdict engine: which differences to ``reference`` are beyond
+    their 95% interval (0-vs-0 pairs not compared), chance-level rows, and the rank agreement with perplexity
+    within each sparsity level."""
+    from .verdicts import BETTER, BOTH_ZERO, WORSE
+
     lines = []
-    diffs = differences(df, reference)
-    big = diffs[diffs["beyond_2se"]]
-    lines.append(f"{len(big)} of {len(diffs)} differences to {reference} exceed two standard errors"
-                 + (": " + "; ".join(f"{r.strategy} @ {r.sparsity:g} on {r.task} {r['diff']:+.1f} points "
-                                     f"(se {r.se:.1f})" for _, r in big.iterrows()) if len(big) else "") + ".")
+    table = verdict_table(df, reference)
+    zero = table[table["verdict"] == BOTH_ZERO]
+    compared = table[table["verdict"] != BOTH_ZERO]
+    big = compared[compared["verdict"].isin([BETTER, WORSE])]
+    lines.append(f"{len(big)} of {len(compared)} differences to {reference} lie outside their 95% interval "
+                 "(+-1.96 combined standard errors)"
+                 + (": " + "; ".join(f"{r.label} @ {r.sparsity:g} on {r.task} {r.change:+.1f} points "
+                                     f"[{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" for r in big.itertuples())
+                    if len(big) else "")
+                 + (f"; {len(zero)} more pair{'s' if len(zero) > 1 else ''} score{'' if len(zero) > 1 else 's'} 0 on both sides ("
+                    + ", ".join(sorted({f"{r.task} @ {r.sparsity:g}" for r in zero.itertuples()}))
+                    + ") and are not compared" if len(zero) else "") + ".")
     chance = near_chance(df)
     if len(chance):
         per_task = chance.groupby("task").size()
@@ -168,6 +201,5 @@ def conclusions(df: pd.DataFrame, perplexity: pd.DataFrame | None = None, refere
     if perplexity is not None:
         agree = rank_agreement(df, perplexity)
         if agree["n"] >= 3:
-            lines.append(f"Spearman rank correlation of -perplexity with average accuracy over {agree['n']} runs: "
-                         f"rho = {agree['rho']:.2f} (p = {agree['p']:.3f}).")
+            lines += rank_sentences(agree)
     return lines
