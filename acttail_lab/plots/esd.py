@@ -21,7 +21,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..core.models import PROJECTIONS
-from .style import ESD_COLOR, GREY, OKABE_ITO, XMIN_RULE_COLORS, color_scale, kind_color, series_color
+from .style import DARK_GREY, GREY, color_scale, kind_color, series_color
+
+SPECTRUM_COLORS = {"esd": "#A6A6A6", "ks_distance": DARK_GREY, "alpha_curve": GREY}
+"""Colours of the spectrum figures (ESD histogram, KS distance curve, alpha at each xmin candidate): greys, so
+that none of them takes a colour that names a projection kind (Okabe-Ito, ``plots.style.KIND_COLORS``) in the
+same notebook."""
+RULE_STYLES = {"ks": dict(color="#882255", linestyle="--"), "peak": dict(color="#44AA99", linestyle="-."),
+               "median": dict(color="#999933", linestyle=":")}
+"""Colour and line style of each xmin rule (Paul Tol's muted wine / teal / olive, none of them a kind's colour):
+its fitted power law (solid), its xmin and its mark on the KS curve."""
+FIXED_XMIN_STYLE = dict(color="#117733", linestyle="--")
+"""A fit whose xmin was given as a number (no rule)."""
+
+
+def rule_style(rule) -> dict:
+    """``dict(color, linestyle)`` of an xmin rule (:data:`RULE_STYLES`; a number or None: :data:`FIXED_XMIN_STYLE`)."""
+    return dict(RULE_STYLES.get(rule, FIXED_XMIN_STYLE)) if isinstance(rule, str) or rule is None else dict(FIXED_XMIN_STYLE)
 
 
 def _new_ax(ax: Axes | None, figsize=(5.5, 4.0)) -> Axes:
@@ -112,14 +128,16 @@ def plot_esd(
         edges = np.geomspace(eigs[0], eigs[-1], bins + 1)
     else:
         edges = np.linspace(eigs[0], eigs[-1], bins + 1)
-    ax.hist(eigs, bins=edges, density=True, color=ESD_COLOR, alpha=0.7, label=f"ESD ({eigs.size} eigenvalues)")
+    ax.hist(eigs, bins=edges, density=True, color=SPECTRUM_COLORS["esd"], label=f"ESD ({eigs.size} eigenvalues)")
     if show_fit:
         fit = _fit(eigs, xmin) if fit is None else fit
+        style = rule_style(getattr(fit, "xmin_rule", None))
         xs = np.geomspace(fit.xmin, eigs[-1], 100)
-        ax.plot(xs, power_law_density(xs, fit), color="black", lw=2,
+        gid = f"rule:{getattr(fit, 'xmin_rule', None) or 'fixed'}"  # what the colour names: the xmin rule
+        ax.plot(xs, power_law_density(xs, fit), color=style["color"], lw=2, gid=gid,
                 label=f"power law, alpha = {fit.alpha:.2f}{_rule_label(fit)}")
-        ax.axvline(fit.xmin, color=XMIN_RULE_COLORS.get(getattr(fit, "xmin_rule", None), XMIN_RULE_COLORS["ks"]),
-                   ls="--", lw=1.5, label=f"xmin = {fit.xmin:.3g} ({fit.n_tail} in tail)")
+        ax.axvline(fit.xmin, color=style["color"], ls=style["linestyle"], lw=1.5, gid=gid,
+                   label=f"xmin = {fit.xmin:.3g} ({fit.n_tail} in tail)")
     if loglog:
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -128,7 +146,7 @@ def plot_esd(
     ax.set_ylabel("density")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small", loc="lower left" if loglog else "best")  # the tail runs to the lower right
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)  # off the bars
     return ax
 
 
@@ -177,7 +195,8 @@ def plot_ks_curve(
     ax: Axes | None = None,
     rules: Sequence[str] = ("ks", "peak", "median"),
     show_alpha: bool = True,
-    alpha_ylim: tuple[float, float] = (1.0, 8.0),
+    alpha_ylim: tuple[float, float] | None = None,
+    what: str | None = None,
 ) -> Axes:
     """KS distance of the power-law fit as a function of the xmin candidate.
 
@@ -185,21 +204,27 @@ def plot_ks_curve(
         eigs: eigenvalues.
         ax: axes to draw on (new Figure if None).
         rules: xmin rules whose chosen xmin is marked with a vertical line labelled with its alpha.
-        show_alpha: also draw alpha(xmin) on a twin y axis (dotted, right scale).
-        alpha_ylim: y range of the alpha axis (alpha explodes for tiny tails).
+        show_alpha: also draw alpha(xmin) on a twin y axis (dotted, right scale), with each rule's alpha as a
+            marker on it.
+        alpha_ylim: y range of the alpha axis. Default: from 1 to 15% above the largest alpha any rule chose
+            (at least 8), so every chosen alpha is inside; where the curve runs above the top (alpha explodes
+            for tiny tails) a triangle at the top edge marks it.
+        what: the projection's name, put before the computed title (which xmin the KS rule picks, how many
+            eigenvalues that leaves in the tail, and each rule's alpha).
     Returns:
         The main Axes: the KS curve is its first line, then one vertical line per rule.
-        The twin axis, if any, is ``ax.figure.axes[-1]``.
+        The twin axis, if any, is ``ax.figure.axes[-1]``: alpha(xmin) is its first line.
     """
     from ..spectral.tails import fit_power_law, ks_curve
 
     eigs = _positive(eigs)
     curve = ks_curve(eigs)
     ax = _new_ax(ax, figsize=(6.0, 5.0))
-    ax.plot(curve["xmin"], curve["ks_distance"], color=OKABE_ITO["blue"], lw=1.5, label="KS distance D")
-    for rule in rules:
-        fit = fit_power_law(eigs, xmin=rule)
-        ax.axvline(fit.xmin, color=XMIN_RULE_COLORS.get(rule, GREY), ls="--",
+    ax.plot(curve["xmin"], curve["ks_distance"], color=SPECTRUM_COLORS["ks_distance"], lw=1.5, label="KS distance D")
+    fits = {rule: fit_power_law(eigs, xmin=rule) for rule in rules}
+    for rule, fit in fits.items():
+        style = rule_style(rule)
+        ax.axvline(fit.xmin, color=style["color"], ls=style["linestyle"], gid=f"rule:{rule}",
                    label=f"{rule}: xmin = {fit.xmin:.3g}, alpha = {fit.alpha:.2f}, D = {fit.ks_distance:.3f}")
     ax.set_xscale("log")
     _tidy_log_axis(ax.xaxis, float(curve["xmin"].iloc[0]), float(curve["xmin"].iloc[-1]))
@@ -207,9 +232,28 @@ def plot_ks_curve(
     ax.set_ylabel("KS distance D")
     if show_alpha:
         twin = ax.twinx()
-        twin.plot(curve["xmin"], curve["alpha"], color=OKABE_ITO["orange"], ls=":", lw=1.5)
-        twin.set_ylim(*alpha_ylim)
-        twin.set_ylabel("alpha (dotted)", color=OKABE_ITO["orange"])
+        twin.plot(curve["xmin"], curve["alpha"], color=SPECTRUM_COLORS["alpha_curve"], ls=":", lw=1.5,
+                  label="alpha at that xmin (right axis)")
+        top = max([8.0] + [1.15 * f.alpha for f in fits.values() if np.isfinite(f.alpha)])
+        low, high = alpha_ylim if alpha_ylim is not None else (1.0, top)
+        for rule, fit in fits.items():
+            twin.plot([fit.xmin], [fit.alpha], marker="o", ms=6, ls="", color=rule_style(rule)["color"], gid=f"rule:{rule}")
+        above = curve["alpha"].to_numpy(float) > high
+        if above.any():
+            x_first = float(curve["xmin"].to_numpy(float)[above][0])
+            twin.plot([x_first], [high], marker="^", ms=8, ls="", color=SPECTRUM_COLORS["alpha_curve"], clip_on=False)
+            twin.annotate(f"alpha > {high:.0f} from here", (x_first, high), xytext=(-4, -12), textcoords="offset points",
+                          ha="right", fontsize="x-small", color=SPECTRUM_COLORS["alpha_curve"])
+        twin.set_ylim(low, high)
+        twin.set_ylabel("alpha at that xmin (dotted)", color=SPECTRUM_COLORS["alpha_curve"])
+    if "ks" in fits:
+        ks = fits["ks"]
+        others = ", ".join(f"{r} {f.alpha:.2f}" for r, f in fits.items() if r != "ks")
+        finding = (f"KS minimum at xmin {ks.xmin:.3g}: {ks.n_tail} of {ks.n_eigs} eigenvalues in the tail,\n"
+                   f"alpha {ks.alpha:.2f}" + (f" ({others})" if others else ""))
+        ax.set_title((f"{what}\n" if what else "") + finding, fontsize="medium")
+    elif what:
+        ax.set_title(what, fontsize="medium")
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1, frameon=False)
     return ax
 
@@ -373,7 +417,9 @@ def plot_alpha_scatter(
         ax.scatter(part[f"{value}_x"], part[f"{value}_y"], s=14, alpha=0.8, label=kind, color=kind_color(kind))
     both = merged[[f"{value}_x", f"{value}_y"]].to_numpy(dtype=float)
     lo, hi = np.nanmin(both), np.nanmax(both)
-    ax.plot([lo, hi], [lo, hi], color=GREY, ls="--", lw=1, label="y = x")
+    ax.plot([lo, hi], [lo, hi], color=GREY, ls="--", lw=1)  # a reference, named in place (no legend colour)
+    ax.annotate("y = x", (hi, hi), xytext=(-4, -12), textcoords="offset points", ha="right", fontsize="small",
+                color=GREY)
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
