@@ -99,8 +99,25 @@ def test_correlation_table_shows_median_rho(spectra, cost):
     assert np.allclose(image.get_array(), matrix.to_numpy(), equal_nan=True)
     assert image.get_clim() == (-1, 1)
     assert any(t.get_text() == "+1.00" for t in ax.texts)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["all", "in kind", "in layer"]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]  # the table's grouping names, then what they mean
+    assert [t.split("\n")[0] for t in ticks] == ["all", "projection", "layer"] and "within kind" in ticks[1]
     assert "rel_error@0.8" in [t.get_text() for t in ax.texts]  # the block label above the columns
+
+
+def test_correlation_table_separates_every_sensitivity_block_with_a_dark_line(spectra, cost):
+    corr = spectral_correlations(spectra, cost, at=(0.5, 0.8))
+    ax = plot_correlation_table(corr, sensitivities=["rel_error@0.5", "rel_error@0.8"])
+    assert [line.get_xdata()[0] for line in ax.lines] == [2.5]
+    assert ax.lines[0].get_color() == "black"  # white vanished next to pale cells
+
+
+def test_metric_vs_sensitivity_symlog_keeps_every_dot_inside(spectra, cost):
+    summary = sensitivity_summary(cost, at=(0.8,)).assign(**{"rel_error@0.8": lambda d: d["rel_error@0.8"] - 0.3})
+    ax = plot_metric_vs_sensitivity(spectra, summary, "alpha", 0.8, symlog=0.01)
+    low, high = ax.get_ylim()
+    y = summary["rel_error@0.8"]
+    assert ax.get_yscale() == "symlog" and low < y.min() and high > y.max() * 1.5
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.bbox.x1 - 1  # beside the panel, not over the dots
 
 
 def test_correlation_matrix_keeps_one_row_for_rule_free_metrics(spectra, cost):

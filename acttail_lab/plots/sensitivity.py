@@ -26,10 +26,13 @@ from scipy.stats import spearmanr
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax, _tidy_log_axis, alpha_matrix
+from ..report.explorer_costs import fisher_interval
+from ..report.sensitivity import RULE_FREE  # noqa: F401  (re-exported: metrics that do not depend on xmin)
 from .style import KIND_COLORS, color_scale, kind_color, sparsity_scale  # noqa: F401  (KIND_COLORS re-exported)
 
-GROUPING_LABELS = {"all": "all", "projection": "in kind", "layer": "in layer"}
-"""Tick labels of the correlation table's groupings (see :func:`plot_correlation_table`)."""
+GROUPING_LABELS = {"all": "all", "projection": "projection\n(within kind)", "layer": "layer\n(within layer)"}
+"""Tick labels of the correlation table's groupings (see :func:`plot_correlation_table`): the grouping's name,
+as in the columns of :func:`correlation_matrix`, and what it means."""
 
 
 def _positive_range(values) -> tuple[float, float]:
@@ -101,7 +104,7 @@ def sensitivity_column(summary: pd.DataFrame, at, value: str = "rel_error") -> s
 
 def plot_metric_vs_sensitivity(spectra: pd.DataFrame, summary: pd.DataFrame, metric: str, at,
                                ax: Axes | None = None, value: str = "rel_error", logx: bool = False,
-                               logy: bool = True) -> Axes:
+                               logy: bool = True, symlog: float | None = None) -> Axes:
     """One dot per projection: a spectral metric (x) against its measured sensitivity (y), coloured by kind.
 
     Args:
@@ -110,9 +113,11 @@ def plot_metric_vs_sensitivity(spectra: pd.DataFrame, summary: pd.DataFrame, met
         metric: the spectral column, e.g. "alpha", "stable_rank".
         at: a sparsity (reads ``f"{value}@{at:g}"``) or a summary column name (e.g. "rel_error_auc").
         value: cost column prefix used when ``at`` is a number.
+        symlog: a symmetric-log y axis, linear within +- this value (for costs that can be negative, e.g. a
+            noisy loss increase), with the limits padded so no dot sits on the frame; overrides ``logy``.
     Returns:
         The Axes: one scatter collection per kind (forward order); the title
-        gives the Spearman rho over all dots. ActTail's premise predicts a
+        gives the Spearman rho over all dots with its 95% Fisher-z interval. ActTail's premise predicts a
         negative rho for alpha (higher alpha tolerates more sparsity).
     """
     column = sensitivity_column(summary, at, value)
@@ -122,23 +127,33 @@ def plot_metric_vs_sensitivity(spectra: pd.DataFrame, summary: pd.DataFrame, met
         part = merged[merged["projection"] == kind]
         ax.scatter(part[metric], part[column], s=16, alpha=0.8, color=kind_color(kind), label=kind)
     rho = spearmanr(merged[metric], merged[column]).statistic if len(merged) > 2 else float("nan")
-    ax.set_title(f"{metric} vs {column}: Spearman rho = {rho:+.2f} (n = {len(merged)})", fontsize="medium")
+    low, high = fisher_interval(float(rho), len(merged))
+    interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
+    ax.set_title(f"{metric} vs {column}: Spearman rho = {rho:+.2f}{interval} (n = {len(merged)})", fontsize="medium")
     if logx:
         ax.set_xscale("log")
         _tidy_log_axis(ax.xaxis, *_positive_range(merged[metric]))
-    if logy:
+    if symlog is not None:
+        ax.set_yscale("symlog", linthresh=symlog)
+        y = merged[column].to_numpy(dtype=float)
+        y = y[np.isfinite(y)]
+        if y.size:  # half a decade of room beyond the extreme dots (linear room inside the threshold)
+            pad = lambda v: v * 3.0 if abs(v) > symlog else v + np.sign(v or 1) * symlog  # noqa: E731
+            ax.set_ylim(min(pad(y.min()), -symlog), pad(y.max()))
+    elif logy:
         ax.set_yscale("log")
         _tidy_log_axis(ax.yaxis, *_positive_range(merged[column]))
     ax.set_xlabel(metric)
     ax.set_ylabel(column)
-    ax.legend(fontsize="small", ncols=2)
+    if symlog is not None:  # the dots fill the panel: the legend goes beside it
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize="small", ncols=2)
     return ax
 
 
 # --------------------------------------------------------------------------- correlation table
 METRIC_ORDER = ("alpha", "alpha_weighted", "stable_rank", "lambda_max")
-RULE_FREE = ("stable_rank", "lambda_max")
-"""Metrics that do not depend on the xmin rule (the same value in every rule's table)."""
 
 
 def correlation_matrix(corr: pd.DataFrame, sensitivities: Sequence[str] | None = None,
@@ -201,8 +216,8 @@ def plot_correlation_table(corr: pd.DataFrame, ax: Axes | None = None, sensitivi
     for block in blocks:
         width = sum(c.split(" | ")[0] == block for c in matrix.columns)
         ax.text(start + (width - 1) / 2, -0.7, block, ha="center", va="bottom", fontsize="small")
-        if start:
-            ax.axvline(start - 0.5, color="white", lw=3)
+        if start:  # dark, so it shows next to pale cells too
+            ax.axvline(start - 0.5, color="black", lw=1.5)
         start += width
     if annotate:
         for (i, j), rho in np.ndenumerate(matrix.to_numpy()):

@@ -10,6 +10,10 @@ correlation table (``sensitivity.spectral_correlations``) and an alpha table
   at several model-wide budgets;
 - :func:`proxy_agreement`, :func:`kind_only_baseline`, :func:`estimated_costs`,
   :func:`perplexity_agreement`: the comparison tables;
+- :func:`estimate_vs_measurement`, :func:`measured_lines`, :func:`disagreement_line`: the estimated
+  cost against the measured perplexity change (paired-bootstrap intervals over evaluation windows);
+- :func:`predictor_table`, :func:`predictor_line`: every spectral metric's overall rho with its
+  Fisher-z interval, and which of them cannot be told apart;
 - :func:`conclusions`: the conclusion sentences, so they stay true when the
   data are regenerated; :func:`verdict` and :func:`strength` word a Spearman rho.
 
@@ -26,10 +30,18 @@ from scipy.stats import spearmanr
 from ..allocation import allocate
 from ..allocation.cost_model import estimate_cost
 from ..allocation.cost_solvers import CostCurves, hybrid_allocation, optimal_allocation
+from .explorer_costs import LEVEL, fisher_interval
 
 PRESETS = ("uniform", "acttail", "acttail-block", "acttail-rev", "shuffled", "teal-kind")
 NO_INFORMATION = 0.2  # |rho| below this: "no useful ranking information"
 MODERATE, STRONG = 0.3, 0.6  # |rho| thresholds of strength()
+RULE_FREE = ("stable_rank", "lambda_max")
+"""Spectral metrics that do not depend on the xmin rule (the same value in every rule's table)."""
+
+
+def metric_label(metric: str, rule: str) -> str:
+    """``"alpha (peak)"`` for rule-dependent metrics, the bare name for :data:`RULE_FREE` ones."""
+    return metric if metric in RULE_FREE else f"{metric} ({rule})"
 
 
 # --------------------------------------------------------------------------- allocations
@@ -102,14 +114,15 @@ def kind_only_baseline(measured: pd.DataFrame, corr: pd.DataFrame, levels: Itera
     Output: one row per level: sensitivity (``rel_error@{s}``), kind_only (the
     Spearman rho between every projection's cost and its kind's mean cost: what
     knowing the kind alone achieves) and ``"{metric} ({alpha_rule})"``: that
-    metric's overall rho from ``corr`` (NaN when ``corr`` lacks the row).
+    metric's overall rho from ``corr`` (NaN when ``corr`` lacks the row); rule-free metrics
+    (:data:`RULE_FREE`) are named without a rule.
     """
     rows = []
     for column in [f"rel_error@{s:g}" for s in levels]:
         kind_mean = measured.groupby("projection")[column].transform("mean")
         row = dict(sensitivity=column, kind_only=spearmanr(kind_mean, measured[column]).statistic)
         for metric in metrics:
-            row[f"{metric} ({alpha_rule})"] = median_rho(corr, metric, column, rule=alpha_rule)
+            row[metric_label(metric, alpha_rule)] = median_rho(corr, metric, column, rule=alpha_rule)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -147,16 +160,89 @@ def perplexity_agreement(estimated: pd.DataFrame, ppl_table: pd.DataFrame, value
 
     Output: one row per target with at least ``min_strategies`` such
     strategies: target, n (the strategies compared), spearman_rho (estimated
-    cost vs perplexity; +1 = same order).
+    cost vs perplexity; +1 = same order), rho_low, rho_high (its 95% Fisher-z interval).
     """
     rows = []
     for target in ppl_table.columns:
         est = estimated[estimated.target == target].set_index("label")[value]
         common = [label for label in ppl_table.index if label in est.index and pd.notna(ppl_table.loc[label, target])]
         if len(common) >= min_strategies:
-            rows.append(dict(target=target, n=len(common),
-                             spearman_rho=spearmanr(est[common], ppl_table.loc[common, target]).statistic))
-    return pd.DataFrame(rows, columns=["target", "n", "spearman_rho"])
+            rho = float(spearmanr(est[common], ppl_table.loc[common, target]).statistic)
+            low, high = fisher_interval(rho, len(common))
+            rows.append(dict(target=target, n=len(common), spearman_rho=rho, rho_low=low, rho_high=high))
+    return pd.DataFrame(rows, columns=["target", "n", "spearman_rho", "rho_low", "rho_high"])
+
+
+# --------------------------------------------------------------------------- estimate against measurement
+def measured_verdict(low: float, high: float) -> str:
+    """"better" (the interval on the change against uniform lies below 0), "worse" (above 0), else
+    "inside the noise"."""
+    return "better" if high < 0 else "worse" if low > 0 else "inside the noise"
+
+
+def estimate_vs_measurement(estimated: pd.DataFrame, intervals: pd.DataFrame, value: str = "rel_error",
+                            baseline: str = "uniform") -> pd.DataFrame:
+    """The estimated cost of each allocation against its measured perplexity, both relative to ``baseline``.
+
+    Inputs: ``estimated`` (:func:`estimated_costs`: label, target, ``value``); ``intervals``
+    (``report.bootstrap.paired_bootstrap`` / ``committed_intervals``: strategy, sparsity, change_pct,
+    ci_low_pct, ci_high_pct: the perplexity change against uniform in percent, with its 95% paired-bootstrap
+    interval over evaluation windows). Labels are matched to strategies by name.
+
+    Output: one row per (label, target) present in both, ``baseline`` left out: label, target,
+    estimated_pct (100 (cost / baseline's cost - 1): below 0 = the surrogate expects it better than
+    uniform), change_pct, ci_low_pct, ci_high_pct, measured (:func:`measured_verdict`), and agreement:
+    "agree" (the estimate's sign is the measured verdict's), "disagree" (the measurement is beyond the
+    noise on the other side) or "not confirmed" (the measurement is inside the noise).
+    """
+    base = estimated[estimated.label == baseline].set_index("target")[value]
+    est = estimated[estimated.label != baseline].assign(
+        estimated_pct=lambda d: 100 * (d[value] / d.target.map(base) - 1))
+    merged = est[["label", "target", "estimated_pct"]].merge(
+        intervals.rename(columns={"strategy": "label", "sparsity": "target"})[
+            ["label", "target", "change_pct", "ci_low_pct", "ci_high_pct"]], on=["label", "target"])
+    merged["measured"] = [measured_verdict(lo, hi) for lo, hi in zip(merged.ci_low_pct, merged.ci_high_pct)]
+    expected = pd.Series(["better" if e < 0 else "worse" for e in merged.estimated_pct], index=merged.index)
+    merged["agreement"] = ["not confirmed" if m == "inside the noise" else "agree" if m == e else "disagree"
+                           for m, e in zip(merged.measured, expected)]
+    return merged.sort_values(["target", "change_pct"]).reset_index(drop=True)
+
+
+def _change(r) -> str:
+    return f"{r.change_pct:+.1f}% [{r.ci_low_pct:+.1f}, {r.ci_high_pct:+.1f}]"
+
+
+def measured_lines(intervals: pd.DataFrame, labels: Iterable[str], n_windows: int | None = None) -> list[str]:
+    """Per target, the measured perplexity change of ``labels`` against uniform, grouped by verdict (better,
+    inside the noise, worse), each with its 95% paired-bootstrap interval; no single "best" is named
+    (several runs beating uniform may not differ from each other)."""
+    labels = list(labels)
+    part = intervals[intervals.strategy.isin(labels)]
+    n = n_windows or (int(part.n_windows.iloc[0]) if "n_windows" in part and len(part) else None)
+    lines = []
+    for target, rows in part.groupby("sparsity"):
+        rows = rows.assign(measured=[measured_verdict(lo, hi) for lo, hi in zip(rows.ci_low_pct, rows.ci_high_pct)])
+        groups = []
+        for verdict_name in ("better", "inside the noise", "worse"):
+            these = rows[rows.measured == verdict_name].sort_values("change_pct")
+            if len(these):
+                groups.append(f"{verdict_name}: " + ", ".join(f"{r.strategy} {_change(r)}" for r in these.itertuples()))
+        lines.append(f"Measured perplexity against uniform at {target:g} (95% paired-bootstrap intervals"
+                     + (f" over {n} evaluation windows" if n else "") + "): " + "; ".join(groups) + ".")
+    return lines
+
+
+def disagreement_line(table: pd.DataFrame) -> str:
+    """Where the estimated cost and the measured perplexity disagree (:func:`estimate_vs_measurement`)."""
+    counts = table.agreement.value_counts()
+    bad = table[table.agreement == "disagree"]
+    text = (f"The estimate and the measurement agree on {counts.get('agree', 0)} of {len(table)} comparisons with "
+            f"uniform, disagree on {counts.get('disagree', 0)} and the measurement cannot confirm "
+            f"{counts.get('not confirmed', 0)} (inside the noise)")
+    if len(bad):
+        text += (": " + "; ".join(f"{r.label} at {r.target:g} is estimated {r.estimated_pct:+.1f}% in cost against "
+                                  f"uniform but measures {_change(r)} in perplexity" for r in bad.itertuples()))
+    return text + ". Where they disagree, the measurement decides: the surrogate ignores interactions between projections."
 
 
 # --------------------------------------------------------------------------- reading the correlation table
@@ -212,12 +298,42 @@ def _loss_line(corr: pd.DataFrame, level: float, rule: str) -> str:
             f"{row.rho:+.2f}, p = {row.p_value:.2g} ({verdict(row.rho)}).")
 
 
-def _best_predictor_line(corr: pd.DataFrame, column: str) -> str:
-    candidates = corr[(corr.group_by == "all") & (corr.sensitivity == column)].dropna(subset=["rho"])
-    best = candidates.loc[candidates.rho.abs().idxmax()]
-    alpha_best = candidates[candidates.metric == "alpha"].loc[lambda d: d.rho.abs().idxmax()]
-    return (f"Best single spectral predictor of {column}: {best.metric} ({best.rule}) with rho {best.rho:+.2f}; "
-            f"the best alpha rule is {alpha_best.rule} with {alpha_best.rho:+.2f}.")
+def predictor_table(corr: pd.DataFrame, column: str, level: float = LEVEL) -> pd.DataFrame:
+    """Every spectral metric's overall Spearman rho with ``column`` (group_by "all"), with its Fisher-z interval.
+
+    Output: metric (:func:`metric_label`: rule-free metrics once, without a rule), rho, low, high, n, p_value,
+    sorted by |rho| (largest first).
+    """
+    rows = corr[(corr.group_by == "all") & (corr.sensitivity == column)].dropna(subset=["rho"])
+    rows = rows.assign(metric_label=[metric_label(m, r) for m, r in zip(rows.metric, rows.rule)])
+    rows = rows.drop_duplicates("metric_label")
+    out = pd.DataFrame([dict(metric=r.metric_label, rho=float(r.rho), n=int(r.n), p_value=float(r.p_value),
+                             **dict(zip(("low", "high"), fisher_interval(float(r.rho), int(r.n), level))))
+                        for r in rows.itertuples()], columns=["metric", "rho", "low", "high", "n", "p_value"])
+    return out.reindex(out.rho.abs().sort_values(ascending=False).index).reset_index(drop=True)
+
+
+def predictor_line(corr: pd.DataFrame, column: str, shown: int = 4, level: float = LEVEL) -> str:
+    """The spectral predictors of ``column`` with their intervals; every metric whose interval overlaps the
+    largest |rho|'s is named as indistinguishable from it, so no single "best" is claimed unless its interval
+    clears all others."""
+    table = predictor_table(corr, column, level)
+    if table.empty:
+        return f"No spectral correlation with {column} in the table."
+    top = table.iloc[0]
+    # compare strengths on |rho|: a negative rho's interval is mirrored to the positive side
+    mag_low = table.low.where(table.rho >= 0, -table.high)
+    mag_high = table.high.where(table.rho >= 0, -table.low)
+    tied = table[(table.index > 0) & (mag_high >= mag_low.iloc[0])]
+    listed = ", ".join(f"{r.metric} {r.rho:+.2f} [{r.low:+.2f}, {r.high:+.2f}]" for r in table.head(shown).itertuples())
+    text = (f"Spectral predictors of {column} over {int(top.n)} projections (Spearman rho, {level:.0%} Fisher-z interval; "
+            f"the {min(shown, len(table))} largest of {len(table)}): {listed}")
+    if len(tied):
+        text += (f"; the intervals of {', '.join(tied.metric)} overlap that of {top.metric}, so the data do not single "
+                 "out one best predictor")
+    else:
+        text += f"; only {top.metric}'s interval clears every other's"
+    return text + "."
 
 
 def _proxy_line(proxy_check: pd.DataFrame) -> str:
@@ -247,12 +363,14 @@ def _within_kind_line(corr: pd.DataFrame, column: str, rule: str) -> str:
 
 def _estimated_line(estimated: pd.DataFrame, target: float, reference: str = "surrogate-optimal") -> str:
     ratios = estimated[estimated.target == target].set_index("label")[f"rel_error / {reference}"].sort_values()
-    return (f"Estimated cost at {target:g}, as a multiple of {reference}'s (best first): "
-            + ", ".join(f"{label} {r:.3f}" for label, r in ratios.items() if label != reference) + ".")
+    return (f"Estimated cost (the surrogate, not a measurement) at {target:g}, as a multiple of {reference}'s, "
+            "lowest first: " + ", ".join(f"{label} {r:.3f}" for label, r in ratios.items() if label != reference)
+            + "; measured perplexity is not available here, so this is not a ranking of the allocations.")
 
 
 def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.DataFrame, estimated: pd.DataFrame,
-                levels: Iterable[float], targets: Iterable[float], alpha_rule: str = "ks") -> list[str]:
+                levels: Iterable[float], targets: Iterable[float], alpha_rule: str = "ks",
+                intervals: pd.DataFrame | None = None) -> list[str]:
     """The conclusion of notebook 07 as sentences computed from the tables (one string per statement).
 
     Inputs: ``corr`` (``spectral_correlations`` over all xmin rules, with
@@ -269,18 +387,27 @@ def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.Data
     level; the best spectral predictor of the output error and of the loss
     increase; the cheap proxy's agreement with the loss (:func:`strength`);
     the kind-only baseline against alpha; the kinds where alpha is significant
-    across layers; the estimated cost of each allocation relative to optimal at
-    the first and last target.
+    across layers. Then, with ``intervals`` (``report.bootstrap.committed_intervals``: the measured
+    perplexity change against uniform with paired-bootstrap intervals): per target, the measured
+    verdict of every allocation of ``estimated`` (:func:`measured_lines`) and where the estimate
+    disagrees with it (:func:`disagreement_line`); without them, the estimated cost at the first and
+    last target, worded as an estimate.
     """
     levels, targets = tuple(levels), tuple(targets)
     last = f"rel_error@{levels[-1]:g}"
     return [
         *_error_lines(corr, levels, alpha_rule),
         _loss_line(corr, levels[-1], alpha_rule),
-        _best_predictor_line(corr, last),
-        _best_predictor_line(corr, f"loss_increase@{levels[-1]:g}"),
+        predictor_line(corr, last),
+        predictor_line(corr, f"loss_increase@{levels[-1]:g}"),
         _proxy_line(proxy_check),
         _kind_line(corr, baseline, last, alpha_rule),
         _within_kind_line(corr, last, alpha_rule),
-        *(_estimated_line(estimated, target) for target in (targets[0], targets[-1])),
-    ]
+    ] + (_measured_conclusion(estimated, intervals, targets) if intervals is not None
+         else [_estimated_line(estimated, target) for target in (targets[0], targets[-1])])
+
+
+def _measured_conclusion(estimated: pd.DataFrame, intervals: pd.DataFrame, targets) -> list[str]:
+    labels = [label for label in dict.fromkeys(estimated.label) if label != "uniform"]
+    part = intervals[intervals.sparsity.isin(list(targets))]
+    return measured_lines(part, labels) + [disagreement_line(estimate_vs_measurement(estimated, part))]

@@ -230,14 +230,22 @@ def cost_shift_lines(allocations: Mapping[str, pd.DataFrame], curve: CostCurves,
             "  layers where it hurts most: " + ", ".join(f"{l} ({v:+.4f})" for l, v in hurts.items() if v > 0)]
 
 
-def perplexity_lines(change: pd.DataFrame | None, ppl_table: pd.DataFrame | None) -> list[str]:
-    """One line per strategy with its change vs uniform per target (%), then the lowest-perplexity strategy per
-    target; a single "not available" line when ``change`` is None."""
+def perplexity_lines(change: pd.DataFrame | None, ppl_table: pd.DataFrame | None,
+                     intervals: pd.DataFrame | None = None) -> list[str]:
+    """One line per strategy with its change vs uniform per target (%), with its 95% paired-bootstrap interval
+    when ``intervals`` (``report.bootstrap.committed_intervals``) has the run; a single "not available" line
+    when ``change`` is None. No "lowest perplexity" is named: two runs that both beat uniform differ only
+    where their own paired interval says so."""
     if change is None or ppl_table is None:
         return ["measured perplexity: not available (see section 7)"]
+    ci = ({} if intervals is None else
+          {(r.strategy, float(r.sparsity)): (r.ci_low_pct, r.ci_high_pct) for r in intervals.itertuples()})
     lines = []
     for label in change.index.drop("uniform"):
-        parts = [f"{t:g}: {v:+.1f}%" for t, v in change.loc[label].items() if pd.notna(v)]
+        parts = []
+        for t, v in change.loc[label].items():
+            if pd.notna(v):
+                low_high = ci.get((label, float(t)))
+                parts.append(f"{t:g}: {v:+.1f}%" + (f" [{low_high[0]:+.1f}, {low_high[1]:+.1f}]" if low_high else ""))
         lines.append(f"measured perplexity, {label} vs uniform: " + ", ".join(parts))
-    best = ppl_table.idxmin()
-    return lines + ["lowest perplexity per target: " + ", ".join(f"{t:g}: {b}" for t, b in best.items())]
+    return lines
