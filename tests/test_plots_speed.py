@@ -198,3 +198,24 @@ def test_target_check_judges_gpu_tables_only():
     assert e2e["met"].tolist() == [bool(v >= 1.8) for v in e2e["value"]]
     cpu = gemv.assign(device="cpu (x86_64, 2 cores, 1 torch threads)")
     assert set(sr.target_check(cpu, decode)["met"]) == {"n/a (CPU)"}
+
+
+def test_one_speedup_agrees_with_tokens_per_s_and_the_spread_is_used_when_present():
+    committed = sr.load_speed("decode", "cpu")
+    table = sr.decode_table(committed)
+    assert np.allclose(table["speedup"], table["tokens_per_s"] / table["dense_tokens_per_s"])
+    # at every target and mode, the faster run in tokens/s is the one with the larger speedup
+    body = table[table["strategy"] != "dense"]
+    for _, part in body.groupby(["target", "mode"]):
+        assert part.sort_values("tokens_per_s")["strategy"].tolist() == part.sort_values("speedup")["strategy"].tolist()
+    lines = sr.allocation_sentences(committed)
+    assert lines and all("no spread committed" in line for line in lines)
+    spread = committed.assign(tokens_per_s_min=committed["tokens_per_s"] * 0.99,
+                              tokens_per_s_max=committed["tokens_per_s"] * 1.01)
+    text = " ".join(sr.allocation_sentences(spread))
+    assert "slower" in text or "faster" in text or "inside the spread" in text
+    ax = sp.plot_decode_speedup(spread, modes=["topk"])
+    assert ax.containers  # error bars from the spread
+    line = next(l for l in ax.lines if l.get_label() == "acttail (topk)")
+    want = body[(body.strategy == "acttail") & (body["mode"] == "topk")].sort_values("target")["speedup"]
+    assert np.allclose(line.get_ydata(), want)

@@ -78,17 +78,26 @@ def plot_decode_speedup(decode: pd.DataFrame, ax: Axes | None = None, modes: Seq
                         title: str | None = None) -> Axes:
     """End-to-end decoding speedup over the dense model against target sparsity, per strategy and mode.
 
+    The speedup is ``report.speed.decode_table``'s one definition, tokens/s over dense tokens/s (so it agrees with
+    :func:`plot_tokens_per_s`); the spread over rounds is drawn as error bars when the table has it.
     Returns the Axes: one line per (strategy, mode) (label ``"<strategy> (<mode>)"``,
     x = target, y = speedup), then the limit line and, when the table has it,
     the weight-bytes limit of the first strategy as a grey dotted line.
     """
-    body = decode[decode["strategy"] != "dense"]
+    from ..report.speed import decode_table
+
+    table = decode_table(decode)
+    body = table[table["strategy"] != "dense"]
     modes = list(modes) if modes is not None else list(dict.fromkeys(body["mode"]))
     ax = _new_ax(ax)
     for (strategy, mode), group in body[body["mode"].isin(modes)].groupby(["strategy", "mode"], sort=False):
         group = group.sort_values("target")
         ax.plot(group["target"], group["speedup"], color=strategy_style(strategy)["color"],
                 label=f"{strategy} ({mode})", **MODE_STYLES.get(mode, {}))
+        if group["speedup_low"].notna().any():
+            ax.errorbar(group["target"], group["speedup"], fmt="none", color=strategy_style(strategy)["color"],
+                        yerr=[group["speedup"] - group["speedup_low"], group["speedup_high"] - group["speedup"]],
+                        capsize=2, lw=0.8)
     _limit_line(ax, float(body["target"].min()), float(body["target"].max()))
     if "bytes_limit" in body:
         first = body[body["mode"] == modes[0]]
@@ -97,7 +106,7 @@ def plot_decode_speedup(decode: pd.DataFrame, ax: Axes | None = None, modes: Seq
                 label="weight-bytes limit (LM head dense)")
     ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
     ax.set_xlabel("target sparsity (parameter-weighted)")
-    ax.set_ylabel("decoding speedup over dense (x)")
+    ax.set_ylabel("speedup = tokens/s / dense tokens/s (x)")
     ax.set_title(title or _device_title(decode, "Batch-1 decoding speedup"), fontsize=9)
     ax.legend(fontsize=8)
     return ax

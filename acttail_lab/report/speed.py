@@ -190,3 +190,63 @@ def target_check(gemv: pd.DataFrame, decode: pd.DataFrame, method: str = "topk")
     on_cpu = device.startswith("cpu")
     out["met"] = ["n/a (CPU)" if on_cpu else bool(v >= g) for v, g in zip(out["value"], out["goal"])]
     return out
+
+
+# --------------------------------------------------------------------------- the end-to-end table, one definition
+SPREAD_COLUMNS = ("tokens_per_s_min", "tokens_per_s_max")
+"""Per-round spread of tokens/s (the slowest and fastest round), when the decode table has it: tables written
+before it (``decode_cpu.csv`` of 2026-11) keep only the median over rounds."""
+
+
+def decode_table(decode: pd.DataFrame) -> pd.DataFrame:
+    """The end-to-end table with ONE speedup: ``speedup = tokens_per_s / dense_tokens_per_s`` (both medians over
+    the same interleaved rounds), so it always agrees with the tokens/s shown beside it.
+
+    Columns: strategy, target, mode, tokens_per_s, dense_tokens_per_s, speedup, ``tokens_per_s_min`` /
+    ``tokens_per_s_max`` (the spread over rounds; NaN when the table has none), ``speedup_low`` / ``speedup_high``
+    (the same spread divided by dense), rounds, limit, bytes_limit, realised_sparsity. The benchmark's own
+    ``speedup`` column (the median of per-round ratios, which can order two runs differently from their tokens/s)
+    is kept as ``median_round_ratio`` for reference only."""
+    out = decode.copy()
+    if "dense_tokens_per_s" not in out:  # older / hand-made tables: the dense row's rate
+        out["dense_tokens_per_s"] = float(out.loc[out["strategy"] == "dense", "tokens_per_s"].iloc[0])
+    out["median_round_ratio"] = out["speedup"] if "speedup" in out else np.nan
+    out["speedup"] = out["tokens_per_s"] / out["dense_tokens_per_s"]
+    for column in SPREAD_COLUMNS:
+        if column not in out:
+            out[column] = np.nan
+    out["speedup_low"] = out["tokens_per_s_min"] / out["dense_tokens_per_s"]
+    out["speedup_high"] = out["tokens_per_s_max"] / out["dense_tokens_per_s"]
+    keep = ["strategy", "target", "mode", "tokens_per_s", "dense_tokens_per_s", "speedup", *SPREAD_COLUMNS,
+            "speedup_low", "speedup_high", "rounds", "limit", "bytes_limit", "realised_sparsity", "median_round_ratio"]
+    return out[[c for c in keep if c in out.columns]].reset_index(drop=True)
+
+
+def allocation_sentences(decode: pd.DataFrame, reference: str = "uniform", modes=None) -> list[str]:
+    """What each allocation buys over ``reference`` at equal target sparsity, per mode: its tokens/s against the
+    reference's (percent). With a per-round spread (:data:`SPREAD_COLUMNS`) a difference counts only when the two
+    ranges do not overlap; without one the sentence says that no spread was committed, so no verdict is given."""
+    table = decode_table(decode)
+    body = table[table["strategy"] != "dense"]
+    out = []
+    for mode in (modes or list(dict.fromkeys(body["mode"]))):
+        part = body[body["mode"] == mode]
+        ref = part[part["strategy"] == reference].set_index("target")
+        for strategy in [s for s in dict.fromkeys(part["strategy"]) if s != reference]:
+            mine = part[part["strategy"] == strategy].set_index("target")
+            cells = []
+            for target in [t for t in mine.index if t in ref.index]:
+                a, b = mine.loc[target], ref.loc[target]
+                change = 100.0 * (a["tokens_per_s"] / b["tokens_per_s"] - 1.0)
+                if np.isfinite(a["tokens_per_s_min"]) and np.isfinite(b["tokens_per_s_min"]):
+                    apart = a["tokens_per_s_min"] > b["tokens_per_s_max"] or a["tokens_per_s_max"] < b["tokens_per_s_min"]
+                    word = ("faster" if change > 0 else "slower") if apart else "inside the spread over rounds"
+                else:
+                    word = "no spread committed"
+                cells.append(f"{target:.0%} {change:+.1f}% ({a['tokens_per_s']:.1f} vs {b['tokens_per_s']:.1f} "
+                             f"tokens/s, {word})")
+            if cells:
+                rounds = int(part["rounds"].max()) if "rounds" in part and part["rounds"].notna().any() else None
+                out.append(f"{strategy} vs {reference} ({mode}, equal target, median of "
+                           f"{rounds or '?'} rounds): " + "; ".join(cells) + ".")
+    return out
