@@ -492,9 +492,9 @@ def test_plot_budget_vs_score(layer_table):
     ax = plot_budget_vs_score(layer_table, x="budget_acttail@0.5", y="delta_nll")
     (points,) = ax.collections
     np.testing.assert_allclose(points.get_offsets(), layer_table[["budget_acttail@0.5", "delta_nll"]].to_numpy())
-    assert [t.get_text() for t in ax.texts] == [str(i) for i in range(8)]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(str(i) for i in range(8))  # 8 spread dots: all fit
     rho = spearmanr(layer_table["budget_acttail@0.5"], layer_table["delta_nll"]).statistic
-    assert f"{rho:+.2f}" in ax.get_title()
+    assert f"{rho:+.2f} [" in ax.get_title()  # with its Fisher-z interval
     assert "acttail budget" in ax.get_xlabel()
     assert not plot_budget_vs_score(layer_table, x="alpha_mean", annotate=False).texts
 
@@ -513,3 +513,68 @@ def test_real_profile_grows_with_depth(real_model):
     assert profile["var_out_median"].iloc[-1] > 10 * profile["var_out_median"].iloc[0]
     assert (profile["rel_update"] > 0).all() and (profile["cos_in_out"] <= 1 + 1e-12).all()
     assert hooks(real_model.model) == installed
+
+
+def test_budget_vs_score_labels_never_overlap():
+    """Crowded dots: every label that is drawn overlaps no other label (crowded ones are left out)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rng = np.random.default_rng(3)
+    crowded = pd.DataFrame({"layer": range(40), "budget_acttail@0.5": rng.normal(0.5, 0.01, 40),
+                            "delta_nll": rng.uniform(0.1, 0.3, 40)})
+    ax = plot_budget_vs_score(crowded)
+    FigureCanvasAgg(ax.figure).draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert 0 < len(boxes) <= 40
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _growth_long(factors: dict) -> pd.DataFrame:
+    """Variance profiles: dense grows 2x per layer; each condition (name -> (layer-0 ratio, per-layer factor))."""
+    rows = []
+    for condition, (start, factor) in {"dense": (1.0, 2.0), **factors}.items():
+        strategy, _, target = condition.partition("@")
+        var_in = 1.0
+        for layer in range(6):
+            var_out = var_in * (10.0 * start if layer == 0 else factor)
+            rows.append(dict(condition=condition, strategy=strategy, target=float(target or 0), layer=layer,
+                             var_in=var_in, var_out=var_out, growth=var_out / var_in, var_in_median=var_in,
+                             var_out_median=var_out, growth_median=var_out / var_in))
+            var_in = var_out
+    return pd.DataFrame(rows)
+
+
+def test_growth_change_measures_per_layer_growth_against_dense():
+    long = _growth_long({"uniform@0.5": (0.5, 1.8), "acttail@0.5": (0.1, 2.2)})
+    change = depth_report.growth_change(long).set_index("condition")
+    assert change.loc["acttail@0.5", "growth_change_pct"] == pytest.approx(10.0)
+    assert change.loc["uniform@0.5", "growth_change_pct"] == pytest.approx(-10.0)
+    assert change.loc["acttail@0.5", "ci_low_pct"] == pytest.approx(10.0)  # constant per layer: no spread
+    assert change.loc["acttail@0.5", "layer0_ratio"] == pytest.approx(0.1)
+    assert change.loc["acttail@0.5", "n_faster"] == 5 and change.loc["acttail@0.5", "n_layers"] == 5
+    assert change.loc["acttail@0.5", "final_ratio"] == pytest.approx(0.1 * 1.1 ** 5)
+    table = pd.DataFrame({"layer": range(6), "delta_nll": [5.0, 1, 1, 1, 1, 1],
+                          "budget_acttail@0.5": [0.6, 0.5, 0.5, 0.5, 0.5, 0.4]})
+    lines = depth_report.damping_sentences(table, long)
+    assert lines[0].startswith("Does sparsity damp variance growth? Only under uniform@0.5")
+    assert "1 of 2 intervals lie above 0, 1 below" in lines[0]
+    assert lines[-1] == ("acttail@0.5 cuts layer 0's output variance most, to 0.10x dense's; acttail gives that layer "
+                         "0.60 sparsity (above the 0.5 target), and skipping it costs +5.00 nats (the costliest layer "
+                         "to skip).")
+    none = depth_report.damping_sentences(table, _growth_long({"uniform@0.5": (0.5, 2.0)}))
+    assert none[0].startswith("Does sparsity damp variance growth? No on this model: no sparse condition grows the "
+                              "stream measurably more slowly")
+
+
+def test_variance_titles_state_the_numbers():
+    titles = depth_report.variance_titles(_growth_long({"uniform@0.5": (0.5, 2.2)}))
+    assert "layer 1 multiplies it 2x" in titles["var_out"]
+    assert "grows\n32x" in titles["var_out_median"]
+    assert titles["relative"].startswith("Relative to dense: 0.50-")
+
+
+def test_depth_correlations_have_fisher_intervals():
+    table = pd.DataFrame({"layer": range(10), "delta_nll": np.arange(10.0),
+                          "alpha_mean": [9.0, 7, 8, 6, 5, 3, 4, 2, 1, 0]})
+    row = depth_report.depth_correlations(table, scores=("delta_nll",)).iloc[0]
+    assert row.rho < 0 and row.rho_low < row.rho < row.rho_high < 0

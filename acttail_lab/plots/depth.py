@@ -8,6 +8,7 @@ long table of ``depth.variance_under_sparsity`` / ``depth.load_depth()[1]``.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -83,7 +84,7 @@ def plot_layer_scores(df: pd.DataFrame, score: str = "delta_nll", overlay: str |
 
 
 def plot_variance_profiles(long_df: pd.DataFrame, ax: Axes | None = None, value: str = "var_out",
-                           relative_to: str | None = None, logy: bool = True) -> Axes:
+                           relative_to: str | None = None, logy: bool = True, legend: bool = True) -> Axes:
     """``value`` against layer, one line per condition (dense, uniform@0.5, acttail@0.5, ...).
 
     Args:
@@ -92,6 +93,7 @@ def plot_variance_profiles(long_df: pd.DataFrame, ax: Axes | None = None, value:
         relative_to: a condition (e.g. "dense"): draw ``value`` divided by that
             condition's, layer by layer (that condition becomes the line y = 1).
         logy: log-scaled y axis.
+        legend: draw a legend (off for a panel beside another that has one: same lines, less ink over data).
     Returns:
         The Axes: one line per condition in order of appearance, labelled by the
         condition; colour and marker by strategy (``plots.style``), line style by target.
@@ -120,7 +122,8 @@ def plot_variance_profiles(long_df: pd.DataFrame, ax: Axes | None = None, value:
         ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel(_label(value) + (f" / {relative_to}" if relative_to else ""))
-    ax.legend(fontsize="small")
+    if legend:
+        ax.legend(fontsize="small")
     return ax
 
 
@@ -131,27 +134,65 @@ def _scatter_color(column: str) -> str:
     return SCORE_COLOR
 
 
+_LABEL_OFFSETS = ((4, 3), (4, -10), (-10, 3), (-10, -10), (4, 10), (-10, 10), (10, -3), (-16, -3))
+"""Candidate offsets (points) of a layer label from its dot, tried in order."""
+
+
+def _place_labels(ax: Axes, x, y, texts, fontsize: float = 7.0) -> list:
+    """Annotate points without overlapping labels: each label takes the first offset of :data:`_LABEL_OFFSETS`
+    whose box (estimated from the font size, in display units of the axes as laid out now) overlaps neither a
+    placed label nor a dot other than its own; a label with no free place is left out (its dot stays). Points
+    are labelled from the most isolated to the most crowded. Returns the annotations made."""
+    fig = ax.figure
+    scale = fig.dpi / 72.0
+    xy = ax.transData.transform(np.column_stack([np.asarray(x, float), np.asarray(y, float)]))
+    dot = 3.0 * scale
+    gaps = np.linalg.norm(xy[:, None, :] - xy[None, :, :], axis=2) + np.eye(len(xy)) * 1e9
+    order = np.argsort(-gaps.min(axis=1), kind="stable")
+    placed, made = [], []
+    for i in order:
+        width, height = (0.62 * fontsize * len(texts[i]) + 2) * scale, (fontsize + 2) * scale
+        for dx, dy in _LABEL_OFFSETS:
+            x0, y0 = xy[i, 0] + dx * scale, xy[i, 1] + dy * scale
+            box = (x0, y0, x0 + width, y0 + height)
+            hits_label = any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
+            others = np.delete(xy, i, axis=0)
+            hits_dot = bool(np.any((others[:, 0] > box[0] - dot) & (others[:, 0] < box[2] + dot)
+                                   & (others[:, 1] > box[1] - dot) & (others[:, 1] < box[3] + dot)))
+            if not hits_label and not hits_dot:
+                placed.append(box)
+                made.append(ax.annotate(texts[i], (float(np.asarray(x)[i]), float(np.asarray(y)[i])),
+                                        xytext=(dx, dy), textcoords="offset points", fontsize=fontsize))
+                break
+    return made
+
+
 def plot_budget_vs_score(df: pd.DataFrame, x: str = "budget_acttail@0.5", y: str = "delta_nll",
                          ax: Axes | None = None, annotate: bool = True, logy: bool = False) -> Axes:
     """One dot per layer: ``x`` (e.g. ActTail's budget or mean alpha) against ``y`` (a utilisation score).
 
-    Returns the Axes: one scatter collection of ``len(df)`` points (x, y), each
-    annotated with its layer index when ``annotate``; the title gives Spearman's
-    rho over the layers (the same value as ``depth.depth_correlations``).
+    Returns the Axes: one scatter collection of ``len(df)`` points (x, y); with ``annotate``, layer indices
+    next to the dots where they fit without overlapping one another or another dot (:func:`_place_labels`;
+    crowded dots stay unlabelled); the title gives Spearman's rho over the layers (the same value as
+    ``depth.depth_correlations``) with its 95% Fisher-z interval.
     """
+    from ..report.explorer_costs import fisher_interval
+
     _require(df, "layer", x, y)
     ax = _new_ax(ax, figsize=(5.0, 4.0))
     ax.scatter(df[x], df[y], s=20, color=_scatter_color(x), zorder=3)
-    if annotate:
-        for layer, xv, yv in zip(df["layer"], df[x], df[y]):
-            ax.annotate(str(int(layer)), (xv, yv), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
-    pair = df[[x, y]].astype(float).dropna()
-    rho = spearmanr(pair[x], pair[y]).statistic if len(pair) > 2 else float("nan")
-    ax.set_title(f"Spearman rho = {rho:+.2f} (n = {len(pair)} layers)", fontsize="medium")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
+    pair = df[[x, y]].astype(float).dropna()
+    rho = spearmanr(pair[x], pair[y]).statistic if len(pair) > 2 else float("nan")
+    low, high = fisher_interval(float(rho), len(pair))
+    interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
+    ax.set_title(f"Spearman rho = {rho:+.2f}{interval} (n = {len(pair)} layers)", fontsize="medium")
+    if annotate:
+        ax.autoscale_view()
+        _place_labels(ax, df[x].to_numpy(float), df[y].to_numpy(float), [str(int(v)) for v in df["layer"]])
     return ax
 
 

@@ -253,14 +253,14 @@ def explorer_figure(view) -> go.Figure:
     if not view.valid:
         raise ValueError(f"The view is not valid: {view.message}")
     fig = make_subplots(rows=2, cols=3, specs=[[{}, {}, {}], [{"colspan": 2}, None, {}]],
-                        subplot_titles=_TITLES, horizontal_spacing=0.09, vertical_spacing=0.16)
+                        subplot_titles=_TITLES, horizontal_spacing=0.12, vertical_spacing=0.16)
     for name, traces in _panel_traces(view).items():
         cells = _CELLS[name]
         for i, trace in enumerate(traces):
             row, col = cells[0] if len(cells) == 1 else cells[i // 2]
             fig.add_trace(trace, row=row, col=col)
     fig.update_layout(height=EXPLORER_HEIGHT, width=EXPLORER_WIDTH, template="plotly_white",
-                      margin=dict(l=55, r=20, t=80, b=60), legend=dict(orientation="h", y=-0.1, x=0),
+                      margin=dict(l=55, r=20, t=80, b=100), legend=dict(orientation="h", y=-0.13, x=0),
                       title=dict(font=dict(size=14)), bargap=0.05)
     heat_domain = fig.layout.xaxis2.domain
     fig.update_traces(selector=dict(type="heatmap"),
