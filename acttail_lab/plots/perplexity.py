@@ -139,7 +139,8 @@ def plot_headline(runs: pd.DataFrame, strategies: Sequence[str] | None = None, a
     if len(first) > 2:
         title += f"; {len(first)} runs collapse ({first.index[0]} first, from {first.iloc[0]:g})"
     elif len(first):
-        title += "; collapsed: " + ", ".join(f"{label} from {at:g}" for label, at in first.items())
+        title += "; " + ", ".join(f"{label} {'collapses ' if i == 0 else ''}from {at:g}"
+                                  for i, (label, at) in enumerate(first.items()))
     ax = plot_perplexity_vs_sparsity(subset, ax=ax, strategies=shown, x=x,
                                      collapse_at=headline.collapse_threshold(runs),
                                      title=_fill(f"{what}: {title}" if what else title, 62))

@@ -104,8 +104,11 @@ class Verdict:
         task = f" on {self.task}" if self.task else ""
         values = f"{_num(self.value)} vs {_num(self.baseline_value)}"
         if self.note:
-            return (f"{where}{task}, {self.run} against {self.baseline}: {self.metric} {values}; {self.note}, "
-                    f"so no change is computed ({self.verdict}).")
+            head = f"{where}{task}, {self.run} against {self.baseline}: {self.metric} {values}; "
+            if self.verdict == COLLAPSED:
+                return head + "both collapsed, so they are not compared."
+            gone, kept = (self.run, self.baseline) if self.verdict == WORSE else (self.baseline, self.run)
+            return head + f"{gone} collapsed and {kept} did not: {self.verdict} (no percentage against a collapsed run)."
         interval = f" ({self.method}: {self.interval()})" if self.interval() else f" ({self.method})"
         return (f"{where}{task}, {self.run} against {self.baseline}: {self.metric} {values}, "
                 f"{self.change:+.1f}{self.unit}{interval}: {self.verdict}.")
