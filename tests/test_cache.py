@@ -282,3 +282,24 @@ def test_cache_summary_counts_reads_and_who_made_them(root):
     assert summary["state"] == "warm" and summary["read"] == {"eval": 1} and summary["computed"] == {"eval": 1}
     assert summary["made_by"] == [{"git_sha": made_by()["git_sha"], "git_dirty": made_by()["git_dirty"],
                                    "lock_sha256": made_by()["lock_sha256"], "results": 2}]
+
+
+def test_the_stamp_covers_the_cpu_kernels(monkeypatch):
+    """AVX2 and AVX-512 kernels give other low bits: a result from one is not reused on the other."""
+    import torch
+
+    from acttail_lab.core import environment as env
+
+    base = env.environment_versions()
+    assert base["kernels"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    stamp = env.cache_stamp("eval", 2)
+    env.environment_versions.cache_clear()
+    try:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512_OTHER")
+        assert env.cache_stamp("eval", 2) != stamp
+        monkeypatch.undo()
+        env.environment_versions.cache_clear()
+        monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+        assert env.environment_versions()["kernels"]["isa_overrides"] == {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    finally:
+        env.environment_versions.cache_clear()

@@ -39,6 +39,8 @@ PACKAGES = ("torch", "transformers", "tokenizers", "gguf", "safetensors", "numpy
 STAMPED_PACKAGES = ("torch", "transformers", "tokenizers", "gguf", "safetensors", "numpy")
 """Packages whose versions every cache stamp includes: they load, dequantise, tokenise and compute.
 (pandas and acttail-lab's own version number do not change a measured value.)"""
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+"""Variables that choose which CPU kernels torch, MKL and oneDNN run; recorded when set."""
 
 MEASURING_PATHS: dict[str, tuple[str, ...]] = {
     "spectra": ("spectral", "core/tensors.py"),
@@ -74,10 +76,31 @@ def _version(name: str) -> str | None:
         return None
 
 
+def kernel_capability() -> dict[str, object]:
+    """Which arithmetic kernels this process runs: torch's CPU capability (``"AVX2"``, ``"AVX512"``, ...), the
+    ISA variables that override torch / MKL / oneDNN when set, and the CUDA devices' names when there are any.
+
+    The same float32 model gives different low bits under AVX2 and AVX-512 kernels (other vector widths, other
+    summation orders), and TopK at high sparsity amplifies them: SmolLM2 uniform@0.8 measured 4,773.7 on an
+    AVX2-only CPU where an AVX-512 CPU gave another value. So results are only comparable within one capability.
+    """
+    import torch
+
+    info: dict[str, object] = {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    overrides = {name: os.environ[name] for name in ISA_VARIABLES if os.environ.get(name)}
+    if overrides:
+        info["isa_overrides"] = overrides
+    if torch.cuda.is_available():
+        info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
 @functools.lru_cache(maxsize=1)
-def environment_versions() -> dict[str, str | None]:
-    """The versions a cache stamp covers: python's and :data:`STAMPED_PACKAGES`' (read once per process)."""
-    return {"python": platform.python_version(), **{name: _version(name) for name in STAMPED_PACKAGES}}
+def environment_versions() -> dict[str, object]:
+    """What a cache stamp covers besides the code: python's and :data:`STAMPED_PACKAGES`' versions and the
+    :func:`kernel_capability` (read once per process)."""
+    return {"python": platform.python_version(), **{name: _version(name) for name in STAMPED_PACKAGES},
+            "kernels": kernel_capability()}
 
 
 # --------------------------------------------------------------------------- code versions

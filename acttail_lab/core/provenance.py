@@ -30,13 +30,16 @@ def package_versions() -> dict[str, str | None]:
 
 
 def describe_device(device: str | torch.device | None = None) -> str:
-    """Readable description: ``"cpu (x86_64, 2 cores, 1 torch thread)"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
+    """Readable description: ``"cpu (x86_64, AVX2 kernels, 2 cores, 1 torch threads)"`` or
+    ``"cuda:0 (NVIDIA H100 80GB HBM3, torch cuda 12.8)"``. A CPU's kernel capability is part of it: float32
+    results differ in their low bits between AVX2 and AVX-512 kernels."""
     device = torch.device("cpu" if device is None else device)
     if device.type == "cuda" and torch.cuda.is_available():
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)}, torch cuda {torch.version.cuda})"
     if device.type == "cpu":
-        return f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+        return (f"cpu ({platform.machine()}, {torch.backends.cpu.get_cpu_capability()} kernels, {os.cpu_count()} "
+                f"cores, {torch.get_num_threads()} torch threads)")
     return str(device)
 
 
