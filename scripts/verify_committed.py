@@ -6,6 +6,8 @@ teal-greedy-fine, rotated-uniform; any of them the table lacks is skipped), re-c
 settings (model, corpus, split, tokens, window, protocol, xmin rule: read from the CSV and its sidecar) in a fresh
 cache folder (only the downloaded inputs, checked by SHA-256, and the corpus text are linked in), and prints
 committed, now and the relative drift. It exits 1 when any drift exceeds ``--tolerance`` (0.5% by default).
+It also prints the CPU kernels each side ran on: committed tables are reproducible on the kernel capability
+that made them (their sidecar's ``device``); another capability moves TopK rows at 80% by percents.
 
 Cost on one CPU thread: about 12 minutes for SmolLM2 (7 rows of 16,352 tokens plus its greedy path and
 rotation statistics), about 30 for Gemma 3 270M. Usage:
@@ -55,7 +57,13 @@ def verify_table(path: Path, labels, progress: bool = True) -> pd.DataFrame:
     from acttail_lab.measure.grid import evaluate_grid
 
     table = pd.read_csv(path)
-    settings = json.loads(Path(str(path) + ".json").read_text())["settings"]
+    sidecar = json.loads(Path(str(path) + ".json").read_text())
+    settings = sidecar["settings"]
+    from acttail_lab.core.provenance import describe_device
+
+    print(f"{path.name}: committed on {sidecar.get('device')}; now on {describe_device('cpu')} (float32 results differ "
+          "in their low bits between CPU kernel capabilities, e.g. AVX2 and AVX-512, and TopK amplifies them)",
+          flush=True)
     sample = sample_rows(table, labels)
     lm = load_model(settings["model"])
     out = []
