@@ -401,9 +401,10 @@ def test_perplexity_by_strategy_change_and_lines(tmp_path):
     assert change.loc["uniform"].tolist() == pytest.approx([0.0, 0.0])
     assert tables.perplexity_lines(change, table) == [
         "measured perplexity, acttail vs uniform: 0.5: +50.0%, 0.8: -50.0%"]  # no single "lowest" named
-    intervals = pd.DataFrame(dict(strategy=["acttail"], sparsity=[0.5], ci_low_pct=[40.0], ci_high_pct=[60.0]))
-    assert tables.perplexity_lines(change, table, intervals) == [
-        "measured perplexity, acttail vs uniform: 0.5: +50.0% [+40.0, +60.0], 0.8: -50.0%"]
+    measured = pd.DataFrame(dict(label=["acttail", "acttail"], sparsity=[0.5, 0.8], low=[40.0, -60.0],
+                                 high=[60.0, -40.0], note=["", "acttail collapsed"]))
+    assert tables.perplexity_lines(change, table, measured) == [
+        "measured perplexity, acttail vs uniform: 0.5: +50.0% [+40.0, +60.0], 0.8: collapsed"]
 
 
 def test_perplexity_missing_file_or_uniform(tmp_path):
@@ -453,11 +454,15 @@ def test_live_cost_table_measures_on_tokens_after_the_committed_ones(monkeypatch
 
 # --------------------------------------------------------------------------- the estimate against the measurement
 def _intervals():
-    rows = [("hybrid", 0.5, 24.0, 21.8, 26.3), ("acttail", 0.5, 8.5, 6.7, 10.2),
-            ("acttail", 0.8, 2.7, -9.2, 15.7), ("hybrid", 0.8, -78.5, -81.9, -74.1)]
-    return pd.DataFrame([dict(strategy=s_, sparsity=t_, baseline="uniform", change_pct=c, ci_low_pct=lo,
-                              ci_high_pct=hi, n_windows=32, inside_noise=lo <= 0 <= hi)
-                         for s_, t_, c, lo, hi in rows])
+    """A verdict-engine table (report.verdicts.perplexity_verdicts) of four runs against uniform."""
+    rows = [("hybrid", 0.5, 24.0, 21.8, 26.3, "worse", ""), ("acttail", 0.5, 8.5, 6.7, 10.2, "worse", ""),
+            ("acttail", 0.8, 2.7, -9.2, 15.7, "inside the noise", ""),
+            ("hybrid", 0.8, -78.5, -81.9, -74.1, "better", ""),
+            ("teal-kind", 0.8, 5596.9, 5179.0, 6048.5, "worse", "teal-kind collapsed")]
+    return pd.DataFrame([dict(metric="perplexity", label=l_, strategy=l_, sparsity=t_, baseline="uniform", change=c,
+                              low=lo, high=hi, unit="%", verdict=v, note=n,
+                              method="95% paired bootstrap over 32 windows")
+                         for l_, t_, c, lo, hi, v, n in rows])
 
 
 def _estimated_costs():
@@ -468,9 +473,8 @@ def _estimated_costs():
 
 
 def test_estimate_vs_measurement_and_the_disagreement_line():
-    from acttail_lab.report.sensitivity import disagreement_line, estimate_vs_measurement, measured_verdict
+    from acttail_lab.report.sensitivity import disagreement_line, estimate_vs_measurement
 
-    assert [measured_verdict(*x) for x in ((-2, -1), (1, 2), (-1, 1))] == ["better", "worse", "inside the noise"]
     table = estimate_vs_measurement(_estimated_costs(), _intervals()).set_index(["label", "target"])
     assert table.loc[("hybrid", 0.5), "estimated_pct"] == pytest.approx(-4.0)
     assert table.loc[("hybrid", 0.5), "agreement"] == "disagree"  # estimated cheaper, measured worse
@@ -478,7 +482,7 @@ def test_estimate_vs_measurement_and_the_disagreement_line():
     assert table.loc[("acttail", 0.8), "agreement"] == "not confirmed"  # inside the noise
     assert table.loc[("hybrid", 0.8), "agreement"] == "disagree"  # estimated +1.5%, measured -78.5%
     line = disagreement_line(estimate_vs_measurement(_estimated_costs(), _intervals()))
-    assert line.startswith("The estimate and the measurement agree on 1 of 4 comparisons with uniform, disagree on 2 "
+    assert line.startswith("The estimate and the measurement agree on 1 of 4 comparisons with uniform, disagree on 2, "
                            "and the measurement cannot confirm 1 (inside the noise): ")
     assert "hybrid at 0.5 is estimated -4.0% in cost against uniform but measures +24.0% [+21.8, +26.3]" in line
     assert line.endswith("the measurement decides: the surrogate ignores interactions between projections.")
@@ -487,18 +491,20 @@ def test_estimate_vs_measurement_and_the_disagreement_line():
 def test_measured_lines_group_by_verdict_and_name_no_best():
     from acttail_lab.report.sensitivity import measured_lines
 
-    lines = measured_lines(_intervals(), ["acttail", "hybrid"])
-    assert lines[0] == ("Measured perplexity against uniform at 0.5 (95% paired-bootstrap intervals over 32 evaluation "
-                        "windows): worse: acttail +8.5% [+6.7, +10.2], hybrid +24.0% [+21.8, +26.3].")
-    assert lines[1] == ("Measured perplexity against uniform at 0.8 (95% paired-bootstrap intervals over 32 evaluation "
-                        "windows): better: hybrid -78.5% [-81.9, -74.1]; inside the noise: acttail +2.7% [-9.2, +15.7].")
+    lines = measured_lines(_intervals(), ["acttail", "hybrid", "teal-kind"])
+    assert lines[0] == ("Measured perplexity against uniform at 0.5 (95% paired bootstrap over 32 windows): "
+                        "worse: acttail +8.5% [+6.7, +10.2], hybrid +24.0% [+21.8, +26.3].")
+    assert lines[1] == ("Measured perplexity against uniform at 0.8 (95% paired bootstrap over 32 windows): "
+                        "better: hybrid -78.5% [-81.9, -74.1]; inside the noise: acttail +2.7% [-9.2, +15.7]; "
+                        "worse: teal-kind collapsed.")  # a collapsed run gets no percentage
     assert not any("best" in line for line in lines)
 
 
 def test_conclusions_from_measurements_when_intervals_are_given(corr, proxy_check, baseline):
     lines = conclusions(corr, proxy_check, baseline, _estimated_costs(), (0.5, 0.8), (0.5, 0.8), "ks",
-                        intervals=_intervals())
-    assert lines[-3].startswith("Measured perplexity against uniform at 0.5")
+                        measured=_intervals(), lowest="Lowest perplexity per target ...")
+    assert lines[-4].startswith("Measured perplexity against uniform at 0.5")
+    assert lines[-2] == "Lowest perplexity per target ..."
     assert lines[-1].startswith("The estimate and the measurement agree on 1 of 4")
     assert not any(line.startswith("Estimated cost") for line in lines)
 

@@ -80,7 +80,8 @@ def plot_cost_curves(cost: pd.DataFrame, names: Sequence[str] | None = None, ax:
             ax.plot(part["sparsity"], part[value], marker="o", ms=3, lw=1.5, label=name)
     if names is None:
         handles = [Line2D([], [], color=kind_color(k), lw=2, label=k) for k in _kinds(cost)]
-        ax.legend(handles=handles, fontsize="small", ncols=2, title="projection")
+        ax.legend(handles=handles, fontsize="small", title="projection", loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the panel: 210 lines leave no free corner
     else:
         ax.legend(fontsize="x-small")
     if logy:
@@ -129,7 +130,8 @@ def plot_metric_vs_sensitivity(spectra: pd.DataFrame, summary: pd.DataFrame, met
     rho = spearmanr(merged[metric], merged[column]).statistic if len(merged) > 2 else float("nan")
     low, high = fisher_interval(float(rho), len(merged))
     interval = f" [{low:+.2f}, {high:+.2f}]" if np.isfinite(low) else ""
-    ax.set_title(f"{metric} vs {column}: Spearman rho = {rho:+.2f}{interval} (n = {len(merged)})", fontsize="medium")
+    ax.set_title(f"{metric} vs {column}:\nSpearman rho = {rho:+.2f}{interval} (n = {len(merged)})",
+                 fontsize="medium")  # two lines: side-by-side panels' titles never run into each other
     if logx:
         ax.set_xscale("log")
         _tidy_log_axis(ax.xaxis, *_positive_range(merged[metric]))

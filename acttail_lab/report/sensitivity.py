@@ -11,7 +11,8 @@ correlation table (``sensitivity.spectral_correlations``) and an alpha table
 - :func:`proxy_agreement`, :func:`kind_only_baseline`, :func:`estimated_costs`,
   :func:`perplexity_agreement`: the comparison tables;
 - :func:`estimate_vs_measurement`, :func:`measured_lines`, :func:`disagreement_line`: the estimated
-  cost against the measured perplexity change (paired-bootstrap intervals over evaluation windows);
+  cost against the measured perplexity change (the verdict engine's table, ``report.verdicts``:
+  paired-bootstrap intervals over evaluation windows, collapsed runs never compared as numbers);
 - :func:`predictor_table`, :func:`predictor_line`: every spectral metric's overall rho with its
   Fisher-z interval, and which of them cannot be told apart;
 - :func:`conclusions`: the conclusion sentences, so they stay true when the
@@ -174,61 +175,75 @@ def perplexity_agreement(estimated: pd.DataFrame, ppl_table: pd.DataFrame, value
 
 
 # --------------------------------------------------------------------------- estimate against measurement
-def measured_verdict(low: float, high: float) -> str:
-    """"better" (the interval on the change against uniform lies below 0), "worse" (above 0), else
-    "inside the noise"."""
-    return "better" if high < 0 else "worse" if low > 0 else "inside the noise"
-
-
-def estimate_vs_measurement(estimated: pd.DataFrame, intervals: pd.DataFrame, value: str = "rel_error",
+def estimate_vs_measurement(estimated: pd.DataFrame, measured: pd.DataFrame, value: str = "rel_error",
                             baseline: str = "uniform") -> pd.DataFrame:
     """The estimated cost of each allocation against its measured perplexity, both relative to ``baseline``.
 
-    Inputs: ``estimated`` (:func:`estimated_costs`: label, target, ``value``); ``intervals``
-    (``report.bootstrap.paired_bootstrap`` / ``committed_intervals``: strategy, sparsity, change_pct,
-    ci_low_pct, ci_high_pct: the perplexity change against uniform in percent, with its 95% paired-bootstrap
-    interval over evaluation windows). Labels are matched to strategies by name.
+    Inputs: ``estimated`` (:func:`estimated_costs`: label, target, ``value``); ``measured``, a verdict table
+    of the verdict engine (``report.verdicts.perplexity_verdicts(runs, windows)``: label, sparsity, change,
+    low, high in percent of uniform's perplexity with its 95% paired-bootstrap interval over evaluation
+    windows, verdict, note). Labels are matched by name.
 
     Output: one row per (label, target) present in both, ``baseline`` left out: label, target,
     estimated_pct (100 (cost / baseline's cost - 1): below 0 = the surrogate expects it better than
-    uniform), change_pct, ci_low_pct, ci_high_pct, measured (:func:`measured_verdict`), and agreement:
-    "agree" (the estimate's sign is the measured verdict's), "disagree" (the measurement is beyond the
-    noise on the other side) or "not confirmed" (the measurement is inside the noise).
+    uniform), change_pct, ci_low_pct, ci_high_pct, measured (the engine's verdict), note (e.g. "collapsed":
+    then no percentage is meaningful), and agreement: "agree" (the estimate's sign matches a better / worse
+    verdict), "disagree" (the verdict is beyond the noise on the other side), "not confirmed" (inside the
+    noise) or "not compared" (any other verdict, e.g. both collapsed).
     """
     base = estimated[estimated.label == baseline].set_index("target")[value]
     est = estimated[estimated.label != baseline].assign(
         estimated_pct=lambda d: 100 * (d[value] / d.target.map(base) - 1))
+    m = measured.rename(columns={"sparsity": "target", "change": "change_pct", "low": "ci_low_pct",
+                                 "high": "ci_high_pct", "verdict": "measured"})
     merged = est[["label", "target", "estimated_pct"]].merge(
-        intervals.rename(columns={"strategy": "label", "sparsity": "target"})[
-            ["label", "target", "change_pct", "ci_low_pct", "ci_high_pct"]], on=["label", "target"])
-    merged["measured"] = [measured_verdict(lo, hi) for lo, hi in zip(merged.ci_low_pct, merged.ci_high_pct)]
-    expected = pd.Series(["better" if e < 0 else "worse" for e in merged.estimated_pct], index=merged.index)
-    merged["agreement"] = ["not confirmed" if m == "inside the noise" else "agree" if m == e else "disagree"
-                           for m, e in zip(merged.measured, expected)]
+        m[["label", "target", "change_pct", "ci_low_pct", "ci_high_pct", "measured", "note"]], on=["label", "target"])
+
+    def agreement(estimated_pct: float, verdict_text: str) -> str:
+        if verdict_text == "inside the noise":
+            return "not confirmed"
+        if verdict_text not in ("better", "worse"):
+            return "not compared"
+        return "agree" if (estimated_pct < 0) == (verdict_text == "better") else "disagree"
+
+    merged["agreement"] = [agreement(e, v) for e, v in zip(merged.estimated_pct, merged.measured)]
     return merged.sort_values(["target", "change_pct"]).reset_index(drop=True)
 
 
 def _change(r) -> str:
+    """A measured change as text: "+24.0% [+21.8, +26.3]", or the engine's note (e.g. a collapsed run)."""
+    note = getattr(r, "note", "")
+    if isinstance(note, str) and note:
+        return note
     return f"{r.change_pct:+.1f}% [{r.ci_low_pct:+.1f}, {r.ci_high_pct:+.1f}]"
 
 
-def measured_lines(intervals: pd.DataFrame, labels: Iterable[str], n_windows: int | None = None) -> list[str]:
-    """Per target, the measured perplexity change of ``labels`` against uniform, grouped by verdict (better,
-    inside the noise, worse), each with its 95% paired-bootstrap interval; no single "best" is named
-    (several runs beating uniform may not differ from each other)."""
-    labels = list(labels)
-    part = intervals[intervals.strategy.isin(labels)]
-    n = n_windows or (int(part.n_windows.iloc[0]) if "n_windows" in part and len(part) else None)
+def _named(r) -> str:
+    """"acttail +8.5% [+6.7, +10.2]", "teal-kind collapsed" or "acttail (uniform collapsed)"."""
+    note = getattr(r, "note", "")
+    if isinstance(note, str) and note:
+        rest = note.replace(f"{r.label} ", "", 1)
+        return f"{r.label} {rest}" if rest == "collapsed" else f"{r.label} ({rest})"
+    return f"{r.label} {_change(r)}"
+
+
+def measured_lines(measured: pd.DataFrame, labels: Iterable[str]) -> list[str]:
+    """Per target, the measured perplexity change of ``labels`` against uniform grouped by the verdict engine's
+    verdict (``report.verdicts.perplexity_verdicts``: better, inside the noise, worse, ...), each with its 95%
+    paired-bootstrap interval (a collapsed run is named, not given a percentage); no single "best" is named
+    here (``report.winners.lowest`` says which run is lowest and whether its lead is beyond the noise)."""
+    part = measured[measured.label.isin(list(labels))].rename(
+        columns={"change": "change_pct", "low": "ci_low_pct", "high": "ci_high_pct"})
+    method = next((m for m in part.get("method", []) if "bootstrap" in str(m)), "")
     lines = []
     for target, rows in part.groupby("sparsity"):
-        rows = rows.assign(measured=[measured_verdict(lo, hi) for lo, hi in zip(rows.ci_low_pct, rows.ci_high_pct)])
         groups = []
-        for verdict_name in ("better", "inside the noise", "worse"):
-            these = rows[rows.measured == verdict_name].sort_values("change_pct")
+        for verdict_name in dict.fromkeys(["better", "inside the noise", "worse", *rows.verdict]):
+            these = rows[rows.verdict == verdict_name].sort_values("change_pct")
             if len(these):
-                groups.append(f"{verdict_name}: " + ", ".join(f"{r.strategy} {_change(r)}" for r in these.itertuples()))
-        lines.append(f"Measured perplexity against uniform at {target:g} (95% paired-bootstrap intervals"
-                     + (f" over {n} evaluation windows" if n else "") + "): " + "; ".join(groups) + ".")
+                groups.append(f"{verdict_name}: " + ", ".join(_named(r) for r in these.itertuples()))
+        lines.append(f"Measured perplexity against uniform at {target:g}" + (f" ({method})" if method else "")
+                     + ": " + "; ".join(groups) + ".")
     return lines
 
 
@@ -237,8 +252,10 @@ def disagreement_line(table: pd.DataFrame) -> str:
     counts = table.agreement.value_counts()
     bad = table[table.agreement == "disagree"]
     text = (f"The estimate and the measurement agree on {counts.get('agree', 0)} of {len(table)} comparisons with "
-            f"uniform, disagree on {counts.get('disagree', 0)} and the measurement cannot confirm "
+            f"uniform, disagree on {counts.get('disagree', 0)}, and the measurement cannot confirm "
             f"{counts.get('not confirmed', 0)} (inside the noise)")
+    if counts.get("not compared", 0):
+        text += f"; {counts['not compared']} are not compared (both collapsed)"
     if len(bad):
         text += (": " + "; ".join(f"{r.label} at {r.target:g} is estimated {r.estimated_pct:+.1f}% in cost against "
                                   f"uniform but measures {_change(r)} in perplexity" for r in bad.itertuples()))
@@ -370,7 +387,7 @@ def _estimated_line(estimated: pd.DataFrame, target: float, reference: str = "su
 
 def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.DataFrame, estimated: pd.DataFrame,
                 levels: Iterable[float], targets: Iterable[float], alpha_rule: str = "ks",
-                intervals: pd.DataFrame | None = None) -> list[str]:
+                measured: pd.DataFrame | None = None, lowest: str | None = None) -> list[str]:
     """The conclusion of notebook 07 as sentences computed from the tables (one string per statement).
 
     Inputs: ``corr`` (``spectral_correlations`` over all xmin rules, with
@@ -387,11 +404,12 @@ def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.Data
     level; the best spectral predictor of the output error and of the loss
     increase; the cheap proxy's agreement with the loss (:func:`strength`);
     the kind-only baseline against alpha; the kinds where alpha is significant
-    across layers. Then, with ``intervals`` (``report.bootstrap.committed_intervals``: the measured
-    perplexity change against uniform with paired-bootstrap intervals): per target, the measured
-    verdict of every allocation of ``estimated`` (:func:`measured_lines`) and where the estimate
-    disagrees with it (:func:`disagreement_line`); without them, the estimated cost at the first and
-    last target, worded as an estimate.
+    across layers. Then, with ``measured`` (the verdict engine's
+    ``report.verdicts.perplexity_verdicts(runs, windows)``: the measured perplexity change against uniform
+    with paired-bootstrap intervals and verdicts): per target, the verdict of every allocation of
+    ``estimated`` (:func:`measured_lines`), ``lowest`` (a sentence of ``report.winners.lowest_sentence``,
+    when given) and where the estimate disagrees with the measurement (:func:`disagreement_line`); without
+    them, the estimated cost at the first and last target, worded as an estimate.
     """
     levels, targets = tuple(levels), tuple(targets)
     last = f"rel_error@{levels[-1]:g}"
@@ -403,11 +421,12 @@ def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.Data
         _proxy_line(proxy_check),
         _kind_line(corr, baseline, last, alpha_rule),
         _within_kind_line(corr, last, alpha_rule),
-    ] + (_measured_conclusion(estimated, intervals, targets) if intervals is not None
+    ] + (_measured_conclusion(estimated, measured, targets, lowest) if measured is not None
          else [_estimated_line(estimated, target) for target in (targets[0], targets[-1])])
 
 
-def _measured_conclusion(estimated: pd.DataFrame, intervals: pd.DataFrame, targets) -> list[str]:
+def _measured_conclusion(estimated: pd.DataFrame, measured: pd.DataFrame, targets, lowest: str | None) -> list[str]:
     labels = [label for label in dict.fromkeys(estimated.label) if label != "uniform"]
-    part = intervals[intervals.sparsity.isin(list(targets))]
-    return measured_lines(part, labels) + [disagreement_line(estimate_vs_measurement(estimated, part))]
+    part = measured[measured.sparsity.isin(list(targets))]
+    return (measured_lines(part, labels) + ([lowest] if lowest else [])
+            + [disagreement_line(estimate_vs_measurement(estimated, part))])

@@ -231,21 +231,26 @@ def cost_shift_lines(allocations: Mapping[str, pd.DataFrame], curve: CostCurves,
 
 
 def perplexity_lines(change: pd.DataFrame | None, ppl_table: pd.DataFrame | None,
-                     intervals: pd.DataFrame | None = None) -> list[str]:
+                     measured: pd.DataFrame | None = None) -> list[str]:
     """One line per strategy with its change vs uniform per target (%), with its 95% paired-bootstrap interval
-    when ``intervals`` (``report.bootstrap.committed_intervals``) has the run; a single "not available" line
-    when ``change`` is None. No "lowest perplexity" is named: two runs that both beat uniform differ only
-    where their own paired interval says so."""
+    when ``measured`` (the verdict engine's ``report.verdicts.perplexity_verdicts``: label, sparsity, low, high,
+    note) has the run (a collapsed run is named instead of given an interval); a single "not available" line
+    when ``change`` is None. No "lowest perplexity" is named here: ``report.winners.lowest`` computes it over
+    every row, with its lead's interval."""
     if change is None or ppl_table is None:
         return ["measured perplexity: not available (see section 7)"]
-    ci = ({} if intervals is None else
-          {(r.strategy, float(r.sparsity)): (r.ci_low_pct, r.ci_high_pct) for r in intervals.itertuples()})
+    known = ({} if measured is None else
+             {(r.label, round(float(r.sparsity), 6)): r for r in measured.itertuples()})
     lines = []
     for label in change.index.drop("uniform"):
         parts = []
         for t, v in change.loc[label].items():
             if pd.notna(v):
-                low_high = ci.get((label, float(t)))
-                parts.append(f"{t:g}: {v:+.1f}%" + (f" [{low_high[0]:+.1f}, {low_high[1]:+.1f}]" if low_high else ""))
+                r = known.get((label, round(float(t), 6)))
+                if r is not None and isinstance(r.note, str) and r.note:  # collapsed: no percentage
+                    parts.append(f"{t:g}: {r.note.replace(f'{label} ', '', 1)}")
+                    continue
+                extra = f" [{r.low:+.1f}, {r.high:+.1f}]" if r is not None and pd.notna(r.low) else ""
+                parts.append(f"{t:g}: {v:+.1f}%{extra}")
         lines.append(f"measured perplexity, {label} vs uniform: " + ", ".join(parts))
     return lines
