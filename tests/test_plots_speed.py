@@ -219,3 +219,10 @@ def test_one_speedup_agrees_with_tokens_per_s_and_the_spread_is_used_when_presen
     line = next(l for l in ax.lines if l.get_label() == "acttail (topk)")
     want = body[(body.strategy == "acttail") & (body["mode"] == "topk")].sort_values("target")["speedup"]
     assert np.allclose(line.get_ydata(), want)
+
+
+def test_decode_title_states_the_speedups_at_the_highest_target():
+    title = sr.decode_title(sr.load_speed("decode", "cpu"))
+    table = sr.decode_table(sr.load_speed("decode", "cpu"))
+    top = table[(table["mode"] == "topk") & (table["target"] == table["target"].max())]
+    assert title.startswith("at 80% (topk): ") and all(f"{r.strategy} {r.speedup:.2f}x" in title for r in top.itertuples())

@@ -40,11 +40,15 @@ def load_runs(model: str = "smollm2-135m", results_dir=None) -> pd.DataFrame:
 
 def load_references(model: str = "smollm2-135m", results_dir=None) -> pd.DataFrame:
     """TopK reference runs: the perplexity grid's rows, plus the related grid's rows at targets (or
-    strategies) the perplexity grid lacks. Columns strategy, sparsity, perplexity, source."""
+    strategies) the perplexity grid lacks. Columns strategy (the row's label, ``report.labels``), sparsity,
+    perplexity, source."""
+    from .results import run_labels
+
     main = load_table(result_path("perplexity", model, results_dir)).assign(source="perplexity")
     related = load_table(result_path("related", model, results_dir)).assign(source="related")
     related = related[related["method"].fillna("topk").isin(["topk", "rotated"]) | (related["strategy"] == "dense")]
-    both = pd.concat([main, related], ignore_index=True)
+    # by label (report.labels): the related grid's KS `acttail` rows are `acttail-ks`, the counterpart they are
+    both = pd.concat([t.assign(strategy=run_labels(t)) for t in (main, related)], ignore_index=True)
     both = both.drop_duplicates(["strategy", "sparsity"], keep="first")
     return both[["strategy", "sparsity", "perplexity", "source"]].reset_index(drop=True)
 
