@@ -78,7 +78,8 @@ def test_conclusions_and_correlation_summary(kinds):
     summary = est.correlation_summary(corr).set_index("estimator")
     assert summary.loc["plain", "rho_all"] == 0.5 and summary.loc["farms", "rho_within_kind_median"] == 0.075
     lines = est.estimator_conclusions(kinds, corr, "m")
-    assert any("+0.50 plain vs +0.30 FARMS (plain larger" in line for line in lines)
+    assert any("+0.50 [" in line and "plain vs +0.30 [" in line and "not told apart" in line for line in lines)
+    assert {"rho_all_low", "rho_all_high", "n_all"} <= set(est.correlation_summary(corr).columns)
     assert any(line.startswith("m: mean alpha of gate/up/down minus q/o +2.00 (plain) vs +3.00 (FARMS)")
                for line in lines)
 

@@ -116,10 +116,19 @@ def estimator_correlations(tables: Mapping[str, pd.DataFrame], cost: pd.DataFram
 
 
 def correlation_summary(correlations: pd.DataFrame) -> pd.DataFrame:
-    """Per (estimator, sensitivity): rho over all projections and the median rho within kinds."""
-    overall = correlations[correlations["group_by"] == "all"].set_index(["estimator", "sensitivity"])["rho"]
+    """Per (estimator, sensitivity): rho over all projections with its 95% Fisher-z interval (``rho_all_low`` /
+    ``rho_all_high``, over ``n_all`` projections) and the median rho within kinds."""
+    from .rank_correlation import fisher_interval
+
+    overall = correlations[correlations["group_by"] == "all"].set_index(["estimator", "sensitivity"])
     within = correlations[correlations["group_by"] == "projection"].groupby(["estimator", "sensitivity"])["rho"]
-    return pd.DataFrame({"rho_all": overall, "rho_within_kind_median": within.median()}).reset_index()
+    out = pd.DataFrame({"rho_all": overall["rho"], "rho_within_kind_median": within.median()})
+    n = overall["n"] if "n" in overall else pd.Series(np.nan, index=overall.index)
+    bounds = [fisher_interval(r, int(k) if pd.notna(k) else None) for r, k in zip(overall["rho"], n)]
+    out["n_all"] = n
+    out["rho_all_low"] = pd.Series([b[0] for b in bounds], index=overall.index)
+    out["rho_all_high"] = pd.Series([b[1] for b in bounds], index=overall.index)
+    return out.reset_index()
 
 
 def gap_effect(plain: float, farms: float) -> str:
@@ -146,8 +155,11 @@ def estimator_conclusions(kinds: pd.DataFrame, correlations: pd.DataFrame, model
     summary = correlation_summary(correlations).set_index(["sensitivity", "estimator"])
     for target in [t for t in CORRELATION_TARGETS if (t, "plain") in summary.index and (t, "farms") in summary.index]:
         p, f = summary.loc[(target, "plain")], summary.loc[(target, "farms")]
+        apart = p["rho_all_high"] < f["rho_all_low"] or f["rho_all_high"] < p["rho_all_low"]
         better = "FARMS" if abs(f["rho_all"]) > abs(p["rho_all"]) else "plain"
-        lines.append(f"{target}: rho(alpha, error) over all projections {p['rho_all']:+.2f} plain vs "
-                     f"{f['rho_all']:+.2f} FARMS ({better} larger in magnitude); within kinds (median) "
-                     f"{p['rho_within_kind_median']:+.2f} vs {f['rho_within_kind_median']:+.2f}.")
+        verdict = f"{better} larger in magnitude" if apart else "the 95% intervals overlap: not told apart"
+        lines.append(f"{target}: rho(alpha, error) over all {int(p['n_all'])} projections {p['rho_all']:+.2f} "
+                     f"[{p['rho_all_low']:+.2f}, {p['rho_all_high']:+.2f}] plain vs {f['rho_all']:+.2f} "
+                     f"[{f['rho_all_low']:+.2f}, {f['rho_all_high']:+.2f}] FARMS ({verdict}; Fisher z); within "
+                     f"kinds (median) {p['rho_within_kind_median']:+.2f} vs {f['rho_within_kind_median']:+.2f}.")
     return lines

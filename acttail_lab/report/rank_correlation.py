@@ -71,4 +71,15 @@ def rank_correlation(x, y, level: float = LEVEL, method: str = "fisher", n_boot:
     return Correlation(rho, float(low), float(high), n, p, level, "Fisher z" if method == "fisher" else "bootstrap")
 
 
-__all__ = ["LEVEL", "format_p", "Correlation", "rank_correlation"]
+def fisher_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Fisher-z interval of a Spearman ``rho`` over ``n`` pairs (as :func:`rank_correlation`); NaNs for n < 4."""
+    from scipy.stats import norm
+
+    if n is None or n < 4 or not math.isfinite(rho):
+        return math.nan, math.nan
+    z = math.atanh(max(min(rho, 0.999999), -0.999999))
+    half = norm.ppf(0.5 + level / 2) * math.sqrt(1.06 / (n - 3))
+    return math.tanh(z - half), math.tanh(z + half)
+
+
+__all__ = ["LEVEL", "format_p", "Correlation", "rank_correlation", "fisher_interval"]
