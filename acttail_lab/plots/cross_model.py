@@ -94,6 +94,7 @@ def plot_headlines(grids, strategies=None, axes=None):
                 runs, windows = grids[(model, text)]
                 present = [s for s in (strategies or dict.fromkeys(runs["strategy"])) if s in set(runs["strategy"])]
                 ax = plot_headline(runs, present, ax=axes[i, j], what=f"{model}, {text}", windows=windows)
+                ax.set_xticks(sorted(runs.loc[runs["sparsity"] > 0, "sparsity"].unique()))  # the measured targets
                 for handle, label in zip(*ax.get_legend_handles_labels()):
                     handles.setdefault(label, handle)
                 if ax.get_legend() is not None:
