@@ -198,7 +198,8 @@ LEVEL = 0.95
 
 def fisher_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Interval on Spearman's rho from the Fisher z transform, variance 1.06 / (n - 3) (Fieller, Hartley
-    & Pearson 1957); (NaN, NaN) when n < 4 or rho is NaN."""
+    & Pearson 1957), for a rho known only with its n (a committed correlation table); (NaN, NaN) when n < 4
+    or rho is NaN. From the data themselves, ``report.rank_correlation.rank_correlation`` gives the same."""
     from scipy.stats import norm
 
     if n < 4 or not np.isfinite(rho):
@@ -220,7 +221,9 @@ def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measur
     measured order. +1 means the estimate orders the strategies exactly as the
     measured perplexity does.
     """
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau
+
+    from .rank_correlation import rank_correlation
 
     by = tuple(c for c in ("sparsity", "protocol") if c in frame.columns) if by is None else tuple(by)
     groups = frame.groupby(list(by), sort=True) if by else [((), frame)]
@@ -231,11 +234,11 @@ def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measur
         ok = np.isfinite(x) & np.isfinite(y)
         x, y = x[ok], y[ok]
         if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            rho, rho_p = spearmanr(x, y)
+            corr = rank_correlation(x, y, level=level)  # the verdict engine's: rho, Fisher-z interval, p
+            rho, rho_p, low, high = corr.rho, corr.p, corr.low, corr.high
             tau, tau_p = kendalltau(x, y)
         else:
-            rho = rho_p = tau = tau_p = math.nan
-        low, high = fisher_interval(float(rho), len(x), level)
+            rho = rho_p = tau = tau_p = low = high = math.nan
         ordered = part.loc[ok].sort_values(measured)
         strategies = ", ".join(ordered["strategy"].astype(str)) if "strategy" in part else ""
         rows.append(dict(zip(by, key), n=int(len(x)), spearman_rho=float(rho), rho_low=low, rho_high=high,
