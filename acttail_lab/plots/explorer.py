@@ -262,6 +262,7 @@ def explorer_figure(view) -> go.Figure:
     fig.update_layout(height=EXPLORER_HEIGHT, width=EXPLORER_WIDTH, template="plotly_white",
                       margin=dict(l=55, r=20, t=80, b=100), legend=dict(orientation="h", y=-0.13, x=0),
                       title=dict(font=dict(size=14)), bargap=0.05)
+    fig.update_annotations(font_size=11)  # the panels' titles carry numbers: small enough not to meet a neighbour's
     heat_domain = fig.layout.xaxis2.domain
     fig.update_traces(selector=dict(type="heatmap"),
                       colorbar=dict(title="sparsity", x=heat_domain[1] + 0.005, len=0.42, y=0.79, thickness=12))
