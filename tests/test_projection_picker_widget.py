@@ -20,6 +20,19 @@ def spectra():
     return out
 
 
+def _pixels(png: bytes) -> np.ndarray:
+    from matplotlib.image import imread
+    import io
+
+    return imread(io.BytesIO(bytes(png)), format="png")
+
+
+def _same_figure(a: bytes, b: bytes) -> bool:
+    """Two PNGs of one figure (a redraw may move the constrained layout by a pixel: compare sizes and pixels)."""
+    pa, pb = _pixels(a), _pixels(b)
+    return pa.shape == pb.shape and float(np.abs(pa - pb).mean()) < 0.02
+
+
 def _descendants(widget):
     yield widget
     for child in getattr(widget, "children", ()):
@@ -30,13 +43,13 @@ def test_callbacks_redraw_the_image(spectra):
     picker = ProjectionPicker(spectra)
     box = picker.widget()
     first = bytes(picker.image.value)
-    assert first.startswith(b"\x89PNG") and first == picker.png()
+    assert first.startswith(b"\x89PNG") and _same_figure(first, picker.png())
     picker.dropdown.value = picker.names[1]
     assert picker.name == picker.names[1]
-    assert bytes(picker.image.value) != first
+    assert not _same_figure(bytes(picker.image.value), first)
     picker.toggle.value = "median"
     assert picker.fit == fit_power_law(spectra[picker.names[1]], xmin="median")
-    assert bytes(picker.image.value) == picker.png()
+    assert _same_figure(bytes(picker.image.value), picker.png())
     assert picker.message.value == ""
     assert not any(isinstance(w, widgets.Output) for w in _descendants(box))
 
@@ -60,5 +73,5 @@ def test_display_bundle_has_the_static_figure(spectra):
     box = picker.widget(initial=picker.names[1])
     bundle = box._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle  # the live widget in JupyterLab
-    assert bundle["image/png"] == picker.png()  # what a page exported without widget state shows
+    assert _same_figure(bundle["image/png"], picker.png())  # what a page exported without widget state shows
     assert picker.names[1] in bundle["text/plain"]
