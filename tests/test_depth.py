@@ -578,3 +578,10 @@ def test_depth_correlations_have_fisher_intervals():
                           "alpha_mean": [9.0, 7, 8, 6, 5, 3, 4, 2, 1, 0]})
     row = depth_report.depth_correlations(table, scores=("delta_nll",)).iloc[0]
     assert row.rho < 0 and row.rho_low < row.rho < row.rho_high < 0
+
+
+def test_score_and_profile_titles_read_the_numbers():
+    table = pd.DataFrame({"layer": range(4), "delta_nll": [7.0, 0.5, 0.1, 0.3]})
+    assert depth_report.score_title(table, "delta_nll") == "skip cost: largest at layer 0 (7); median after layer 0 0.3"
+    long = _growth_long({"uniform@0.5": (0.5, 2.2)})
+    assert depth_report.profile_title(long, "live") == f"live: after the last layer uniform@0.5 {0.5 * 1.1 ** 5:.2f}x dense"

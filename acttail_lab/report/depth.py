@@ -197,6 +197,30 @@ def damping_sentences(table: pd.DataFrame, long: pd.DataFrame, suffix: str = "_m
     return out
 
 
+SCORE_NAMES = {"delta_nll": "skip cost", "jacobian_gap": "Jacobian gap", "block_influence": "block influence",
+               "growth_median": "median growth", "growth": "mean growth", "alpha_mean": "mean alpha",
+               "rel_update": "relative update"}
+
+
+def score_title(table: pd.DataFrame, score: str) -> str:
+    """A per-layer panel's title from its numbers: where ``score`` is largest and its median over the layers
+    after layer 0 (which turns the embeddings into the stream and is unlike the others)."""
+    name = SCORE_NAMES.get(score, score)
+    top = table.loc[table[score].idxmax()]
+    rest = table[table["layer"] > table["layer"].min()][score]
+    return f"{name}: largest at layer {int(top['layer'])} ({top[score]:.3g}); median after layer 0 {rest.median():.3g}"
+
+
+def profile_title(long: pd.DataFrame, what: str, reference: str = "dense") -> str:
+    """Title of a variance-profile panel: ``what`` and, per other condition, its variance after the last layer
+    against ``reference``'s (per-token medians)."""
+    growth = growth_summary(long, reference)
+    others = growth[growth["condition"] != reference]
+    return what + (": after the last layer " + ", ".join(
+        f"{r.condition} {r.final_median_vs_reference:.2f}x {reference}" for r in others.itertuples())
+        if len(others) else "")
+
+
 def variance_titles(long: pd.DataFrame, reference: str = "dense") -> dict[str, str]:
     """Titles of the three variance panels (mean over tokens, median over tokens, median relative to
     ``reference``), each stating what its numbers show. Keys: "var_out", "var_out_median", "relative"."""
