@@ -111,15 +111,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @contextmanager
 def _no_loading_bar():
-    """Switch transformers' progress bars off while a model loads, then restore them. Its "Loading weights" bar is
-    a plain tqdm on stderr: a saved notebook keeps it frozen at "0%" (loading takes seconds, so nothing is lost)."""
+    """Switch transformers' progress bars off while a model loads or is dequantised and saved, then restore them.
+    Its "Loading weights" / "Writing model shards" bars (transformers' logging tqdm) and the GGUF module's own
+    "Converting and de-quantizing GGUF tensors" bar (a tqdm.auto bar transformers gives no switch for) are left
+    frozen at "0%" in a saved notebook; the dequantising step prints one line instead (:func:`prepare_known_model`)."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()
+    gguf_tqdm = gguf_utils.tqdm
     hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
+        gguf_utils.tqdm = gguf_tqdm
         if was_on:
             hf_logging.enable_progress_bar()
 
@@ -163,10 +171,12 @@ def prepare_known_model(name: str) -> Path:
         return folder
     gguf = fetch_gguf(spec)
     print(f"Dequantising {gguf.name} to fp32 (once, 15 s to a few minutes)...", file=sys.stderr)
-    model, tokenizer = _load_gguf(gguf, torch.float32)
+    with _no_loading_bar():
+        model, tokenizer = _load_gguf(gguf, torch.float32)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
     try:
-        model.save_pretrained(tmp)
+        with _no_loading_bar():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(folder)
         os.replace(tmp, folder)
