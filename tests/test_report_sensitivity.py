@@ -525,3 +525,12 @@ def test_perplexity_agreement_has_a_fisher_interval():
     ppl = pd.DataFrame({0.5: [10.0, 12.0, 11.0, 14.0, 15.0]}, index=list("abcde"))
     row = perplexity_agreement(estimated, ppl).iloc[0]
     assert row.spearman_rho == pytest.approx(0.9) and row.rho_low < row.spearman_rho < row.rho_high
+
+
+def test_alpha_title_states_rho_interval_and_verdict(corr):
+    from acttail_lab.report.sensitivity import alpha_title
+
+    title = alpha_title(corr, "rel_error@0.8", "ks")
+    assert title.startswith("rho(alpha ks, rel_error@0.8) = +0.55 [+0.44, +0.64] over 210 projections "
+                            "(the OPPOSITE of ActTail's premise);")
+    assert title.endswith("median +0.12 (no useful ranking information)")

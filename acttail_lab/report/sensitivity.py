@@ -281,6 +281,19 @@ def median_rho(corr: pd.DataFrame, metric: str, sensitivity: str, by: str = "all
     return pick_correlation(corr, metric, sensitivity, by, rule).rho.median()
 
 
+def alpha_title(corr: pd.DataFrame, column: str, rule: str) -> str:
+    """A title for alpha beside a measured cost: the overall rho with its Fisher-z interval and what it says
+    about ActTail's premise (:func:`verdict`), and the median rho within kinds."""
+    row = pick_correlation(corr, "alpha", column, rule=rule)
+    if row.empty:
+        return f"alpha ({rule}) and {column}"
+    r = row.iloc[0]
+    low, high = fisher_interval(float(r.rho), int(r.n))
+    within = median_rho(corr, "alpha", column, "projection", rule)
+    return (f"rho(alpha {rule}, {column}) = {r.rho:+.2f} [{low:+.2f}, {high:+.2f}] over {int(r.n)} projections "
+            f"({verdict(r.rho)});\nwithin a kind, across layers: median {within:+.2f} ({verdict(within)})")
+
+
 def verdict(rho: float) -> str:
     """What a rho(alpha, cost) says about ActTail's premise: |rho| < 0.2 is no information, then the sign."""
     if pd.isna(rho):
