@@ -567,8 +567,8 @@ def test_one_figure_holds_every_panel_and_redraws_like_a_fresh_build(state):
         FIGURES[name][1](panel, second)
     assert _plain(fig.to_plotly_json()["data"]) == _plain(explorer_figure(second).to_plotly_json()["data"])
     assert "S=0.70" in fig.layout.annotations[0].text and "estimated cost" in fig.layout.title.text
-    with pytest.raises(ValueError, match="not valid"):
-        explorer_figure(state.update(target=0.99, s_max=0.5))
+    empty = explorer_figure(state.update(target=0.95, s_max=0.5))  # a widget may start on an impossible setting
+    assert "Impossible setting" in empty.layout.title.text and empty.data[0].z is None
 
 
 @pytest.mark.parametrize("changes", [dict(target=0.5, epsilon=0.3), dict(target=0.9, epsilon=0.9, s_max=0.95)])
@@ -584,3 +584,15 @@ def test_spread_explains_the_budget_range(state, changes):
     text = ex.spread_sentence(view)
     assert f"c = {d['scale']:.2f}" in text and f"{d['low']:.2f}-{d['high']:.2f}" in text
     assert ("hit s_max" in text) == (d["n_clipped"] > 0)
+
+
+def test_widget_starts_on_an_impossible_setting_and_recovers(tables):
+    from acttail_lab.widgets.explorer import ExplorerWidget
+
+    model = AlphaSource("toy", tables, cost=synthetic_cost(tables["ks"]), model="toy")
+    state = ExplorerState({"toy": model}, ExplorerSettings(target=0.95, s_max=0.5))
+    w = ExplorerWidget(state)
+    assert "Impossible setting" in w.message.value and w.figure.data[0].z is None
+    w.controls["target"].value = 0.4
+    assert w.state.view.valid and w.errors == []
+    assert_figures_show(w, w.state.view)

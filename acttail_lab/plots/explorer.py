@@ -248,10 +248,9 @@ def _panel_traces(view) -> dict[str, list]:
 def explorer_figure(view) -> go.Figure:
     """The four explorer figures as panels of one figure (mapping, heat map, histogram on top; sparsity and
     estimated error by layer below), each panel's traces as its own builder makes them, the heat map's
-    first. Use :func:`panels` and :data:`FIGURES`' updaters to redraw it in place.
-    Raises ValueError for an invalid first view (there is nothing to draw)."""
-    if not view.valid:
-        raise ValueError(f"The view is not valid: {view.message}")
+    first. Use :func:`panels` and :data:`FIGURES`' updaters to redraw it in place. An invalid view (a
+    widget started on an impossible setting) gives empty panels titled with its message; the next valid
+    view fills them."""
     fig = make_subplots(rows=2, cols=3, specs=[[{}, {}, {}], [{"colspan": 2}, None, {}]],
                         subplot_titles=_TITLES, horizontal_spacing=0.12, vertical_spacing=0.16)
     for name, traces in _panel_traces(view).items():
@@ -280,6 +279,8 @@ def explorer_figure(view) -> go.Figure:
     fig.update_yaxes(title_text="relative output error", row=2, col=3)
     for name, panel in panels(fig).items():
         FIGURES[name][1](panel, view)
+    if not view.valid:
+        fig.layout.title.text = f"Impossible setting: {view.message}"
     return fig
 
 
