@@ -7,7 +7,7 @@ For each of two tables:
   cost curves tiled onto its 560 names so the cost path is timed too (a worst
   case: the published source itself has no cost table);
 
-an ``ExplorerWidget`` (four plotly FigureWidgets, no browser attached) receives
+an ``ExplorerWidget`` (one plotly FigureWidget with four panels, no browser attached) receives
 many seeded random control changes (S, eps, s_max, power, mapping, granularity,
 direction, xmin). Each change is timed from setting the control's value to
 the end of its callback (then also a few switches of the alpha source): ``state.update`` (allocation, heat map, histogram,
