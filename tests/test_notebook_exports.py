@@ -41,11 +41,7 @@ EXPORT_FLAG = "--ExecutePreprocessor.store_widget_state=False"
 TIMEOUT_S = 900
 """Per notebook (nbconvert's cell timeout is set to the same)."""
 
-PENDING: dict[tuple[str, str], str] = {
-    ("09_weight_aware_selection_and_farms", "no_frozen_progress"): (
-        "frozen 'Converting and de-quantizing GGUF tensors', 'Loading weights' and 'Writing model shards' bars at 0% "
-        "when the notebook is the first to prepare the model in a new environment (seen once, 2026-12-07)"),
-}
+PENDING: dict[tuple[str, str], str] = {}
 """``(notebook stem, check) -> reason`` of checks expected to fail until the notebook's owner lands a fix
 (``xfail(strict=False)``: remove an entry once its check passes)."""
 
