@@ -16,6 +16,7 @@ from ..core.paths import result_path
 from ..core.results_io import load_table
 from .bootstrap import paired_bootstrap
 from .headline import collapse_threshold
+from .noise_floor import numeric_floor
 from .verdicts import BETTER, NOISE, WORSE, judge
 
 TEXTS = {"perplexity": "austen", "perplexity_encyclopedic": "encyclopedic"}
@@ -52,8 +53,9 @@ def load_grids(models=MODELS, results_dir=None, tables=TEXTS) -> dict[tuple[str,
 
 
 def _verdict(row) -> str:
-    """The verdict engine's word (``report.verdicts.judge``) for one change and its interval."""
-    return judge(row.ci_low_pct, row.ci_high_pct)
+    """The verdict engine's word (``report.verdicts.judge``) for one change and its interval, against the
+    numeric floor across CPUs at its target (``report.noise_floor``)."""
+    return judge(row.ci_low_pct, row.ci_high_pct, floor=numeric_floor(float(getattr(row, "sparsity", 0.0))))
 
 
 def _limit(runs: pd.DataFrame) -> float:

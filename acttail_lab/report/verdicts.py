@@ -43,6 +43,7 @@ from ..core.errors import ActTailError
 from .bootstrap import paired_bootstrap
 from .headline import collapsed
 from .labels import row_labels
+from .noise_floor import numeric_floor
 from .rank_correlation import Correlation, format_p, rank_correlation  # noqa: F401  (part of this API)
 
 LEVEL = 0.95
@@ -120,13 +121,16 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
-def judge(low: float, high: float, lower_is_better: bool = True) -> str:
-    """better / inside the noise / worse from an interval of the change (run minus baseline)."""
+def judge(low: float, high: float, lower_is_better: bool = True, floor: float = 0.0) -> str:
+    """better / inside the noise / worse from an interval of the change (run minus baseline).
+
+    ``floor`` (>= 0, the change's unit): the numeric floor (:func:`report.noise_floor.numeric_floor`); an
+    interval that reaches into [-floor, +floor] is inside the noise, since another CPU could reverse it."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return NO_INTERVAL
-    if low <= 0 <= high:
+    if low <= floor and high >= -floor:
         return NOISE
-    below = high < 0
+    below = high < -floor
     return BETTER if below == lower_is_better else WORSE
 
 
@@ -149,7 +153,7 @@ def _method_text(n_windows: int, level: float) -> str:
 
 def perplexity_verdicts(runs: pd.DataFrame, windows: pd.DataFrame | None = None, baseline: str = UNIFORM,
                         vocab_size: int | None = None, n_boot: int = 2000, level: float = LEVEL,
-                        seed: int = 0) -> pd.DataFrame:
+                        seed: int = 0, use_floor: bool = True) -> pd.DataFrame:
     """Every run of ``runs`` against ``baseline`` at the same target, with interval and verdict.
 
     Args:
@@ -159,6 +163,8 @@ def perplexity_verdicts(runs: pd.DataFrame, windows: pd.DataFrame | None = None,
         baseline: the baseline's *label* (:func:`report.labels.display_label`; e.g. ``"uniform"``,
             ``"acttail-ks"``). vocab_size: for :func:`report.headline.collapsed` (default: the model's).
         n_boot, level, seed: of the paired bootstrap.
+        use_floor: judge against the committed numeric floor across CPUs at each target
+            (:func:`report.noise_floor.numeric_floor`); False: against 0.
     Returns:
         :data:`VERDICT_COLUMNS`, one row per labelled run with a baseline at its target (dense and the
         baseline itself left out), in table order; ``change`` = 100 (ppl / ppl_base - 1), percent.
@@ -190,7 +196,10 @@ def perplexity_verdicts(runs: pd.DataFrame, windows: pd.DataFrame | None = None,
             c = ci.loc[(r.strategy, key)]
             change, low, high = float(c["change_pct"]), float(c["ci_low_pct"]), float(c["ci_high_pct"])
             method = _method_text(int(c["n_windows"]), level)
-        verdict, note = judge(low, high), ""
+        floor = numeric_floor(float(r.sparsity)) if use_floor else 0.0
+        verdict, note = judge(low, high, floor=floor), ""
+        if floor and math.isfinite(low):
+            method += f"; numeric floor across CPUs {floor:.2f}%"
         if r.gone_ and b["gone_"]:
             verdict, note = COLLAPSED, "both collapsed"
         elif r.gone_:
