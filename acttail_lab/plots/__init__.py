@@ -7,8 +7,8 @@ from .esd import (  # noqa: F401
     plot_alpha_scatter,
     plot_esd,
     plot_esd_grid,
-    plot_ks_curve,
     plot_mean_alpha_by_kind,
     power_law_density,
 )
+from .ks_curve import plot_ks_curve  # noqa: F401,E402
 from .rmt import plot_mp_fit, plot_tail_index_sweep  # noqa: F401,E402

@@ -32,6 +32,12 @@ from ..allocation import allocate
 from ..allocation.cost_model import estimate_cost
 from ..allocation.cost_solvers import CostCurves, hybrid_allocation, optimal_allocation
 from .explorer_costs import LEVEL, fisher_interval
+from .sensitivity_measured import (  # noqa: F401  (part of this module's API: notebook 07 imports them here)
+    disagreement_line,
+    estimate_vs_measurement,
+    measured_conclusion,
+    measured_lines,
+)
 
 PRESETS = ("uniform", "acttail", "acttail-block", "acttail-rev", "shuffled", "teal-kind")
 NO_INFORMATION = 0.2  # |rho| below this: "no useful ranking information"
@@ -172,94 +178,6 @@ def perplexity_agreement(estimated: pd.DataFrame, ppl_table: pd.DataFrame, value
             low, high = fisher_interval(rho, len(common))
             rows.append(dict(target=target, n=len(common), spearman_rho=rho, rho_low=low, rho_high=high))
     return pd.DataFrame(rows, columns=["target", "n", "spearman_rho", "rho_low", "rho_high"])
-
-
-# --------------------------------------------------------------------------- estimate against measurement
-def estimate_vs_measurement(estimated: pd.DataFrame, measured: pd.DataFrame, value: str = "rel_error",
-                            baseline: str = "uniform") -> pd.DataFrame:
-    """The estimated cost of each allocation against its measured perplexity, both relative to ``baseline``.
-
-    Inputs: ``estimated`` (:func:`estimated_costs`: label, target, ``value``); ``measured``, a verdict table
-    of the verdict engine (``report.verdicts.perplexity_verdicts(runs, windows)``: label, sparsity, change,
-    low, high in percent of uniform's perplexity with its 95% paired-bootstrap interval over evaluation
-    windows, verdict, note). Labels are matched by name.
-
-    Output: one row per (label, target) present in both, ``baseline`` left out: label, target,
-    estimated_pct (100 (cost / baseline's cost - 1): below 0 = the surrogate expects it better than
-    uniform), change_pct, ci_low_pct, ci_high_pct, measured (the engine's verdict), note (e.g. "collapsed":
-    then no percentage is meaningful), and agreement: "agree" (the estimate's sign matches a better / worse
-    verdict), "disagree" (the verdict is beyond the noise on the other side), "not confirmed" (inside the
-    noise) or "not compared" (any other verdict, e.g. both collapsed).
-    """
-    base = estimated[estimated.label == baseline].set_index("target")[value]
-    est = estimated[estimated.label != baseline].assign(
-        estimated_pct=lambda d: 100 * (d[value] / d.target.map(base) - 1))
-    m = measured.rename(columns={"sparsity": "target", "change": "change_pct", "low": "ci_low_pct",
-                                 "high": "ci_high_pct", "verdict": "measured"})
-    merged = est[["label", "target", "estimated_pct"]].merge(
-        m[["label", "target", "change_pct", "ci_low_pct", "ci_high_pct", "measured", "note"]], on=["label", "target"])
-
-    def agreement(estimated_pct: float, verdict_text: str) -> str:
-        if verdict_text == "inside the noise":
-            return "not confirmed"
-        if verdict_text not in ("better", "worse"):
-            return "not compared"
-        return "agree" if (estimated_pct < 0) == (verdict_text == "better") else "disagree"
-
-    merged["agreement"] = [agreement(e, v) for e, v in zip(merged.estimated_pct, merged.measured)]
-    return merged.sort_values(["target", "change_pct"]).reset_index(drop=True)
-
-
-def _change(r) -> str:
-    """A measured change as text: "+24.0% [+21.8, +26.3]", or the engine's note (e.g. a collapsed run)."""
-    note = getattr(r, "note", "")
-    if isinstance(note, str) and note:
-        return note
-    return f"{r.change_pct:+.1f}% [{r.ci_low_pct:+.1f}, {r.ci_high_pct:+.1f}]"
-
-
-def _named(r) -> str:
-    """"acttail +8.5% [+6.7, +10.2]", "teal-kind collapsed" or "acttail (uniform collapsed)"."""
-    note = getattr(r, "note", "")
-    if isinstance(note, str) and note:
-        rest = note.replace(f"{r.label} ", "", 1)
-        return f"{r.label} {rest}" if rest == "collapsed" else f"{r.label} ({rest})"
-    return f"{r.label} {_change(r)}"
-
-
-def measured_lines(measured: pd.DataFrame, labels: Iterable[str]) -> list[str]:
-    """Per target, the measured perplexity change of ``labels`` against uniform grouped by the verdict engine's
-    verdict (``report.verdicts.perplexity_verdicts``: better, inside the noise, worse, ...), each with its 95%
-    paired-bootstrap interval (a collapsed run is named, not given a percentage); no single "best" is named
-    here (``report.winners.lowest`` says which run is lowest and whether its lead is beyond the noise)."""
-    part = measured[measured.label.isin(list(labels))].rename(
-        columns={"change": "change_pct", "low": "ci_low_pct", "high": "ci_high_pct"})
-    method = next((m for m in part.get("method", []) if "bootstrap" in str(m)), "")
-    lines = []
-    for target, rows in part.groupby("sparsity"):
-        groups = []
-        for verdict_name in dict.fromkeys(["better", "inside the noise", "worse", *rows.verdict]):
-            these = rows[rows.verdict == verdict_name].sort_values("change_pct")
-            if len(these):
-                groups.append(f"{verdict_name}: " + ", ".join(_named(r) for r in these.itertuples()))
-        lines.append(f"Measured perplexity against uniform at {target:g}" + (f" ({method})" if method else "")
-                     + ": " + "; ".join(groups) + ".")
-    return lines
-
-
-def disagreement_line(table: pd.DataFrame) -> str:
-    """Where the estimated cost and the measured perplexity disagree (:func:`estimate_vs_measurement`)."""
-    counts = table.agreement.value_counts()
-    bad = table[table.agreement == "disagree"]
-    text = (f"The estimate and the measurement agree on {counts.get('agree', 0)} of {len(table)} comparisons with "
-            f"uniform, disagree on {counts.get('disagree', 0)}, and the measurement cannot confirm "
-            f"{counts.get('not confirmed', 0)} (inside the noise)")
-    if counts.get("not compared", 0):
-        text += f"; {counts['not compared']} are not compared (both collapsed)"
-    if len(bad):
-        text += (": " + "; ".join(f"{r.label} at {r.target:g} is estimated {r.estimated_pct:+.1f}% in cost against "
-                                  f"uniform but measures {_change(r)} in perplexity" for r in bad.itertuples()))
-    return text + ". Where they disagree, the measurement decides: the surrogate ignores interactions between projections."
 
 
 # --------------------------------------------------------------------------- reading the correlation table
@@ -434,12 +352,5 @@ def conclusions(corr: pd.DataFrame, proxy_check: pd.DataFrame, baseline: pd.Data
         _proxy_line(proxy_check),
         _kind_line(corr, baseline, last, alpha_rule),
         _within_kind_line(corr, last, alpha_rule),
-    ] + (_measured_conclusion(estimated, measured, targets, lowest) if measured is not None
+    ] + (measured_conclusion(estimated, measured, targets, lowest) if measured is not None
          else [_estimated_line(estimated, target) for target in (targets[0], targets[-1])])
-
-
-def _measured_conclusion(estimated: pd.DataFrame, measured: pd.DataFrame, targets, lowest: str | None) -> list[str]:
-    labels = [label for label in dict.fromkeys(estimated.label) if label != "uniform"]
-    part = measured[measured.sparsity.isin(list(targets))]
-    return (measured_lines(part, labels) + ([lowest] if lowest else [])
-            + [disagreement_line(estimate_vs_measurement(estimated, part))])
