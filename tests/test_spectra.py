@@ -139,7 +139,7 @@ def test_cache_key_follows_weights_and_dtype(tmp_cache, count_esd):
 def test_corrupt_or_partial_cache_files_are_never_trusted(tmp_cache, count_esd):
     model = random_model("llama-tiny")
     good = model_spectra(model, device="cpu", progress=False)
-    path = tmp_cache / f"{spectra_key(model)}.npz"
+    path = spectra.spectra_cache().path(spectra_key(model))  # <key>.<stamp>.npz
     # an interrupted writer leaves only a temporary file: it must be ignored
     (tmp_cache / f".{path.name}.abc123.tmp").write_bytes(b"PK\x03\x04 half a zip")
     path.write_bytes(path.read_bytes()[:100])  # a truncated final file: recomputed and replaced

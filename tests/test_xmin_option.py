@@ -76,10 +76,10 @@ def test_old_optimal_name_points_to_the_new_one():
     assert parse_strategy("surrogate-optimal").strategy == "surrogate-optimal"
 
 
-def test_run_labels_name_a_rule_only_when_one_label_has_two():
+def test_run_labels_name_the_rule_of_every_row_that_does_not_use_the_default():
     from acttail_lab.report.results import run_labels
 
     runs = pd.DataFrame(dict(strategy=["uniform", "acttail", "acttail-ks"], xmin_rule=[None, "peak", "ks"]))
     assert run_labels(runs).tolist() == ["uniform", "acttail", "acttail-ks"]
     old = pd.DataFrame(dict(strategy=["acttail", "acttail"], xmin_rule=["ks", "peak"]))
-    assert run_labels(old).tolist() == ["acttail (xmin=ks)", "acttail (xmin=peak)"]
+    assert run_labels(old).tolist() == ["acttail-ks", "acttail"]  # a label is a function of the settings

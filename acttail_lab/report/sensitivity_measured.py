@@ -9,6 +9,7 @@ never given a percentage.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -108,3 +109,41 @@ def measured_conclusion(estimated: pd.DataFrame, measured: pd.DataFrame, targets
     part = measured[measured.sparsity.isin(list(targets))]
     return (measured_lines(part, labels) + ([lowest] if lowest else [])
             + [disagreement_line(estimate_vs_measurement(estimated, part))])
+
+
+@dataclass
+class MeasuredSection:
+    """Notebook 07's measured comparison against uniform (all None when the table has no uniform run).
+
+    ``measured``: the verdict engine's table (change against uniform, 95% paired-bootstrap interval, verdict);
+    ``intervals``: it as text; ``count``: how many runs are better / inside the noise / worse;
+    ``lowest_among`` / ``lowest_all``: the lowest run per target among the compared allocations / over every row,
+    each with its lead's verdict."""
+
+    measured: pd.DataFrame | None = None
+    intervals: pd.DataFrame | None = None
+    count: str | None = None
+    lowest_among: str | None = None
+    lowest_all: str | None = None
+    header: str = ("Perplexity change vs uniform (%) [95% paired-bootstrap interval], same target: negative = better; "
+                   "~ = inside the noise")
+
+
+def measured_section(model: str, results_dir, among: Iterable[str],
+                     among_name: str = "the allocations of section 5") -> MeasuredSection:
+    """Load ``model``'s committed perplexity grid and windows from ``results_dir`` and judge every run against
+    uniform (:class:`MeasuredSection`); ``among``: the labels the restricted "lowest" sentence compares."""
+    from ..core.paths import result_path
+    from ..core.results_io import load_table
+    from . import verdicts, winners
+    from .bootstrap import load_windows
+
+    runs = load_table(result_path("perplexity", model, results_dir))
+    if not (runs["strategy"] == "uniform").any():
+        return MeasuredSection()
+    windows = load_windows(model=model, results_dir=results_dir)
+    measured = verdicts.perplexity_verdicts(runs, windows)
+    return MeasuredSection(
+        measured=measured, intervals=verdicts.interval_text(measured), count=verdicts.count_sentence(measured),
+        lowest_among=winners.lowest_sentence(winners.lowest(runs, windows, among=list(among), among_name=among_name)),
+        lowest_all=winners.lowest_sentence(winners.lowest(runs, windows)))
