@@ -116,9 +116,13 @@ def test_controls_get_their_verdicts_against_the_guided_run():
 def test_committed_grid_counts_agree_with_the_bootstrap_module():
     runs = results.load_perplexity("smollm2-135m")
     win = bootstrap.load_windows("perplexity", "smollm2-135m")
-    table = V.perplexity_verdicts(runs, win)
+    table = V.perplexity_verdicts(runs, win, use_floor=False)
     plain = bootstrap.paired_bootstrap(win)
     assert len(table) == len(plain) and (table["verdict"] == V.NOISE).sum() == plain["inside_noise"].sum()
+    floored = V.perplexity_verdicts(runs, win)  # the numeric floor across CPUs only adds runs to the noise
+    noise = floored["verdict"] == V.NOISE
+    assert noise.sum() >= (table["verdict"] == V.NOISE).sum() and (table.loc[noise, "verdict"] != V.COLLAPSED).all()
+    assert floored.loc[noise & (table["verdict"] != V.NOISE), "method"].str.contains("numeric floor").all()
     v = V.compare(runs, "acttail", sparsity=0.8, windows=win)
     assert v.interval() and v.interval() in v.sentence()
 

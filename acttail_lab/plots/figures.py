@@ -65,7 +65,7 @@ def change_figure(results_dir: Path) -> Figure:
     runs = load_perplexity(DEFAULT_MODEL, results_dir)
     table = verdicts.perplexity_verdicts(runs, load_windows("perplexity", DEFAULT_MODEL, results_dir))
     change = headline.change_matrix(runs)
-    title = perplexity_runs.change_title(table, MODEL_LABEL) + " (95% paired bootstrap over windows)"
+    title = perplexity_runs.change_title(table, MODEL_LABEL) + f" ({verdicts.how_judged(table, short=True)})"
     return plot_change_heatmap(change, title=_wrap(title, 60), noise=perplexity_runs.noise_matrix(table),
                                collapsed=perplexity_runs.collapsed_matrix(table)).figure
 

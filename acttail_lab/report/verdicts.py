@@ -121,6 +121,10 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
+FLOOR_MARK = "; numeric floor across CPUs "
+"""How a verdict row's ``method`` names the floor it was judged against (followed by the floor in percent)."""
+
+
 def judge(low: float, high: float, lower_is_better: bool = True, floor: float = 0.0) -> str:
     """better / inside the noise / worse from an interval of the change (run minus baseline).
 
@@ -199,7 +203,7 @@ def perplexity_verdicts(runs: pd.DataFrame, windows: pd.DataFrame | None = None,
         floor = numeric_floor(float(r.sparsity)) if use_floor else 0.0
         verdict, note = judge(low, high, floor=floor), ""
         if floor and math.isfinite(low):
-            method += f"; numeric floor across CPUs {floor:.2f}%"
+            method += f"{FLOOR_MARK}{floor:.2f}%"
         if r.gone_ and b["gone_"]:
             verdict, note = COLLAPSED, "both collapsed"
         elif r.gone_:
@@ -264,6 +268,25 @@ def count_verdicts(table: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
+def how_judged(table: pd.DataFrame, short: bool = False) -> str:
+    """How a verdict table's intervals were judged, once: e.g. "95% paired bootstrap over 32 windows, beyond the
+    numeric floor across CPUs (0.63-1.75% by target)"; ``short``: "95% paired bootstrap, CPU floor 0.6-1.7%" (for
+    titles); "" when no row has an interval."""
+    methods = table.loc[table["method"].str.contains("bootstrap|standard"), "method"]
+    if methods.empty:
+        return ""
+    base = "; ".join(sorted({m.split(FLOOR_MARK)[0] for m in methods}))
+    floors = sorted({float(m.split(FLOOR_MARK)[1].rstrip("%")) for m in methods if FLOOR_MARK in m})
+    if short:
+        base = base.split(" over ")[0]
+    if not floors:
+        return base
+    if short:
+        return f"{base}, CPU floor {floors[0]:.1f}%" + (f"-{floors[-1]:.1f}%" if len(floors) > 1 else "")
+    span = f"{floors[0]:.2f}%" if len(floors) == 1 else f"{floors[0]:.2f}-{floors[-1]:.2f}% by target"
+    return f"{base}, beyond the numeric floor across CPUs ({span})"
+
+
 def count_sentence(table: pd.DataFrame, what: str = "runs") -> str:
     """E.g. "Against uniform (95% paired bootstrap over 32 windows), 30 of 76 runs are better, 3 inside the
     noise, 43 worse (12 of them collapsed)"; only the verdicts that occur are listed."""
@@ -271,8 +294,7 @@ def count_sentence(table: pd.DataFrame, what: str = "runs") -> str:
         return f"No {what} to compare."
     c = count_verdicts(table)
     base = table["baseline"].iloc[0]
-    methods = sorted(set(table.loc[table["method"].str.contains("bootstrap|standard"), "method"]))
-    how = f" ({'; '.join(methods)})" if methods else ""
+    how = f" ({how_judged(table)})" if how_judged(table) else ""
     parts = [f"{c[BETTER]} of {c['total']} {what} are better than {base}{how}"]
     if c[NOISE]:
         parts.append(f"{c[NOISE]} inside the noise")
