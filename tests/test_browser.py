@@ -362,7 +362,11 @@ def test_esd_picker_in_a_real_browser(lab_page, lab, tmp_path):
     page.wait_for_function(f"([s, before]) => {{ const src = ({image_src})(s); return !!src && src !== before; }}",
                            arg=[select.element_handle(), before], timeout=30_000)
     after = select.evaluate(image_src)
-    assert after.startswith("data:image/png;base64,") and len(after) > 1000
+    # an ipywidgets Image shows its PNG through a blob: URL (an Output widget used a data: URL): read its bytes
+    assert after.startswith(("blob:", "data:image/png;base64,"))
+    head = select.evaluate(f"async s => {{ const r = await fetch(({image_src})(s)); const b = new Uint8Array("
+                           "await r.arrayBuffer()); return [b.length, ...b.slice(1, 4)]; }")
+    assert head[0] > 1000 and bytes(head[1:]) == b"PNG", head
     assert kernel_print(page, "print(picker.name)").strip() == choice  # the callback really selected it
     page.locator(".widget-dropdown:has(label:text-is('projection'))").first.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "esd_picker.png"))
