@@ -5,22 +5,14 @@ import pytest
 
 from acttail_lab.report import cross_model
 
+from synthetic_grids import window_grid
+
 N_WINDOWS = 16
 
 
 def _grid(shifts: dict, seed: int = 0, targets=(0.5, 0.7)):
     """(runs, windows): uniform with NLL 3 + noise; each strategy = uniform's windows + its shift (+ noise)."""
-    rng = np.random.default_rng(seed)
-    base = {t: 3.0 + t + rng.normal(0, 0.05, N_WINDOWS) for t in targets}
-    win, runs = [], []
-    for strategy, shift in {"uniform": 0.0, **shifts}.items():
-        for t in targets:
-            nll = base[t] + (shift if strategy != "uniform" else 0.0)
-            if strategy == "noisy":
-                nll = base[t] + rng.normal(0, 0.05, N_WINDOWS)
-            win += [dict(strategy=strategy, sparsity=t, method="topk", window_index=i, nll=v) for i, v in enumerate(nll)]
-            runs.append(dict(strategy=strategy, sparsity=t, perplexity=float(np.exp(nll.mean())), tokens=8176))
-    return pd.DataFrame(runs), pd.DataFrame(win)
+    return window_grid(shifts, N_WINDOWS, seed=seed, targets=targets, method="topk")
 
 
 @pytest.fixture()

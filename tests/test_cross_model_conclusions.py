@@ -7,19 +7,13 @@ import pytest
 
 from acttail_lab.report import correlations, cross_model
 
+from synthetic_grids import window_grid
+
 N_WINDOWS = 24
 
 
 def _grid(shifts: dict, seed: int = 0, targets=(0.5, 0.7)):
-    rng = np.random.default_rng(seed)
-    base = {t: 3.0 + t + rng.normal(0, 0.05, N_WINDOWS) for t in targets}
-    win, runs = [], []
-    for strategy, shift in {"uniform": 0.0, **shifts}.items():
-        for t in targets:
-            nll = base[t] + shift + rng.normal(0, 0.002, N_WINDOWS)
-            win += [dict(strategy=strategy, sparsity=t, window_index=i, nll=v) for i, v in enumerate(nll)]
-            runs.append(dict(strategy=strategy, sparsity=t, perplexity=float(np.exp(nll.mean())), tokens=8176))
-    return pd.DataFrame(runs), pd.DataFrame(win)
+    return window_grid(shifts, N_WINDOWS, seed=seed, targets=targets, noise=0.002)
 
 
 def _tables(grids):

@@ -82,6 +82,15 @@ def _tensor_bytes(shape: list[int], ggml_type: int, path: Path) -> int:
     return count // block * type_size
 
 
+def _enough(path: Path, needed: int, n_tensors: int, size: int) -> int:
+    """``needed`` when the file has at least that many bytes, else a "truncated ... re-fetch" error."""
+    if size < needed:
+        raise CorruptModelFileError(
+            f"{path} is truncated: its header describes {n_tensors} tensors ending at byte {needed:,}, but the file "
+            f"has {size:,} bytes ({size / needed:.1%} of it). {_FIX}")
+    return needed
+
+
 def check_gguf(path: str | os.PathLike) -> int:
     """Bytes a GGUF file's header accounts for (data start + the end of its last tensor); raises
     :class:`CorruptModelFileError` when the file is not GGUF or is shorter than that."""
@@ -109,12 +118,7 @@ def check_gguf(path: str | os.PathLike) -> int:
             ggml_type, offset = reader.unpack("I"), reader.unpack("Q")
             end = max(end, offset + _tensor_bytes(shape, ggml_type, path))
         data_start = -(-handle.tell() // alignment) * alignment
-    needed = data_start + end
-    if size < needed:
-        raise CorruptModelFileError(
-            f"{path} is truncated: its header describes {n_tensors} tensors ending at byte {needed:,}, but the file "
-            f"has {size:,} bytes ({size / needed:.1%} of it). {_FIX}")
-    return needed
+    return _enough(path, data_start + end, n_tensors, size)
 
 
 def check_safetensors(path: str | os.PathLike) -> int:
@@ -136,12 +140,7 @@ def check_safetensors(path: str | os.PathLike) -> int:
             raise CorruptModelFileError(f"{path} has an unreadable safetensors header: it is corrupt. {_FIX}") from None
     ends = [entry["data_offsets"][1] for name, entry in header.items()
             if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
-    needed = 8 + length + max(ends, default=0)
-    if size < needed:
-        raise CorruptModelFileError(
-            f"{path} is truncated: its header describes {len(ends)} tensors ending at byte {needed:,}, but the file "
-            f"has {size:,} bytes ({size / needed:.1%} of it). {_FIX}")
-    return needed
+    return _enough(path, 8 + length + max(ends, default=0), len(ends), size)
 
 
 def check_model_files(source: str | os.PathLike) -> None:
