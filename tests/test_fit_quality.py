@@ -110,15 +110,24 @@ def test_committed_fitquality_rows_match_the_committed_grid():
     if not path.exists() or not grid_path.exists():
         pytest.skip("committed tables not present")
     runs, grid = pd.read_csv(path), pd.read_csv(grid_path)
+    from acttail_lab.core.results_io import read_sidecar
+    from acttail_lab.report.noise_floor import numeric_floor
+
+    # exact on the same CPU kernels; across CPUs within the measured numeric floor at each target
+    same_host = read_sidecar(path).get("device") == read_sidecar(grid_path).get("device")
+
+    def agree(table, exact_rtol):
+        rtol = [exact_rtol if same_host else numeric_floor(s) / 100 for s in table["sparsity"]]
+        return bool(np.all(np.abs(table["perplexity"] / table["perplexity_grid"] - 1) <= np.array(rtol) + 1e-12))
     assert set(runs["strategy"]) == {"dense", "uniform", "acttail[xmin=ks]", "acttail-fit[xmin=ks]",
                                      "acttail[fit=block-mean;xmin=ks]"}
     ks = runs[runs["strategy"] == "acttail[xmin=ks]"].merge(grid, on="sparsity", suffixes=("", "_grid"))
     ks = ks[ks["strategy_grid"] == "acttail-ks"]  # the same KS allocation under its preset name
-    assert len(ks) == 3 and np.allclose(ks["perplexity"], ks["perplexity_grid"], rtol=1e-9)
+    assert len(ks) == 3 and agree(ks, 1e-9)
     assert (runs["tokens"] == 16352).all()
     fitted = runs[runs["strategy"] != "dense"]
     assert np.allclose(fitted["realised_sparsity"], fitted["sparsity"], atol=2e-3)
     plain = runs[runs["strategy"].isin(["dense", "uniform"])]  # rows that do not depend on the alphas' rule
     shared = plain.merge(grid, on=["strategy", "sparsity"], suffixes=("", "_grid"))
     assert len(shared) == 4  # dense + uniform at 50/60/70%
-    assert np.allclose(shared["perplexity"], shared["perplexity_grid"], rtol=1e-4)
+    assert agree(shared, 1e-4)
