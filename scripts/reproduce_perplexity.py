@@ -10,6 +10,9 @@ block path on the same text (fine: per-projection steps of at most 0.05).
 
 * smollm2-135m: 16384 tokens, 50-80%, the full strategy set (:data:`TIERS`).
 * gemma3-270m: 8192 tokens, 40-80%, the cross-model set (:data:`CROSS_MODEL`).
+* qwen2.5-coder-1.5b: 8192 tokens, 50/70/80%, one stage per tier (TopK, WINA, fine greedy path, rotation),
+  so that ``scripts/stage_costs.py`` can time each stage as its own process (``--tiers N`` re-reads the
+  earlier tiers from the row cache).
 
 Every row is cached (content-keyed), so an interrupted run resumes where it stopped; the CSV is
 rewritten after each tier. Usage:
@@ -44,8 +47,14 @@ TIERS = {
         ("peak", CROSS_MODEL, (0.4, 0.5, 0.6, 0.7)),
         ("peak", CROSS_MODEL, (0.8,)),  # uniform at 80% is 487 against 25.8 dense: not collapsed
     ),
+    "qwen2.5-coder-1.5b": (  # a float32 row of 8192 tokens costs 5-8 CPU minutes: the set only
+        ("peak", ("uniform", "acttail", "acttail-ks", "acttail-block"), (0.5, 0.7, 0.8)),
+        ("peak", ("wina",), (0.5, 0.7, 0.8)),
+        ("peak", ("teal-greedy-fine",), (0.5, 0.7, 0.8)),
+        ("peak", ("rotated-uniform",), (0.5, 0.7, 0.8)),
+    ),
 }
-TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192}
+TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192, "qwen2.5-coder-1.5b": 8192}
 
 
 def main(argv=None) -> int:

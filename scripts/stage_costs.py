@@ -1,0 +1,122 @@
+"""Run the workbench's stages on one model, each as its own process, and record what each one cost.
+
+Writes ``data/results/<model>_stage_costs.csv`` (+ ``.json`` sidecar), one row per stage:
+
+* ``stage``, ``command``: what ran (every stage reads and fills the content-keyed caches, so a stage run
+  after another finds that one's results: ``topk`` does not recompute the spectra that ``spectra`` made);
+* ``wall_s``, ``cpu_s``: seconds of wall clock and of CPU (user + system) of the stage's process;
+* ``peak_rss_gb``: that process's largest resident set (GB, 1e9 bytes; ``os.wait4``'s ``ru_maxrss``);
+* ``load_before``, ``load_after``: the 1-minute load average around it. Above ~1 another job shared the
+  cores, and ``wall_s`` is inflated by up to that factor; ``cpu_s`` is not;
+* ``returncode``, ``finished`` (UTC), ``dtype``, ``threads``.
+
+A stage recorded with return code 0 is skipped on the next run (resumable), unless ``--redo`` names it.
+A stage that fails stops the run and is recorded with its return code.
+
+Usage (repository root)::
+
+    python scripts/stage_costs.py --model qwen2.5-coder-1.5b [--stages load,spectra,cost-table,topk]
+        [--redo topk] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pandas as pd  # noqa: E402
+
+from acttail_lab.core.cache import atomic_path  # noqa: E402
+from acttail_lab.core.provenance import write_sidecar  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ("stage", "command", "wall_s", "cpu_s", "peak_rss_gb", "load_before", "load_after", "returncode",
+           "finished", "dtype", "threads")
+_LOAD = "from acttail_lab.core.models import load_model; load_model({model!r})"
+_SPECTRA = ("from acttail_lab.core.models import load_model; from acttail_lab.spectral import spectra; "
+            "lm = load_model({model!r}); [spectra.analyze(lm, xmin=r, progress=True) for r in ('ks', 'peak', 'median')]")
+
+
+def stages(model: str) -> dict[str, list[str]]:
+    """Stage name -> argv (run with this interpreter from the repository root), in the order they run."""
+    py = sys.executable
+    grid = [py, "scripts/reproduce_perplexity.py", "--model", model, "--tiers"]
+    return {
+        "load": [py, "-c", _LOAD.format(model=model)],  # first time: fetch + dequantise into the prepared folder
+        "spectra": [py, "-c", _SPECTRA.format(model=model)],  # ESDs of every projection, three xmin rules
+        "cost-table": [py, "scripts/reproduce_sensitivity.py", "--model", model, "--skip-loss"],  # TopK error
+        "topk": grid + ["1"],  # dense + TopK rows (uniform, acttail, acttail-ks, acttail-block)
+        "wina": grid + ["2"],
+        "greedy-fine": grid + ["3"],  # TEAL's fine greedy path on calibration text, then its rows
+        "rotation": grid + ["4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
+    }
+
+
+def run_stage(name: str, argv: list[str]) -> dict:
+    """Run one stage as a child process; return its cost row."""
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    print(f"[stage_costs] {name}: {' '.join(argv)[:160]}", flush=True)
+    child = subprocess.Popen(argv, cwd=REPO)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    row = dict(stage=name, command=" ".join(argv[1:]) if argv[1] != "-c" else "python -c " + argv[2],
+               wall_s=round(wall, 1), cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
+               peak_rss_gb=round(usage.ru_maxrss * 1024 / 1e9, 2), load_before=round(load_before, 2),
+               load_after=round(os.getloadavg()[0], 2), returncode=child.returncode,
+               finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), dtype="float32",
+               threads=int(os.environ["OMP_NUM_THREADS"]))
+    print(f"[stage_costs] {name}: rc {row['returncode']}, {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s CPU, "
+          f"peak RSS {row['peak_rss_gb']:.2f} GB, load {row['load_before']:.2f} -> {row['load_after']:.2f}",
+          flush=True)
+    return row
+
+
+def write_table(table: pd.DataFrame, out: Path, model: str) -> None:
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    write_sidecar(out, model=model, device="cpu", rows=len(table),
+                  command="python scripts/stage_costs.py --model " + model,
+                  description="wall and CPU seconds and peak resident memory of each stage, each its own process")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="built-in model name")
+    parser.add_argument("--stages", default=None, help="comma-separated subset, in the default order")
+    parser.add_argument("--redo", default="", help="comma-separated stages to run again though recorded")
+    parser.add_argument("--out", type=Path, default=None, help="default: data/results/<model>_stage_costs.csv")
+    args = parser.parse_args(argv)
+    table_of = stages(args.model)
+    chosen = list(table_of) if args.stages is None else args.stages.split(",")
+    unknown = sorted(set(chosen) - set(table_of))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; the stages are {list(table_of)}")
+    out = args.out or REPO / "data" / "results" / f"{args.model}_stage_costs.csv"
+    table = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=list(COLUMNS))
+    redo = set(filter(None, args.redo.split(",")))
+    for name in chosen:
+        done = table[(table["stage"] == name) & (table["returncode"] == 0)]
+        if len(done) and name not in redo:
+            print(f"[stage_costs] {name}: recorded, skipped (--redo {name} runs it again)", flush=True)
+            continue
+        row = run_stage(name, table_of[name])
+        table = pd.concat([table[table["stage"] != name], pd.DataFrame([row])], ignore_index=True)
+        order = {stage: i for i, stage in enumerate(table_of)}
+        table = table.sort_values("stage", key=lambda s: s.map(order)).reset_index(drop=True)
+        write_table(table[list(COLUMNS)], out, args.model)
+        if row["returncode"] != 0:
+            return int(row["returncode"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
