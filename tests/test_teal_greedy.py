@@ -166,6 +166,29 @@ def test_cache_hit_on_second_call(model, windows, monkeypatch, tmp_path):
         greedy_path(model, windows, delta=0.05, max_target=0.3, progress=False)
 
 
+def test_an_interrupted_path_resumes_from_the_layers_it_finished(model, windows, monkeypatch, tmp_path):
+    whole = greedy_path(model, windows, delta=0.1, max_target=0.3, progress=False, cache=False)
+    real, calls = teal_greedy._layer_path, []
+
+    def dies_on_the_second_layer(layer, *args, **kwargs):
+        calls.append(layer)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(layer, *args, **kwargs)
+
+    monkeypatch.setattr(teal_greedy, "_layer_path", dies_on_the_second_layer)
+    with pytest.raises(KeyboardInterrupt):
+        greedy_path(model, windows, delta=0.1, max_target=0.3, progress=False)
+    layer_files = list((tmp_path / "cache" / "teal_greedy").glob("path-*-layer*.csv"))
+    assert len(layer_files) == 1  # the first layer survived the interruption
+    calls.clear()
+    resumed = greedy_path(model, windows, delta=0.1, max_target=0.3, progress=False)
+    n_layers = len(decoder_layers(model))
+    assert len(calls) == n_layers - 1  # only the unfinished layers were computed again
+    pd.testing.assert_frame_equal(resumed, whole)
+    assert not list((tmp_path / "cache" / "teal_greedy").glob("path-*-layer*.csv"))  # folded into the path
+
+
 def test_allocate_reads_the_path_and_names_the_fix_without_one(model, path):
     table = projection_table(model).iloc[::-1].reset_index(drop=True)
     with pytest.raises(AllocationError, match=r"greedy_path=.*greedy_path\(model\)"):

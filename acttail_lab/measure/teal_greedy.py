@@ -232,7 +232,8 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
         steps: ``"block"`` (TEAL's) or ``"fine"`` (:func:`greedy_block_fine` with ``fine_step``).
         corpus: corpus of the default calibration windows.
         progress: tqdm bar over layers. cache: read / write ``cache_dir("teal_greedy")/path-<key>.csv``,
-            key = (weights hash, token ids hash, delta, max_target, s_max, max_tokens).
+            key = (weights hash, token ids hash, delta, max_target, s_max, max_tokens), and each layer's
+            part as ``path-<key>-layer<i>`` as soon as it is done (an interrupted run resumes there).
     Returns:
         Tidy DataFrame, one row per (layer, block target, projection): layer, projection, name,
         n_params, block_target (``step * delta``: the block's parameter-weighted sparsity),
@@ -261,27 +262,42 @@ def greedy_path(model, windows: torch.Tensor | None = None, delta: float = 0.025
     for row, module in iter_projections(net):
         by_layer.setdefault(row["layer"], []).append((row, module))
     layers = decoder_layers(net)
-    records = []
+    parts = []
     for index in tqdm(sorted(by_layer), desc="teal greedy", disable=not progress):
-        rows = [r for r, _ in by_layer[index]]
-        block = _SparseBlock(layers[index], rows, [m for _, m in by_layer[index]], inputs[index])
-        try:
-            if steps == "fine":
-                points = greedy_block_fine(block, fine_step, max_target, s_max)
-            else:
-                points = greedy_block(block, delta, n_steps, s_max)
-        finally:
-            block.close()
-        for point in points:
-            for row, s in zip(rows, point["sparsity"]):
-                records.append(dict(layer=row["layer"], projection=row["projection"], name=row["name"],
-                                    n_params=row["n_params"],
-                                    block_target=point.get("block_target", round(point["step"] * delta, 12)),
-                                    sparsity=float(s), block_error=point["block_error"]))
-    table = pd.DataFrame(records, columns=list(PATH_COLUMNS))
+        # each layer's path is its own cache entry, so an interrupted run (hours on a 1.5B model) resumes
+        layer_key = None if key is None else f"{key}-layer{index}"
+        part = None if layer_key is None else store.load(layer_key, check=lambda t: list(t.columns) == list(PATH_COLUMNS))
+        if part is None:
+            part = _layer_path(layers[index], by_layer[index], inputs[index], steps, delta, n_steps, s_max,
+                               fine_step, max_target)
+            if layer_key is not None:
+                store.save(layer_key, part)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(PATH_COLUMNS))
     if key is not None:
         store.save(key, table)
+        for index in by_layer:  # the whole path now holds them
+            store.path(f"{key}-layer{index}").unlink(missing_ok=True)
     return table
+
+
+def _layer_path(layer: nn.Module, projections: list, inputs, steps: str, delta: float, n_steps: int,
+                s_max: float, fine_step: float, max_target: float) -> pd.DataFrame:
+    """The greedy path of one decoder layer: rows of :data:`PATH_COLUMNS` (module doc)."""
+    rows = [r for r, _ in projections]
+    block = _SparseBlock(layer, rows, [m for _, m in projections], inputs)
+    try:
+        if steps == "fine":
+            points = greedy_block_fine(block, fine_step, max_target, s_max)
+        else:
+            points = greedy_block(block, delta, n_steps, s_max)
+    finally:
+        block.close()
+    records = [dict(layer=row["layer"], projection=row["projection"], name=row["name"], n_params=row["n_params"],
+                    block_target=point.get("block_target", round(point["step"] * delta, 12)),
+                    sparsity=float(s), block_error=point["block_error"])
+               for point in points for row, s in zip(rows, point["sparsity"])]
+    return pd.DataFrame(records, columns=list(PATH_COLUMNS))
 
 
 # --------------------------------------------------------------------------- allocation
