@@ -5,7 +5,8 @@ Writes ``data/results/<model>_stage_costs.csv`` (+ ``.json`` sidecar), one row p
 * ``stage``, ``command``: what ran (every stage reads and fills the content-keyed caches, so a stage run
   after another finds that one's results: ``topk`` does not recompute the spectra that ``spectra`` made);
 * ``wall_s``, ``cpu_s``: seconds of wall clock and of CPU (user + system) of the stage's process;
-* ``peak_rss_gb``: that process's largest resident set (GB, 1e9 bytes; ``os.wait4``'s ``ru_maxrss``);
+* ``peak_rss_gb``: that process's largest resident set (GB, 1e9 bytes): ``VmHWM`` of ``/proc/<pid>/status``
+  read every 0.5 s (``os.wait4``'s ``ru_maxrss`` where there is no ``/proc``);
 * ``load_before``, ``load_after``: the 1-minute load average around it. Above ~1 another job shared the
   cores, and ``wall_s`` is inflated by up to that factor; ``cpu_s`` is not;
 * ``returncode``, ``finished`` (UTC), ``dtype``, ``threads``.
@@ -42,6 +43,7 @@ COLUMNS = ("stage", "command", "wall_s", "cpu_s", "peak_rss_gb", "load_before", 
 _LOAD = "from acttail_lab.core.models import load_model; load_model({model!r})"
 _SPECTRA = ("from acttail_lab.core.models import load_model; from acttail_lab.spectral import spectra; "
             "lm = load_model({model!r}); [spectra.analyze(lm, xmin=r, progress=True) for r in ('ks', 'peak', 'median')]")
+_CLI = "import sys; from acttail_lab.cli import main; sys.exit(main())"
 
 
 def stages(model: str) -> dict[str, list[str]]:
@@ -56,7 +58,23 @@ def stages(model: str) -> dict[str, list[str]]:
         "wina": grid + ["2"],
         "greedy-fine": grid + ["3"],  # TEAL's fine greedy path on calibration text, then its rows
         "rotation": grid + ["4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
+        "encyclopedic": [py, "scripts/reproduce_encyclopedic.py", "--model", model],  # + its own greedy path
+        "zeroshot": [py, "-c", _CLI, "zeroshot", "--model", model, "--strategies",
+                     "uniform,acttail,teal-greedy-fine", "--sparsities", "0.5", "--tasks", "piqa,arc_easy",
+                     "--limit", "200", "--data", "local", "--xmin", "peak", "--device", "cpu", "--dtype", "float32",
+                     "--out", f"data/results/zeroshot_{model}.csv"],  # after greedy-fine: it reads that path
     }
+
+
+def _high_water_kb(pid: int) -> int:
+    """The process's peak resident set so far (kB, ``VmHWM`` of ``/proc/<pid>/status``); 0 where unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def run_stage(name: str, argv: list[str]) -> dict:
@@ -65,12 +83,23 @@ def run_stage(name: str, argv: list[str]) -> dict:
     started = time.perf_counter()
     print(f"[stage_costs] {name}: {' '.join(argv)[:160]}", flush=True)
     child = subprocess.Popen(argv, cwd=REPO)
-    _, status, usage = os.wait4(child.pid, 0)
+    peak_kb, polls = 0, 0
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid == child.pid:
+            break
+        peak_kb = max(peak_kb, _high_water_kb(child.pid))
+        polls += 1
+        time.sleep(min(0.5, 0.02 * polls))
     child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    row = dict(stage=name, command=" ".join(argv[1:]) if argv[1] != "-c" else "python -c " + argv[2],
+    # /proc's VmHWM counts the stage's own program only; ru_maxrss also counts this parent's image, which
+    # the child carried until it exec'd (the fallback where /proc is absent)
+    if not Path("/proc/self/status").exists():
+        peak_kb = usage.ru_maxrss
+    row = dict(stage=name, command="python " + " ".join(argv[1:]),
                wall_s=round(wall, 1), cpu_s=round(usage.ru_utime + usage.ru_stime, 1),
-               peak_rss_gb=round(usage.ru_maxrss * 1024 / 1e9, 2), load_before=round(load_before, 2),
+               peak_rss_gb=round(peak_kb * 1024 / 1e9, 2), load_before=round(load_before, 2),
                load_after=round(os.getloadavg()[0], 2), returncode=child.returncode,
                finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), dtype="float32",
                threads=int(os.environ["OMP_NUM_THREADS"]))
