@@ -156,7 +156,9 @@ def test_relative_perplexity_holds_every_point_and_interval():
     assert y0 <= 1 - 0.975 and y1 >= 1 + 140.0
     assert all(line.get_linestyle() in ("None", "") for c in ax.containers for line in c.lines[:1])
     x = sorted(v for c in ax.containers for v in c.lines[0].get_xdata())
-    assert x[0] > 0.5 - 0.1 and x[-1] < 0.7 + 0.1  # dodged inside each target's band
+    # a categorical target axis: group i (ticked with target i) holds its strategies side by side
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "0.7"] and list(ax.get_xticks()) == [0, 1]
+    assert -0.5 < x[0] and x[1] < 0.5 < x[2] and x[-1] < 1.5
 
 
 # --------------------------------------------------------------------------- colours

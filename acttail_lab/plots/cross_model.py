@@ -24,16 +24,20 @@ def _panel_axes(axes, rows: int, columns: int, panel_size: tuple[float, float], 
     return np.asarray(axes).reshape(rows, columns)
 
 
-DODGE_WIDTH = 0.6
-"""Share of the gap between two targets that one target's points spread over (strategies side by side)."""
+GROUP_WIDTH = 0.6
+"""Width of one target's group on the categorical target axis (1 = the distance between two targets)."""
 
 
 def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axes | None = None,
                              strategies=None) -> Axes:
-    """Perplexity / uniform's (log y; 1 = uniform) against target sparsity for one model and text: one marker
-    per strategy and target with its 95% paired-bootstrap interval as an error bar. The strategies of one target
-    stand side by side in a band around it (light bands separate the targets); points are NOT joined by lines,
-    since their x offset only separates strategies. The y range holds every point and interval."""
+    """Perplexity / uniform's (log y; 1 = uniform) per target sparsity for one model and text: one marker per
+    strategy and target with its 95% paired-bootstrap interval as an error bar.
+
+    The target axis is CATEGORICAL: target ``i`` (sorted) is the group at position ``i``, ticked with the target
+    itself (``0.5``); the strategies of one group stand side by side, in a fixed order, inside ``GROUP_WIDTH``
+    (light bands separate the groups). No point is drawn at a sparsity it was not measured at, since the axis is
+    not a sparsity scale; points are not joined by lines. The y range holds every point and interval. Returns
+    the Axes."""
     ax = _new_ax(ax)
     rows = table[(table["model"] == model) & (table["text"] == text)]
     if rows.empty:
@@ -41,23 +45,23 @@ def plot_relative_perplexity(table: pd.DataFrame, model: str, text: str, ax: Axe
                          f"{sorted(set(zip(table['model'], table['text'])))}).")
     names = [s for s in (strategies or dict.fromkeys(rows["strategy"])) if s in set(rows["strategy"])]
     targets = sorted(rows["sparsity"].unique())
-    step = min(np.diff(targets)) if len(targets) > 1 else 0.1
-    offset = DODGE_WIDTH * step / max(len(names), 1)
+    group = {t: i for i, t in enumerate(targets)}
+    slot = GROUP_WIDTH / max(len(names), 1)
     for n, name in enumerate(names):
         part = rows[rows["strategy"] == name].sort_values("sparsity")
         ratio = 1 + part["change_pct"].to_numpy() / 100
         low, high = 1 + part["ci_low_pct"].to_numpy() / 100, 1 + part["ci_high_pct"].to_numpy() / 100
-        x = part["sparsity"].to_numpy() + (n - (len(names) - 1) / 2) * offset
+        x = np.array([group[t] for t in part["sparsity"]], float) + (n - (len(names) - 1) / 2) * slot
         style = strategy_style(name)
         ax.errorbar(x, ratio, yerr=[ratio - low, high - ratio], capsize=2, label=name, color=style["color"],
                     marker=style["marker"] or "o", linestyle="none", markersize=5)
-    for i, t in enumerate(targets):
-        if i % 2 == 0:
-            ax.axvspan(t - step / 2, t + step / 2, color="0.95", zorder=0)
+    for i in range(0, len(targets), 2):
+        ax.axvspan(i - 0.5, i + 0.5, color="0.95", zorder=0)
     ax.axhline(1.0, color=strategy_style("uniform")["color"], linewidth=1, label="uniform")
     ax.set_yscale("log")
-    ax.set(xlabel="target sparsity", ylabel="perplexity / uniform's", title=f"{model}, {text}",
-           xticks=targets, xlim=(targets[0] - step / 2, targets[-1] + step / 2))
+    ax.set_xticks(range(len(targets)), [f"{t:g}" for t in targets])
+    ax.set(xlabel="target sparsity (one group per target)", ylabel="perplexity / uniform's",
+           title=f"{model}, {text}", xlim=(-0.5, len(targets) - 0.5))
     return ax
 
 
