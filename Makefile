@@ -94,8 +94,9 @@ GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py --device cuda
 
-# Re-run a stratified sample of committed rows (each strategy family at its highest target, both models) from an
-# empty cache and print each row's drift; fails beyond 0.5% (about 45 min on one thread; --table/--labels narrow it).
+# Re-run a stratified sample of committed rows (each strategy family at its highest target, both models, and the
+# SmolLM2 zero-shot table on PIQA) from an empty cache and print each row's drift; fails beyond 0.5% (perplexity) or
+# one standard error (accuracy) (about 65 min on one thread; --table/--labels/--task narrow it).
 verify: setup
 	$(BIN)/python scripts/verify_committed.py
 

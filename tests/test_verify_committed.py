@@ -31,3 +31,33 @@ def test_the_empty_cache_links_inputs_only(tmp_path, monkeypatch):
     monkeypatch.setenv("ACTTAIL_CACHE", str(user))
     folder = verify.empty_cache(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["corpus", "downloads"]  # no rows, no dequantised model
+
+
+def test_the_zeroshot_sample_is_dense_and_each_strategy_at_its_highest_target_on_one_task():
+    table = pd.read_csv(ROOT / "data" / "results" / "zeroshot_smollm2-135m.csv")
+    sample = verify.zeroshot_sample(table, "piqa")
+    assert list(sample["strategy"]) == list(dict.fromkeys(table["strategy"]))  # each once, table order
+    assert set(sample["task"]) == {"piqa"} and set(sample["metric"]) == {"acc"}
+    for _, row in sample.iterrows():
+        assert row["sparsity"] == table.loc[table["strategy"] == row["strategy"], "sparsity"].max()
+
+
+def test_an_unknown_zeroshot_task_names_the_ones_there():
+    table = pd.read_csv(ROOT / "data" / "results" / "zeroshot_smollm2-135m.csv")
+    try:
+        verify.zeroshot_sample(table, "hellaswag")
+    except SystemExit as exc:
+        assert "Fix: pass --task" in str(exc) and "piqa" in str(exc)
+    else:
+        raise AssertionError("no error")
+
+
+def test_accuracy_fails_beyond_its_stderr_and_perplexity_beyond_the_tolerance():
+    drift = pd.DataFrame([
+        dict(table="p.csv", drift=0.004, stderr=float("nan"), tokens=10, committed_tokens=10),  # ok
+        dict(table="p.csv", drift=-0.006, stderr=float("nan"), tokens=10, committed_tokens=10),  # beyond 0.5%
+        dict(table="zeroshot_x.csv", drift=0.02, stderr=0.04, tokens=150, committed_tokens=150),  # inside stderr
+        dict(table="zeroshot_x.csv", drift=-0.05, stderr=0.04, tokens=150, committed_tokens=150),  # beyond
+        dict(table="p.csv", drift=0.0, stderr=float("nan"), tokens=9, committed_tokens=10),  # other size
+    ])
+    assert list(verify.beyond(drift, 0.005).index) == [1, 3, 4]
