@@ -8,8 +8,11 @@ Backends:
   Demanding it without them raises DeviceError; there is no silent fallback.
 * ``"torch"``: :func:`acttail_lab.sparsify.kernels.reference.sparse_gemv_torch`
   (gathers the active rows with ``embedding_bag``), any device.
+* ``"numba"``: :func:`acttail_lab.sparsify.kernels.cpu_gemv.sparse_gemv_numba`, CPU
+  tensors in float32 or bfloat16 (optional extra ``cpu-kernels``; demanding it
+  without numba raises DeviceError naming the fix).
 * ``"auto"``: ``"triton"`` for CUDA tensors when Triton is installed,
-  otherwise ``"torch"``.
+  otherwise ``"torch"`` (``auto`` never picks numba: ask for it by name).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch
 from ...core.errors import DeviceError, KernelInputError
 from .reference import check_inputs, resolve_selection, sparse_gemv_torch
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "numba")
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,6 +87,13 @@ def choose_backend(backend: str, device: torch.device | str) -> str:
     if backend == "triton":
         check_triton_usable(device)
         return "triton"
+    if backend == "numba":
+        from .cpu_gemv import require_numba
+
+        require_numba()
+        if device.type != "cpu":
+            raise DeviceError(f"backend='numba' runs on CPU tensors, not {device.type}. Fix: backend='auto'.")
+        return "numba"
     if backend == "auto" and device.type == "cuda" and triton_installed():
         return "triton"
     return "torch"
@@ -105,7 +115,7 @@ def sparse_gemv(x: torch.Tensor, w_t: torch.Tensor, sparsity: float | None = Non
         threshold: keep the inputs with ``|x| > threshold`` (TEAL-style,
             calibrated thresholds; the kept count varies per row).
         bias: optional ``[d_out]``.
-        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (module doc).
+        backend: ``"auto"``, ``"triton"``, ``"torch"`` or ``"numba"`` (module doc).
         config: a ``triton_gemv.GemvConfig`` for the Triton kernels (default:
             registered or built-in tiles); ignored by the torch backend.
     Returns:
@@ -122,7 +132,12 @@ def sparse_gemv(x: torch.Tensor, w_t: torch.Tensor, sparsity: float | None = Non
         y = triton_module().sparse_gemv_triton(x2d.contiguous(), w_t, k=keep, threshold=thr, bias=bias,
                                                config=config)
     else:
-        y = sparse_gemv_torch(x2d, w_t, k=keep, threshold=thr)
+        if which == "numba":
+            from .cpu_gemv import sparse_gemv_numba
+
+            y = sparse_gemv_numba(x2d, w_t, k=keep, threshold=thr)
+        else:
+            y = sparse_gemv_torch(x2d, w_t, k=keep, threshold=thr)
         if bias is not None:
             y = (y.float() + bias.float()).to(w_t.dtype)
     return y.reshape(*x.shape[:-1], d_out)
