@@ -155,11 +155,24 @@ def cross_model_figure(results_dir: Path) -> Figure:
     return fig
 
 
+def size_figure(results_dir: Path) -> Figure:
+    """Perplexity change against uniform per built-in model against its parameter count (log x), one panel per
+    target, ActTail's claimed points at 80% beside them; models without a committed grid read "not yet measured"
+    (``report.size``)."""
+    from ..report import size
+    from .size import plot_size
+
+    return plot_size(size.size_table(size.load_size_grids(results_dir)), size.claimed_points())[0].figure
+
+
 FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
     "headline": (headline_figure, "perplexity against target sparsity per allocation strategy; collapsed runs "
                  "marked at the top", "02_perplexity_by_allocation"),
     "cross_model": (cross_model_figure, "perplexity relative to uniform per model (SmolLM2-135M, Gemma 3 270M) x text "
                     "(novel, encyclopedic), with 95% paired-bootstrap intervals", "10_is_the_answer_general"),
+    "size": (size_figure, "perplexity change against uniform by model size (parameters, log scale) per strategy and "
+             "target, with 95% paired-bootstrap intervals and ActTail's claimed points at 80%",
+             "10_is_the_answer_general"),
     "change_vs_uniform": (change_figure, "perplexity change against uniform, strategy x target",
                           "02_perplexity_by_allocation"),
     "alpha_heatmaps": (alpha_figure, "alpha of every projection (layer x kind) under two xmin rules, one colour "

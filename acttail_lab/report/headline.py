@@ -18,7 +18,8 @@ from ..core.errors import ActTailError
 from ..core.paths import RESULTS_DIR, result_path
 from .results import DENSE, UNIFORM, best_per_sparsity, check_one_setting, headline_table, relative_to_uniform, run_labels
 
-VOCAB_SIZES = {"smollm2-135m": 49152, "gemma3-270m": 262144, "llama2-7b": 32000, "llama2-13b": 32000, "mistral-7b": 32000}
+VOCAB_SIZES = {"smollm2-135m": 49152, "gemma3-270m": 262144, "qwen2.5-coder-1.5b": 151936, "llama2-7b": 32000,
+               "llama2-13b": 32000, "mistral-7b": 32000}
 """Vocabulary size of the models with committed runs (from their configs)."""
 COLLAPSE_FRACTION = 0.25
 """A run whose perplexity is at least this fraction of the vocabulary size counts as collapsed."""
