@@ -166,3 +166,14 @@ def test_make_figures_builds_the_size_figure_from_a_results_folder(tmp_path):
     assert png.exists() and (tmp_path / "figures" / "size.json").exists()
     title = figures.build("size", tmp_path)._suptitle.get_text().replace("\n", " ")
     assert "not yet measured: qwen2.5-coder-1.5b" in title and "(135M)" in title
+
+
+def test_notebook_10_reads_every_built_in_model_and_states_each_grid_size(grids):
+    from acttail_lab.core.builtin_models import BUILTIN_MODELS
+    from acttail_lab.plots import figures
+    from acttail_lab.report import cross_model
+
+    assert cross_model.MODELS == tuple(BUILTIN_MODELS) == size.SIZE_MODELS
+    sentence = cross_model.evaluation_size_sentence(cross_model.grid_summary(grids))
+    assert sentence.startswith("Evaluation sizes: m1/austen 8,176 tokens in 16 windows; m2/austen 8,176 tokens in 16")
+    assert [figures._count(n, "model") for n in (1, 3, 12)] == ["one model", "three models", "12 models"]

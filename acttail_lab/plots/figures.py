@@ -138,6 +138,14 @@ def downstream_figure(results_dir: Path) -> Figure:
     return fig
 
 
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _count(n: int, noun: str) -> str:
+    """``"two models"``, ``"one text"``, ``"12 models"``."""
+    return f"{NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else n} {noun}{'' if n == 1 else 's'}"
+
+
 def cross_model_figure(results_dir: Path) -> Figure:
     """Perplexity / uniform's per model x text with paired 95% intervals (``report.cross_model``)."""
     from ..report import cross_model
@@ -148,8 +156,9 @@ def cross_model_figure(results_dir: Path) -> Figure:
     counts = cross_model.verdict_counts(table)
     alpha = counts.loc[[s for s in cross_model.ALPHA_GUIDED if s in counts.index]]
     fine = counts.loc["teal-greedy-fine"] if "teal-greedy-fine" in counts.index else None
-    fig.suptitle(_wrap(f"Two models x two texts: alpha-guided budgets beat uniform in {int(alpha['better'].sum())} of "
-                       f"{int(alpha['cells'].sum())} cells beyond the noise"
+    settings = f"{_count(table['model'].nunique(), 'model')} x {_count(table['text'].nunique(), 'text')}"
+    fig.suptitle(_wrap(f"{settings[0].upper()}{settings[1:]}: alpha-guided budgets beat uniform in "
+                       f"{int(alpha['better'].sum())} of {int(alpha['cells'].sum())} cells beyond the noise"
                        + (f"; the upper reference (teal-greedy-fine) in {int(fine['better'])} of {int(fine['cells'])}"
                           if fine is not None else ""), 110), fontsize="medium")
     return fig
@@ -168,7 +177,7 @@ def size_figure(results_dir: Path) -> Figure:
 FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
     "headline": (headline_figure, "perplexity against target sparsity per allocation strategy; collapsed runs "
                  "marked at the top", "02_perplexity_by_allocation"),
-    "cross_model": (cross_model_figure, "perplexity relative to uniform per model (SmolLM2-135M, Gemma 3 270M) x text "
+    "cross_model": (cross_model_figure, "perplexity relative to uniform per built-in model with committed grids x text "
                     "(novel, encyclopedic), with 95% paired-bootstrap intervals", "10_is_the_answer_general"),
     "size": (size_figure, "perplexity change against uniform by model size (parameters, log scale) per strategy and "
              "target, with 95% paired-bootstrap intervals and ActTail's claimed points at 80%",

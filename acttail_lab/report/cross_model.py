@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..core.builtin_models import BUILTIN_MODELS
 from ..core.errors import ActTailError
 from ..core.paths import result_path
 from ..core.results_io import load_table
@@ -21,7 +22,8 @@ from .verdicts import BETTER, NOISE, WORSE, judge
 
 TEXTS = {"perplexity": "austen", "perplexity_encyclopedic": "encyclopedic"}
 """Grid table -> text label (the built-in corpus each grid is scored on)."""
-MODELS = ("smollm2-135m", "gemma3-270m")
+MODELS = tuple(BUILTIN_MODELS)
+"""Every built-in model (``core.builtin_models``); those with no committed table are left out where loaded."""
 COMPARED = ("acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "shuffled", "acttail-rev",
             "teal-greedy", "teal-greedy-fine", "rotated-uniform")
 """The strategies the cross-model table compares with uniform (each grid has the ones it ran): the alpha-guided
@@ -227,6 +229,13 @@ def grid_summary(grids) -> pd.DataFrame:
                          strategies=int(runs.loc[runs["strategy"] != "dense", "strategy"].nunique()),
                          dense_perplexity=float(dense.iloc[0]) if len(dense) else float("nan")))
     return pd.DataFrame(rows)
+
+
+def evaluation_size_sentence(summary: pd.DataFrame) -> str:
+    """How much text each grid scores (:func:`grid_summary`), in one sentence: fewer windows, wider intervals."""
+    parts = [f"{r.model}/{r.text} {r.tokens:,} tokens in {r.windows} windows" for r in summary.itertuples()]
+    return (f"Evaluation sizes: {'; '.join(parts)}. A grid with fewer windows has wider paired intervals, so a "
+            "verdict there needs a larger change.")
 
 
 # --------------------------------------------------------------------------- conclusions with intervals
