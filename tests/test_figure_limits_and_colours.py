@@ -201,9 +201,14 @@ def test_notebook_10_one_style_per_label():
     if not grids:
         pytest.skip("no committed grids")
     table = cross_model.cross_model_table(grids, n_boot=50)
+    from acttail_lab.plots.size import plot_size
+    from acttail_lab.report import size
+
+    sizes = size.size_table(size.load_size_grids(), n_boot=50)
     figures = [plot_cross_model(table)[0, 0].figure,
                plot_headlines(grids, ["uniform", "acttail", "acttail-ks", "acttail-block", "teal-greedy",
-                                      "teal-greedy-fine"])[0, 0].figure]
+                                      "teal-greedy-fine"])[0, 0].figure,
+               plot_size(sizes, size.claimed_points())[0].figure]
     triples: dict[tuple, set] = {}
     for fig in figures:
         for ax in fig.axes:

@@ -88,11 +88,11 @@ def test_sentences_and_title_follow_the_numbers(grids):
     title = size.size_title(table)
     assert title.startswith("At 80%, acttail against uniform: +22% (100M), not yet measured (400M), "
                             "not yet measured (2B)")
-    assert "claims -9% to -40% at 6.7B-13B" in title and title.endswith("not yet measured: m3.")
+    assert "claims -9% to -40% at 6.7B-13B" in title and title.endswith("not yet measured: m2 at 80%, m3.")
     guided = size.measured(table)[size.measured(table).strategy.isin(size.ALPHA_GUIDED)]
     assert f"in {int((guided.verdict == 'better').sum())} of {len(guided)} measured cells" in title
     lines = size.size_sentences(table)
-    assert lines[0].endswith("not yet measured: m3.") and "m1 (100,000,000 parameters)" in lines[0]
+    assert lines[0].endswith("not yet measured: m2 at 80%, m3.") and "m1 (100,000,000 parameters)" in lines[0]
     assert "m2 teal-greedy-fine at 50%" in lines[1] and "m2 acttail at 80%" in lines[1]
     acttail = next(line for line in lines if line.startswith("acttail:"))
     assert "better than uniform in 0 of 5 measured" in acttail

@@ -164,6 +164,19 @@ def unmeasured_models(table: pd.DataFrame) -> list[str]:
     return [m for m in dict.fromkeys(table["model"]) if m not in done]
 
 
+def not_yet_measured(table: pd.DataFrame) -> str:
+    """The models with no measured row (``"m3"``), and those measured at some targets only (``"m2 at 70%, 80%"``),
+    comma-separated; "" when every model has a row at every target."""
+    parts = []
+    for model, rows in table.groupby("model", sort=False):
+        done = set(rows.loc[rows["status"] == MEASURED, "sparsity"])
+        if not done:
+            parts.append(model)
+        elif len(done) < rows["sparsity"].nunique():
+            parts.append(f"{model} at " + ", ".join(f"{t:.0%}" for t in sorted(set(rows["sparsity"]) - done)))
+    return ", ".join(parts)
+
+
 def _cell(row) -> str:
     """``"+9% [+7, +10]"``, ``"collapsed"`` or ``"not yet measured"``."""
     if row.status != MEASURED:
@@ -211,8 +224,8 @@ def size_title(table: pd.DataFrame, strategy: str = "acttail", target: float = 0
             f"{size_text(claims['parameters'].min())}-{size_text(claims['parameters'].max())}. Alpha-guided budgets "
             f"({', '.join(ALPHA_GUIDED)}) beat uniform beyond the noise in {int((guided['verdict'] == BETTER).sum())} "
             f"of {len(guided)} measured cells, worse in {int((guided['verdict'] == WORSE).sum())}")
-    missing = unmeasured_models(table)
-    return text + (f"; not yet measured: {', '.join(missing)}" if missing else "") + "."
+    missing = not_yet_measured(table)
+    return text + (f"; not yet measured: {missing}" if missing else "") + "."
 
 
 def size_sentences(table: pd.DataFrame) -> list[str]:
@@ -221,8 +234,9 @@ def size_sentences(table: pd.DataFrame) -> list[str]:
     done = measured(table)
     sizes = table.drop_duplicates("model")
     missing = unmeasured_models(table)
+    gaps = not_yet_measured(table)
     lines = ["Models by size: " + ", ".join(f"{r.model} ({r.parameters:,} parameters)" for r in sizes.itertuples())
-             + (f"; not yet measured: {', '.join(missing)}" if missing else "; every one measured") + "."]
+             + (f"; not yet measured: {gaps}" if gaps else "; every one measured at every target") + "."]
     holes = table[(table["status"] == "no row") & ~table["model"].isin(missing)]
     if len(holes):
         lines.append("Rows not yet measured in committed grids: " + ", ".join(
