@@ -141,3 +141,29 @@ def test_fallback_to_the_torch_path_says_why(tiny, monkeypatch):
             with cpu_sparse_decoding(model, 0.5, backend="numba"):
                 pass
     assert all(isinstance(m, nn.Linear) for _, m in iter_projections(model))
+
+
+def test_reconfigure_switches_allocation_and_mode_without_new_weights(tiny):
+    model, ids, allocation = tiny["model"], tiny["ids"], tiny["allocation"]
+    thresholds = calibrate_thresholds(model, 0.5, ids)
+    with torch.no_grad():
+        dense = model(ids).logits[0]
+        with TopKSparsifier(model, allocation):
+            topk = model(ids).logits[0]
+        with WinaSparsifier(model, allocation):
+            wina = model(ids).logits[0]
+        with cpu_sparse_decoding(model, 0.0, backend="numba", dense_through_kernel=True) as run:
+            weights = {name: m.w_t for name, m in run.modules.items()}
+            for alloc, mode, expected in ((allocation, "topk", topk), (allocation, "wina", wina),
+                                          (0.0, "topk", dense), (allocation, "topk", topk)):
+                run.reconfigure(alloc, mode=mode)
+                run.reset_stats()
+                assert (_decode_with_cache(model, ids) - expected).abs().max() < 1e-5, mode
+                assert (model(ids).logits[0] - expected).abs().max() < 1e-5, mode  # prefill path too
+            assert 0.1 < run.stats()["read_fraction"] < 0.9
+            run.reconfigure(0.5, mode="threshold", thresholds=thresholds)
+            thr = _decode_with_cache(model, ids)
+            assert all(m.w_t is weights[name] for name, m in run.modules.items())
+    with cpu_sparse_decoding(model, 0.5, mode="threshold", thresholds=thresholds, backend="numba"):
+        with torch.no_grad():
+            assert (_decode_with_cache(model, ids) - thr).abs().max() < 1e-6

@@ -50,7 +50,7 @@ from . import cpu_gemv
 from .decode import MODES, SparseLinear, _parent, _thresholds_for, sparse_decoding
 from .reference import input_major
 
-STAT_KEYS = ("select_ns", "gemv_ns", "wrap_ns", "calls", "tokens")
+STAT_KEYS = ("select_ns", "gemv_ns", "wrap_ns", "calls", "tokens", "read_bytes", "dense_bytes")
 
 
 class SelectionGroup:
@@ -71,6 +71,7 @@ class SelectionGroup:
         self.biases: list[torch.Tensor | None] = []
         self.keep: list[float] = []  # k (topk, wina) or the threshold (threshold mode)
         self.scales: list[np.ndarray | None] = []
+        self.row_bytes: list[int] = []
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self._key = None
         self._outputs: list[torch.Tensor] = []
@@ -83,8 +84,16 @@ class SelectionGroup:
         self.biases.append(None if bias is None else bias.detach().float())
         self.keep.append(keep)
         self.scales.append(None if norms is None else norms.detach().float().contiguous().numpy())
+        self.row_bytes.append(w_t.shape[1] * w_t.element_size())
         self._plan()
         return len(self.weights) - 1
+
+    def configure(self, mode: str, keep: list, scales: list | None = None) -> None:
+        """New selection rule for every member: ``mode``, each member's k or threshold, WINA scales."""
+        self.mode, self.keep = mode, list(keep)
+        self.scales = list(scales) if scales is not None else [None] * len(self.keep)
+        self._key, self._outputs = None, []
+        self._plan()
 
     def _plan(self) -> None:
         self.work = cpu_gemv.Workspace(self.d_in, rows=max(1, len(self.keep)))
@@ -114,7 +123,7 @@ class SelectionGroup:
         elif self.mode == "threshold":
             idx, counts = self.work.threshold(xs, self.thresholds)
         select += time.perf_counter_ns() - s0
-        outs = []
+        outs, read = [], 0
         for m, w in enumerate(self.weights):
             s0 = time.perf_counter_ns()
             if self.mode == "threshold":
@@ -133,6 +142,7 @@ class SelectionGroup:
             g1 = time.perf_counter_ns()
             select += g0 - s0
             gemv += g1 - g0
+            read += n * self.row_bytes[m]
             out = torch.from_numpy(y)
             if self.biases[m] is not None:
                 out = out + self.biases[m]
@@ -145,6 +155,8 @@ class SelectionGroup:
         st["wrap_ns"] += time.perf_counter_ns() - t0 - select - gemv
         st["calls"] += len(self.weights)
         st["tokens"] += 1
+        st["read_bytes"] += read
+        st["dense_bytes"] += self.d_in * sum(self.row_bytes)
         return outs
 
     def reset_stats(self) -> None:
@@ -160,6 +172,7 @@ class GroupedSparseLinear(SparseLinear):
     def __init__(self, linear: nn.Linear, group: SelectionGroup, slot: int, **kwargs):
         super().__init__(linear, backend="numba", **kwargs)
         self.group, self.slot = group, slot
+        self.wina_norms = self.norms  # kept across reconfigure() calls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() == self.in_features:
@@ -174,19 +187,72 @@ class CpuDecoding:
     table: pd.DataFrame
     groups: list[SelectionGroup] = field(default_factory=list)
     backend: str = "numba"
+    modules: dict = field(default_factory=dict)  # name -> GroupedSparseLinear
 
     def stats(self) -> dict[str, float]:
-        """Seconds spent in selection, GEMVs and the groups' other work since the last reset; calls, tokens."""
+        """Seconds spent in selection, GEMVs and the groups' other work since the last reset; GEMV and group
+        calls; ``read_fraction``: weight bytes the GEMVs read / the bytes of the same GEMVs dense."""
         total = dict.fromkeys(STAT_KEYS, 0)
         for g in self.groups:
             for key in STAT_KEYS:
                 total[key] += g.stats[key]
         return dict(select_s=total["select_ns"] / 1e9, gemv_s=total["gemv_ns"] / 1e9,
-                    wrap_s=total["wrap_ns"] / 1e9, gemv_calls=total["calls"], group_calls=total["tokens"])
+                    wrap_s=total["wrap_ns"] / 1e9, gemv_calls=total["calls"], group_calls=total["tokens"],
+                    read_bytes=total["read_bytes"], dense_bytes=total["dense_bytes"],
+                    read_fraction=total["read_bytes"] / max(total["dense_bytes"], 1))
+
+    def reconfigure(self, allocation, mode: str = "topk", thresholds=None) -> pd.DataFrame:
+        """Switch every swapped projection to another allocation / mode without re-making any weight.
+
+        Needs every projection swapped (``dense_through_kernel=True`` on entry); a projection at sparsity 0
+        keeps all rows (k = d_in). Same arguments as :func:`cpu_sparse_decoding`; returns the resolved table.
+        """
+        if mode not in MODES:
+            raise AllocationError(f"mode={mode!r} is not one of {MODES}.")
+        names = list(self.table["name"])
+        if set(names) - set(self.modules):
+            raise AllocationError("reconfigure needs every projection swapped: enter cpu_sparse_decoding with "
+                                  "dense_through_kernel=True.")
+        table = self.table[["name", "d_in"]].assign(sparsity=0.0)
+        table = _resolve_names(allocation, names, table)
+        thr = _thresholds_for(table, thresholds) if mode == "threshold" else [None] * len(table)
+        plans: dict[int, list] = {}
+        for name, k, t in zip(table["name"], table["k"], thr):
+            module = self.modules[name]
+            module.k, module.threshold = (None, float(t)) if mode == "threshold" else (int(k), None)
+            if mode == "wina" and module.wina_norms is None:  # ||W[:, i]|| = norm of row i of W^T
+                module.wina_norms = torch.linalg.vector_norm(module.w_t.float(), dim=1)
+            norms = module.norms = module.wina_norms if mode == "wina" else None
+            keep = float(cpu_gemv.threshold_in_dtype(t, module.w_t.dtype)) if mode == "threshold" else int(k)
+            plans.setdefault(id(module.group), [module.group, {}])[1][module.slot] = (keep, norms)
+        for group, slots in plans.values():
+            keep = [slots[i][0] for i in range(len(slots))]
+            scales = [None if slots[i][1] is None else slots[i][1].contiguous().numpy() for i in range(len(slots))]
+            group.configure(mode, keep, scales)
+        return table.assign(mode=mode)
 
     def reset_stats(self) -> None:
         for g in self.groups:
             g.reset_stats()
+
+
+def _resolve_names(allocation, names: list[str], table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (name, d_in) with ``sparsity`` and ``k`` from an allocation table, dict or float over ``names``."""
+    from ..topk import keep_count
+
+    if isinstance(allocation, pd.DataFrame):
+        mapping = dict(zip(allocation["name"], allocation["sparsity"]))
+    elif isinstance(allocation, dict):
+        mapping = dict(allocation)
+    else:
+        mapping = dict.fromkeys(names, float(allocation))
+    missing = [n for n in names if n not in mapping]
+    if missing:
+        raise AllocationError(f"The allocation lacks {missing[:3]}. Fix: list every projection (0.0 = dense).")
+    sparsity = [float(mapping[n]) for n in names]
+    if any(not 0.0 <= s < 1.0 for s in sparsity):
+        raise AllocationError("Sparsities must lie in [0, 1).")
+    return table.assign(sparsity=sparsity, k=[keep_count(s, d) for s, d in zip(sparsity, table["d_in"])])
 
 
 def numba_usable(model: nn.Module) -> tuple[bool, str]:
@@ -267,8 +333,9 @@ def cpu_sparse_decoding(model: nn.Module, allocation, mode: str = "topk", thresh
             setattr(parent, attr, sparse)
             swapped.append(True)
             group_names.append(f"{site[0]}.{site[1]}")
-        yield CpuDecoding(table.assign(swapped=swapped, group=group_names, backend="numba", mode=mode),
-                          list(groups.values()))
+        final = table.assign(swapped=swapped, group=group_names, backend="numba", mode=mode)
+        modules = {n: model.get_submodule(n) for n, s in zip(final["name"], final["swapped"]) if s}
+        yield CpuDecoding(final, list(groups.values()), "numba", modules)
     finally:
         for parent, attr, linear in reversed(originals):
             setattr(parent, attr, linear)
