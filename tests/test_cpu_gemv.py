@@ -108,6 +108,12 @@ def test_threads_and_blocks_give_the_same_bits(dtype):
     finally:
         cpu_gemv.set_threads(1)
     assert used >= 1
+    import os
+
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:  # numba's OpenMP layer slows torch's own ops (cpu_gemv doc)
+        assert numba.threading_layer() == "workqueue"
     # given positions (any order) = the same product
     given = torch.from_numpy(idx[::-1].copy())[None, :]
     y = cpu_gemv.sparse_gemv_numba(x, w_t, idx=given, threads=1)

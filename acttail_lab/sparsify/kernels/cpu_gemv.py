@@ -16,12 +16,16 @@ with ``backend="auto"``) use the PyTorch embedding-bag kernel of
 
 Threads: ``threads=1`` runs the serial kernel; more threads run the parallel one
 (column blocks over ``numba.set_num_threads(threads)``), with the same result bit
-for bit. Output: a tensor in the weight's dtype (the float32 sum rounded once).
+for bit. numba's thread pool uses its ``workqueue`` layer unless
+``NUMBA_THREADING_LAYER`` says otherwise: its OpenMP layer shares libgomp with
+torch, and once its pool had started torch's own CPU ops (attention) ran hundreds
+of times slower in the same process (seen on this project's AVX2 machine). Output: a tensor in the weight's dtype (the float32 sum rounded once).
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import numpy as np
 import torch
@@ -43,9 +47,13 @@ def numba_available() -> bool:
     if importlib.util.find_spec("numba") is None:
         return False
     try:
+        import numba
+
         from . import numba_kernels  # noqa: F401
     except Exception:  # a numba that does not fit this numpy / llvmlite: treated as absent
         return False
+    if "NUMBA_THREADING_LAYER" not in os.environ:  # before the pool starts (module doc)
+        numba.config.THREADING_LAYER = "workqueue"
     return True
 
 
@@ -61,6 +69,7 @@ def require_numba():
 
 def set_threads(threads: int) -> int:
     """Set numba's thread count to ``threads`` (capped at its pool size); return the count used."""
+    require_numba()  # chooses the threading layer before the pool starts
     import numba
 
     n = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
