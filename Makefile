@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH_PIN := requirements/torch.in
 LOCK   := requirements/lock.txt
 TORCH  ?= $(shell grep -v '^\#' $(TORCH_PIN))
-EXTRAS := notebooks,test,zeroshot
+EXTRAS := cpu-kernels,notebooks,test,zeroshot
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
@@ -18,7 +18,7 @@ ifeq ($(CI),true)
 export ACTTAIL_REQUIRE_BROWSER ?= 1
 endif
 
-.PHONY: lab test setup fetch browser unit notebooks bench bench-gpu gpu-check strip clean figures lock verify
+.PHONY: lab test setup fetch browser unit notebooks report-quick bench bench-gpu gpu-check strip clean figures lock verify
 
 # Server options for `make lab`, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8888 --no-browser".
 # As root (most GPU containers) --allow-root is added, since Jupyter refuses root without it.
@@ -28,7 +28,7 @@ ROOT_ARG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: setup
 	$(BIN)/jupyter lab $(ROOT_ARG) $(LAB_ARGS) notebooks/
 
-test: setup browser unit notebooks
+test: setup browser unit notebooks report-quick
 
 setup: $(VENV)/.installed fetch
 
@@ -67,6 +67,12 @@ unit: setup
 
 notebooks: setup
 	ACTTAIL_FAST=1 $(BIN)/python -m pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=600 notebooks
+
+# `acttail-lab report` end to end on the default model at its quick size (measure, notebooks, summary page).
+report-quick: setup
+	rm -rf build/quick-report
+	$(BIN)/acttail-lab report --model smollm2-135m --size quick --out build/quick-report --quiet
+	test -s build/quick-report/index.html
 
 bench: setup
 	$(BIN)/pip install -q -e ".[bench]"

@@ -10,7 +10,7 @@ import sys
 
 from ..core.errors import ActTailError
 
-COMMANDS = ("fetch", "spectra", "allocate", "evaluate", "zeroshot")
+COMMANDS = ("fetch", "spectra", "allocate", "evaluate", "zeroshot", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

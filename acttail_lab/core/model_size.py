@@ -1,0 +1,108 @@
+"""How many parameters a model has, read from its files' headers before anything loads it.
+
+Used to plan work (``acttail-lab report`` estimates its time from it) without loading a model:
+
+* a ``.gguf`` file: the sum of its tensors' element counts (header only, milliseconds);
+* a ``.safetensors`` file or a folder of shards: the sum over each header's tensor shapes;
+* a built-in model name: its fetched GGUF (None when it is not fetched yet);
+* anything else (a Hub id not in the local cache): None.
+
+Outputs: :func:`tensor_shapes` ``{tensor name: shape}`` and :func:`parameter_count` (an ``int``, embeddings
+included, as the files store them), each None when no local file tells.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+from .model_files import GGUF_MAGIC, _Reader
+
+
+def gguf_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of every tensor in a GGUF file (from its header; GGUF lists the fastest dimension first)."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        reader = _Reader(handle, path, path.stat().st_size)
+        if handle.read(4) != GGUF_MAGIC:
+            raise ValueError(f"{path} is not a GGUF file.")
+        reader.unpack("I")  # version
+        n_tensors, n_kv = reader.unpack("Q"), reader.unpack("Q")
+        for _ in range(n_kv):
+            reader.string()
+            reader.value(reader.unpack("I"))
+        shapes = {}
+        for _ in range(n_tensors):
+            name = reader.string()
+            shapes[name] = tuple(reader.unpack("Q") for _ in range(reader.unpack("I")))
+            reader.unpack("I"), reader.unpack("Q")  # type, offset
+    return shapes
+
+
+def safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of every tensor in one ``.safetensors`` file (from its JSON header)."""
+    with open(path, "rb") as handle:
+        length = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(length))
+    return {name: tuple(int(d) for d in entry["shape"]) for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and "shape" in entry}
+
+
+def tensor_shapes(source: str | os.PathLike) -> dict[str, tuple[int, ...]] | None:
+    """``{name: shape}`` of ``source`` (built-in name, ``.gguf``, ``.safetensors``, or a folder of shards), or
+    None when no local file tells (a Hub id, a built-in model not fetched yet)."""
+    from .builtin_models import BUILTIN_MODELS
+
+    name = os.fspath(source)
+    if name in BUILTIN_MODELS:
+        from .cache import cache_dir
+
+        spec = BUILTIN_MODELS[name]
+        path = cache_dir("downloads") / spec.download_dir / spec.gguf_file
+        return gguf_shapes(path) if path.is_file() else None
+    path = Path(os.path.expanduser(name))
+    if path.is_file() and path.suffix == ".gguf":
+        return gguf_shapes(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return safetensors_shapes(path)
+    if path.is_dir():
+        shards = sorted(path.glob("*.safetensors"))
+        return {k: v for shard in shards for k, v in safetensors_shapes(shard).items()} if shards else None
+    return None
+
+
+def parameter_count(source: str | os.PathLike) -> int | None:
+    """Parameters of ``source`` (see :func:`tensor_shapes`), or None when no local file tells."""
+    shapes = tensor_shapes(source)
+    if shapes is None:
+        return None
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def _is_embedding(name: str) -> bool:
+    """Token embeddings and the output head, in GGUF (``token_embd``, ``output``) or Hugging Face names."""
+    return (name.split(".")[0] in ("token_embd", "output", "lm_head", "embed_out")
+            or any(part in name.split(".") for part in ("embed_tokens", "wte")))
+
+
+def projection_shapes(shapes: dict[str, tuple[int, ...]]) -> list[tuple[int, int]]:
+    """The 2-D weight matrices among ``shapes`` that are not embeddings or the output head."""
+    return [tuple(shape) for name, shape in shapes.items()
+            if len(shape) == 2 and not _is_embedding(name)]
+
+
+def forward_parameters(shapes: dict[str, tuple[int, ...]]) -> int:
+    """Weights one token's forward pass multiplies: every projection plus the output head (the token embedding
+    when the head is tied to it). A forward pass costs about twice this many FLOPs per token."""
+    head = next((shape for name, shape in shapes.items() if name.split(".")[0] in ("output", "lm_head")), None)
+    if head is None:
+        head = next((shape for name, shape in shapes.items() if _is_embedding(name)), (0,))
+    return sum(m * n for m, n in projection_shapes(shapes)) + math.prod(head)
+
+
+def spectra_flops(shapes: dict[str, tuple[int, ...]]) -> float:
+    """FLOPs of the ESDs of every projection: the Gram matrix (``2 m n d``, ``d = min(m, n)``) and its
+    eigenvalues (about ``10 d^3``), in float64 (counted twice: about half the float32 speed)."""
+    return sum(2 * (2 * m * n * min(m, n) + 10 * min(m, n) ** 3) for m, n in projection_shapes(shapes))
