@@ -20,7 +20,7 @@ RESULTS = ROOT / "data" / "results"
 
 def plan_for(out, size="quick", forward=134_000_000):
     return ReportPlan("smollm2-135m", "austen", SIZES[size], Path(out), 134_515_008, forward,
-                      None if forward is None else 1e12, 5e10)
+                      None if forward is None else 106_000_000, None if forward is None else 1e12, 5e10, layers=30)
 
 
 def test_an_unknown_model_names_the_built_ins_and_the_fix():

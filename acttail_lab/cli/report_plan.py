@@ -73,8 +73,10 @@ class ReportPlan:
     out: Path
     parameters: int | None  # all parameters in the model's files
     forward: int | None  # weights one token's forward multiplies (projections + head)
+    projections: int | None  # weights of the projections alone (block-local work)
     spectra_flops: float | None
     flops: float  # measured float32 FLOP/s of this machine, one thread
+    layers: int | None = None  # decoder layers (from the tensor names)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -174,7 +176,7 @@ def measured_flops(seconds: float = 0.2) -> float:
 
 def plan_report(model: str, corpus: str, size: str, out: str | os.PathLike) -> ReportPlan:
     """Check every input (no model loads) and measure this machine's speed; a :class:`ReportPlan`."""
-    from ..core.model_size import forward_parameters, spectra_flops, tensor_shapes
+    from ..core.model_size import forward_parameters, projection_shapes, spectra_flops, tensor_shapes
 
     if size not in SIZES:
         raise ActTailError(f"Unknown --size {size!r}. Fix: choose one of {', '.join(SIZES)}.")
@@ -186,37 +188,52 @@ def plan_report(model: str, corpus: str, size: str, out: str | os.PathLike) -> R
     shapes = tensor_shapes(model)
     known = shapes is not None
     plan = ReportPlan(model, corpus, chosen, out, sum(math.prod(s) for s in shapes.values()) if known else None,
-                      forward_parameters(shapes) if known else None, spectra_flops(shapes) if known else None,
-                      measured_flops())
+                      forward_parameters(shapes) if known else None,
+                      sum(m * n for m, n in projection_shapes(shapes)) if known else None,
+                      spectra_flops(shapes) if known else None,
+                      measured_flops(), layers=_layers(shapes) if known else None)
     if plan.parameters is None:
         plan.notes.append("the parameter count is unknown until the model loads: no time estimate")
     return plan
 
 
+def _layers(shapes: dict) -> int | None:
+    """Decoder layers, from tensor names (``blk.N.`` in GGUF, ``layers.N.`` in Hugging Face files)."""
+    found = {int(m.group(1)) for name in shapes for m in [re.search(r"(?:^blk|layers)\.(\d+)\.", name)] if m}
+    return max(found) + 1 if found else None
+
+
 def estimate(plan: ReportPlan) -> list[dict]:
-    """One dict per part: ``part``, ``work`` (what it computes) and ``seconds`` (None when unknown)."""
+    """One dict per part: ``part``, ``work`` (what it computes) and ``seconds`` (None when unknown).
+
+    FLOPs per part: a forward pass multiplies ``plan.forward`` weights per token, a block-local step (greedy path,
+    TopK error of one projection) only the projections' ``plan.projections``; each at ``2`` FLOPs per weight, times
+    :data:`TOPK_OVERHEAD`, at the measured ``plan.flops``."""
     size = plan.size
-    per_token = None if plan.forward is None else 2 * plan.forward * TOPK_OVERHEAD / plan.flops
     rows = 1 + len(size.strategies) * len(size.targets)
+    runs = 1 + len(size.strategies)
     greedy = any("teal-greedy" in s for s in size.strategies)
+    loss_forwards = 2 * 7 * -(-(plan.layers or 0) // 3)
+    forward, local = plan.forward or 0, plan.projections or 0
     parts = [
         ("spectra", "eigenvalues of every projection's W^T W (once; three xmin rules fit them)", None),
-        ("perplexity", f"{rows} runs x {size.tokens:,} tokens", rows * size.tokens),
-        ("greedy path", "TEAL's fine greedy path: ~880 block forwards x 256 tokens per layer", 880 * 256 if greedy else 0),
-        ("sensitivity", "TopK error of every projection x 12 levels on 2,048 tokens", 12 * 2048 if size.cost_table else 0),
-        ("zero-shot", f"{1 + len(size.strategies)} runs at 50% x {', '.join(size.zeroshot_tasks)} x {size.zeroshot_limit} "
-                      "examples (~3 choices x ~60 tokens)", (1 + len(size.strategies)) * len(size.zeroshot_tasks)
-                      * size.zeroshot_limit * 180),
+        ("perplexity", f"{rows} runs x {size.tokens:,} tokens", rows * size.tokens * forward),
+        ("greedy path", "TEAL's fine greedy path: ~880 block forwards x 256 tokens per layer",
+         880 * 256 * local if greedy else 0),
+        ("sensitivity", f"TopK error of every projection x 12 levels on 2,048 tokens; loss increase: {loss_forwards} "
+                        "forwards of 512 tokens", (12 * 2048 * local + loss_forwards * 512 * forward) if size.cost_table else 0),
+        ("zero-shot", f"{runs} runs at 50% x {', '.join(size.zeroshot_tasks)} x {size.zeroshot_limit} examples "
+                      "(~3 choices x ~60 tokens)", runs * len(size.zeroshot_tasks) * size.zeroshot_limit * 180 * forward),
         ("notebooks", f"notebooks {', '.join(size.notebooks)} from the results, and their pages", None),
     ]
     out = []
-    for part, work, tokens in parts:
+    for part, work, weights in parts:
         if part == "spectra":
             seconds = None if plan.spectra_flops is None else plan.spectra_flops / plan.flops
         elif part == "notebooks":
             seconds = 30.0 * len(size.notebooks)
         else:
-            seconds = None if per_token is None else tokens * per_token
+            seconds = None if plan.forward is None else weights * 2 * TOPK_OVERHEAD / plan.flops
         out.append({"part": part, "work": work, "seconds": seconds})
     return out
 

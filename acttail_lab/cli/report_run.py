@@ -25,6 +25,9 @@ PARTS = ("spectra", "perplexity", "sensitivity", "zero-shot", "notebooks", "summ
 ZEROSHOT_TARGET = 0.5
 """The target of the zero-shot runs (dense, and each strategy at 50%)."""
 RULES = ("ks", "peak", "median")
+LOSS_EVERY, LOSS_SETTINGS = 3, dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
+"""The loss-increase subset, as scripts/reproduce_sensitivity.py makes the committed one: every third layer, all kinds,
+two levels, 512 calibration tokens."""
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
@@ -58,6 +61,7 @@ class Manifest:
 
 def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path:
     """Every measured table of the report into ``OUT/results``; returns that folder."""
+    import pandas as pd
     import torch
 
     from ..core.models import load_model
@@ -87,10 +91,21 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
             from ..measure.sensitivity import cost_table
             from ..report.correlations import spectral_correlations
 
+            from ..core.models import projection_table
+            from ..measure.sensitivity import loss_increase_table
+
             cost = cost_table(lm, seed=0, progress=progress)
             write_results(cost, results / f"{plan.model_key}_cost_table.csv", seed=0, device="cpu",
                           model=plan.model, split="calibration")
-            correlations = spectral_correlations(tables, cost)
+            names = projection_table(lm.model).query(f"layer % {LOSS_EVERY} == 0")["name"].tolist()
+            loss = loss_increase_table(lm, names=names, progress=progress, **LOSS_SETTINGS)
+            write_results(loss, results / f"{plan.model_key}_loss_increase.csv", seed=0, device="cpu",
+                          model=plan.model, split="calibration", subset=f"every {LOSS_EVERY}th layer, all kinds")
+            correlations = pd.concat([spectral_correlations(tables, cost, value=value)
+                                      for value in ("rel_error", "rel_error_token")]
+                                     + [spectral_correlations(tables, loss, value="loss_increase",
+                                                              at=LOSS_SETTINGS["sparsities"], auc=False)],
+                                     ignore_index=True)
             write_results(correlations, results / f"{plan.model_key}_correlations.csv", seed=0, device="cpu",
                           model=plan.model, xmin_rules=list(RULES))
     with manifest.part("zero-shot"):
@@ -109,6 +124,8 @@ def notebook_parameters(plan: ReportPlan, number: str, results: Path) -> dict:
     results folder, FAST for the quick size, and notebook 02's strategies (the report's own)."""
     params = dict(MODEL=plan.model_key if plan.model_key == plan.model else plan.model, MODEL_LABEL=plan.label,
                   RESULTS_DIR=str(results), FAST=plan.size.name == "quick")
+    if number == "01":  # the layer shown panel by panel: the middle one; few bootstrap replicates below full
+        params.update(LAYER=(plan.layers or 2) // 2, N_BOOT=20 if plan.size.name != "full" else 200)
     if number == "02":
         strategies = list(plan.size.strategies)
         params.update(MAIN_STRATEGIES=strategies, MAP_TARGET=max(t for t in plan.size.targets if t <= 0.7),
