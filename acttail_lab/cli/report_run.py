@@ -59,6 +59,14 @@ class Manifest:
         print(f"[report] {name}: {self.data['seconds'][name]:.0f} s", flush=True)
 
 
+def run_settings(plan: ReportPlan, lm, progress: bool):
+    """The report's one :class:`measure.settings.RunSettings` (grid and zero-shot share it; sidecars record it)."""
+    from ..measure.settings import RunSettings
+
+    return RunSettings(model=lm, corpus=plan.corpus, tokens=plan.size.tokens, window=plan.size.window, seed=0,
+                       progress=progress, log_rows=progress)
+
+
 def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path:
     """Every measured table of the report into ``OUT/results``; returns that folder."""
     import pandas as pd
@@ -66,6 +74,7 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
 
     from ..core.models import load_model
     from ..core.paths import result_path
+    from ..measure.settings import PERPLEXITY_FIELDS
     from ..core.results_io import write_results
     from ..measure.grid import evaluate_grid, write_grid
     from ..spectral import spectra
@@ -80,12 +89,11 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
             tables[rule] = spectra.analyze(lm, xmin=rule, progress=progress)
             path = results / f"{plan.model_key}_spectra_{rule}.csv"
             write_results(tables[rule], path, seed=0, device="cpu", model=plan.model, xmin_rule=rule)
+    settings = run_settings(plan, lm, progress)
     with manifest.part("perplexity"):
-        runs = evaluate_grid(lm, strategies=size.strategies, sparsities=size.targets, tokens=size.tokens,
-                             window=size.window, corpus=plan.corpus, seed=0, progress=progress, log_rows=progress)
-        write_grid(runs.drop(columns=["cached"]), result_path("perplexity", plan.model_key, results), seed=0,
-                   device="cpu", command=plan.command, model=plan.model, corpus=plan.corpus, split="evaluation",
-                   tokens=size.tokens, window=size.window, protocol="all")
+        runs = evaluate_grid(strategies=size.strategies, sparsities=size.targets, settings=settings)
+        write_grid(runs.drop(columns=["cached"]), result_path("perplexity", plan.model_key, results), settings,
+                   device=next(lm.model.parameters()).device, command=plan.command, model=plan.model)
     if size.cost_table:
         with manifest.part("sensitivity"):
             from ..measure.sensitivity import cost_table
@@ -111,11 +119,12 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
     with manifest.part("zero-shot"):
         from ..measure.zeroshot import evaluate_zeroshot
 
+        options = dict(settings.zeroshot_options(), batch_size=16)
         scores = evaluate_zeroshot(lm, size.strategies, (ZEROSHOT_TARGET,), ",".join(size.zeroshot_tasks),
-                                   size.zeroshot_limit, seed=0, data="local", progress=progress)
-        write_results(scores, results / f"zeroshot_{plan.model_key}.csv", seed=0, device="cpu", model=plan.model,
+                                   size.zeroshot_limit, data="local", **options)
+        write_results(scores, results / f"zeroshot_{plan.model_key}.csv", device="cpu", model=plan.model,
                       tasks=list(size.zeroshot_tasks), limit=size.zeroshot_limit, sparsities=[ZEROSHOT_TARGET],
-                      command=plan.command)
+                      command=plan.command, settings=settings.to_dict(leave_out=PERPLEXITY_FIELDS), **options)
     return results
 
 
