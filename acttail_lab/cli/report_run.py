@@ -119,12 +119,14 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
     with manifest.part("zero-shot"):
         from ..measure.zeroshot import evaluate_zeroshot
 
-        options = dict(settings.zeroshot_options(), batch_size=16)
+        zeroshot = settings.replace(batch_size=16)  # lm-eval's batch: requests, not windows
         scores = evaluate_zeroshot(lm, size.strategies, (ZEROSHOT_TARGET,), ",".join(size.zeroshot_tasks),
-                                   size.zeroshot_limit, data="local", **options)
-        write_results(scores, results / f"zeroshot_{plan.model_key}.csv", device="cpu", model=plan.model,
+                                   size.zeroshot_limit, data="local", **zeroshot.zeroshot_options())
+        fields = {**zeroshot.to_dict(leave_out=PERPLEXITY_FIELDS), "model": plan.model}
+        seed, fields["requested_device"] = fields.pop("seed"), fields.pop("device")
+        write_results(scores, results / f"zeroshot_{plan.model_key}.csv", seed=seed, device="cpu",
                       tasks=list(size.zeroshot_tasks), limit=size.zeroshot_limit, sparsities=[ZEROSHOT_TARGET],
-                      command=plan.command, settings=settings.to_dict(leave_out=PERPLEXITY_FIELDS), **options)
+                      command=plan.command, **fields)
     return results
 
 
