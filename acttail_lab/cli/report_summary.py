@@ -123,7 +123,9 @@ def write_summary(plan: ReportPlan, results: Path, pages: list[Path], manifest: 
             f"made by <code>{html.escape(plan.command)}</code>.</p>"
             f"{headline_figure(plan, results, plan.out / 'figures')}{perplexity}{zeroshot_section(plan, results)}"
             f"{sensitivity_section(plan, results)}<h2>Notebooks</h2><ul>{links}</ul>"
-            f"<h2>Settings</h2><table>{settings}</table><h2>Seconds per part</h2><p>Of the run that wrote this page (runs so far: {manifest.get("runs", 1)}); a resumed run reads the parts that finished before from the caches, in seconds.</p><table>{parts}</table>"
+            f"<h2>Settings</h2><table>{settings}</table><h2>Seconds per part</h2><p>Of the run that wrote this "
+            f"page (runs so far: {manifest.get('runs', 1)}); a resumed run reads the parts that finished before "
+            f"from the caches, in seconds.</p><table>{parts}</table>"
             f"<h2>Versions</h2><p>{html.escape(versions)}; git {html.escape(str(manifest['git']))}</p></body></html>")
     index = plan.out / "index.html"
     atomic_write_text(index, page)
