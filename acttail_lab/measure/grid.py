@@ -35,6 +35,7 @@ from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
 from ..core.results_io import write_results
 from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
+from .memory_checks import check_rotation_memory
 from ..sparsify.registry import get_method
 from ..sparsify.topk import PROTOCOLS, weighted_sparsity
 from .perplexity import input_device, perplexity
@@ -314,6 +315,7 @@ def evaluate_grid(model_name=None, strategies=("uniform", "acttail"), sparsities
                   dtype=_dtype_name(model_dtype))
 
     measured_inputs = _measured_inputs_for(lm, specs, run.corpus, progress)
+    check_rotation_memory(model, [spec.method for spec in specs])  # before hours of calibration, not after
     stats = calibration_for(lm, [spec.method for spec in specs], corpus=run.corpus, tokens=run.calibration_tokens,
                             window=run.window, progress=progress)
     jobs = [("dense", 0.0, None, None)] if run.include_dense else []
