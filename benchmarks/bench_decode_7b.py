@@ -60,7 +60,7 @@ from acttail_lab.sparsify.kernels import cpu_gemv  # noqa: E402
 from acttail_lab.sparsify.kernels.cpu_decode import cpu_sparse_decoding  # noqa: E402
 from acttail_lab.sparsify.kernels.decode import calibrate_thresholds  # noqa: E402
 from acttail_lab.sparsify.kernels.graph_decode import StaticDecoder  # noqa: E402
-from quiet import SMOKE_NOTE, check_output, check_quiet, load_record  # noqa: E402
+from quiet import SMOKE_NOTE, add_quiet_options, check_output, check_quiet, load_record  # noqa: E402
 
 LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
                  vocab_size=32000)
@@ -213,10 +213,7 @@ def main(argv=None) -> int:
     parser.add_argument("--greedy-path", default=None, help="a teal_greedy.greedy_path CSV of this model")
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-load", type=float, default=0.5)
-    parser.add_argument("--force", action="store_true", help="run above --max-load (flagged in the sidecar)")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, 1 round, 3 tokens: NOT a measurement")
-    parser.add_argument("--out", default=None, help=f"CSV path (default {OUT}; smoke runs must name /tmp/...)")
+    add_quiet_options(parser, "tiny model, 1 round, 3 tokens: NOT a measurement", OUT)
     args = parser.parse_args(argv)
     if not cpu_gemv.numba_available():
         print("numba is not installed: kernel configurations run on the PyTorch kernel. " + cpu_gemv.NUMBA_FIX,

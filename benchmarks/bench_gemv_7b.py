@@ -60,7 +60,7 @@ from acttail_lab.sparsify.kernels import cpu_gemv  # noqa: E402
 from acttail_lab.sparsify.kernels.reference import sparse_gemv_torch, topk_indices  # noqa: E402
 from acttail_lab.sparsify.topk import keep_count  # noqa: E402
 from bench_gemv import make_copies, n_copies_for  # noqa: E402
-from quiet import SMOKE_NOTE, check_output, check_quiet, load_record  # noqa: E402
+from quiet import SMOKE_NOTE, add_quiet_options, check_output, check_quiet, load_record  # noqa: E402
 
 SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (8192, 28672))
 SMOKE_SHAPES = ((64, 96), (97, 33))
@@ -210,10 +210,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--reps", type=int, default=1, help="passes over the weight copies per round")
     parser.add_argument("--cycle-mib", type=int, default=256, help="weight MiB per layout cycled per call")
-    parser.add_argument("--max-load", type=float, default=0.5)
-    parser.add_argument("--force", action="store_true", help="run above --max-load (flagged in the sidecar)")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, one round: NOT a measurement")
-    parser.add_argument("--out", default=None, help=f"CSV path (default {OUT}; smoke runs must name /tmp/...)")
+    add_quiet_options(parser, "tiny shapes, one round: NOT a measurement", OUT)
     args = parser.parse_args(argv)
     if not cpu_gemv.numba_available():
         print("numba is not installed: the numba candidates are skipped, the PyTorch kernel is measured alone. "

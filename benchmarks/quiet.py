@@ -53,3 +53,11 @@ def check_output(out: str | os.PathLike, smoke: bool) -> Path:
               file=sys.stderr)
         sys.exit(2)
     return path
+
+
+def add_quiet_options(parser, smoke_help: str, default_out) -> None:
+    """The options every quiet-machine benchmark takes: ``--max-load``, ``--force``, ``--smoke``, ``--out``."""
+    parser.add_argument("--max-load", type=float, default=0.5)
+    parser.add_argument("--force", action="store_true", help="run above --max-load (flagged in the sidecar)")
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
+    parser.add_argument("--out", default=None, help=f"CSV path (default {default_out}; smoke runs must name /tmp/...)")

@@ -8,6 +8,7 @@ matmul rounds its own float32 sum; measured one ulp) and the same argmax at ever
 import numpy as np
 import pytest
 import torch
+from threshold_masking import threshold_logits
 from torch import nn
 
 from acttail_lab.core.errors import DeviceError
@@ -73,15 +74,7 @@ def test_decoded_logits_equal_the_topk_hooks_logits(tiny):
 def test_threshold_and_wina_modes_equal_their_masking(tiny):
     model, ids = tiny["model"], tiny["ids"]
     thresholds = calibrate_thresholds(model, 0.6, ids)
-    by_name = dict(zip(thresholds["name"], thresholds["threshold"]))
-    handles = [m.register_forward_pre_hook(lambda mod, a, t=by_name[row["name"]]: (a[0] * (a[0].abs() > t),))
-               for row, m in iter_projections(model)]
-    try:
-        with torch.no_grad():
-            expected = model(ids).logits[0]
-    finally:
-        for h in handles:
-            h.remove()
+    expected = threshold_logits(model, ids, thresholds)
     with torch.no_grad(), cpu_sparse_decoding(model, 0.6, mode="threshold", thresholds=thresholds,
                                               backend="numba"):
         decoded = _decode_with_cache(model, ids)

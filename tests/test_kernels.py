@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threshold_masking import threshold_logits
 from torch import nn
 
 from acttail_lab.core.errors import (
@@ -273,15 +274,7 @@ def test_threshold_mode_keeps_inputs_above_calibrated_thresholds(tiny):
     model, ids = tiny["model"], tiny["ids"]
     thresholds = calibrate_thresholds(model, 0.6, ids)
     assert np.allclose(thresholds["calibrated_sparsity"], 0.6, atol=0.02)
-    by_name = dict(zip(thresholds["name"], thresholds["threshold"]))
-    handles = [m.register_forward_pre_hook(lambda mod, a, t=by_name[row["name"]]: (a[0] * (a[0].abs() > t),))
-               for row, m in iter_projections(model)]
-    try:
-        with torch.no_grad():
-            expected = model(ids).logits[0]
-    finally:
-        for h in handles:
-            h.remove()
+    expected = threshold_logits(model, ids, thresholds)
     with torch.no_grad(), sparse_decoding(model, 0.6, backend="torch", mode="threshold", thresholds=thresholds):
         decoded = _decode_with_cache(model, ids)
     assert (decoded - expected).abs().max() < 1e-5

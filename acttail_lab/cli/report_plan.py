@@ -130,11 +130,12 @@ def check_corpus_length(corpus: str, size: ReportSize) -> int:
 
     check_corpus(corpus)
     chars = len(corpus_text(corpus, "evaluation"))
+    smaller = ", ".join(name for name, s in SIZES.items() if s.tokens < size.tokens)
     needed = int(size.tokens * CHARS_PER_TOKEN)
     if chars < needed:
         raise ActTailError(f"Corpus {corpus!r} is too short for --size {size.name}: its evaluation half has {chars:,} "
                            f"characters, and {size.tokens:,} tokens need at least about {needed:,}. Fix: pass a "
-                           f"longer text, or a smaller --size ({', '.join(s for s in SIZES if SIZES[s].tokens < size.tokens) or 'none smaller'}).")
+                           f"longer text, or a smaller --size ({smaller or 'none smaller'}).")
     return chars
 
 
@@ -143,7 +144,8 @@ def check_out(out: Path, model: str, size: ReportSize) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise ActTailError(f"--out {out} is a file. Fix: pass a folder for the report, e.g. {out.with_suffix('')}-report.")
+        raise ActTailError(f"--out {out} is a file. Fix: pass a folder for the report, e.g. "
+                           f"{out.with_suffix('')}-report.")
     manifest = out / MANIFEST
     if manifest.exists():
         found = json.loads(manifest.read_text())
@@ -221,9 +223,11 @@ def estimate(plan: ReportPlan) -> list[dict]:
         ("greedy path", "TEAL's fine greedy path: ~880 block forwards x 256 tokens per layer",
          880 * 256 * local if greedy else 0),
         ("sensitivity", f"TopK error of every projection x 12 levels on 2,048 tokens; loss increase: {loss_forwards} "
-                        "forwards of 512 tokens", (12 * 2048 * local + loss_forwards * 512 * forward) if size.cost_table else 0),
+                        "forwards of 512 tokens",
+         (12 * 2048 * local + loss_forwards * 512 * forward) if size.cost_table else 0),
         ("zero-shot", f"{runs} runs at 50% x {', '.join(size.zeroshot_tasks)} x {size.zeroshot_limit} examples "
-                      "(~3 choices x ~60 tokens)", runs * len(size.zeroshot_tasks) * size.zeroshot_limit * 180 * forward),
+                      "(~3 choices x ~60 tokens)",
+         runs * len(size.zeroshot_tasks) * size.zeroshot_limit * 180 * forward),
         ("notebooks", f"notebooks {', '.join(size.notebooks)} from the results, and their pages", None),
     ]
     out = []
@@ -242,7 +246,8 @@ def plan_text(plan: ReportPlan) -> str:
     """What will run, on what, and the estimate, as lines for the terminal."""
     size = plan.size
     params = "unknown" if plan.parameters is None else f"{plan.parameters / 1e6:,.0f}M"
-    lines = [f"acttail-lab report: {plan.model} ({params} parameters) on {plan.corpus!r}, size {size.name}, into {plan.out}",
+    lines = [f"acttail-lab report: {plan.model} ({params} parameters) on {plan.corpus!r}, size {size.name}, "
+             f"into {plan.out}",
              f"  strategies {', '.join(size.strategies)} at {', '.join(f'{t:.0%}' for t in size.targets)}; "
              f"{size.tokens:,} tokens in {size.window}-token windows",
              f"  this machine: {plan.flops / 1e9:.0f} GFLOP/s float32 on one thread (measured now)"]
@@ -251,8 +256,10 @@ def plan_text(plan: ReportPlan) -> str:
         seconds = row["seconds"]
         if seconds:
             total += seconds
-        shown = "?" if seconds is None else ("-" if seconds == 0 else f"~{seconds / 60:.0f} min" if seconds >= 60 else f"~{seconds:.0f} s")
+        shown = ("?" if seconds is None else "-" if seconds == 0
+                 else f"~{seconds / 60:.0f} min" if seconds >= 60 else f"~{seconds:.0f} s")
         lines.append(f"  {row['part']:12s} {shown:>9s}  {row['work']}")
-    lines.append(f"  total about {total / 60:.0f} min (within a factor of ~2; cached parts of an earlier run are skipped)")
+    lines.append(f"  total about {total / 60:.0f} min (within a factor of ~2; cached parts of an earlier run are "
+                 "skipped)")
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)

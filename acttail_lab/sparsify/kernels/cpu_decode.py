@@ -48,7 +48,7 @@ from ..topk import resolve_allocation
 from ..wina import column_norms
 from . import cpu_gemv
 from .decode import MODES, SparseLinear, _parent, _thresholds_for, sparse_decoding
-from .reference import input_major
+from .reference import input_major_of
 
 STAT_KEYS = ("select_ns", "gemv_ns", "wrap_ns", "calls", "tokens", "read_bytes", "dense_bytes")
 
@@ -318,12 +318,8 @@ def cpu_sparse_decoding(model: nn.Module, allocation, mode: str = "topk", thresh
                 group = groups[site] = SelectionGroup(mode, row["d_in"], threads=threads, block=block)
             parent, attr = _parent(model, row["name"])
             norms = column_norms(linear.weight) if mode == "wina" else None
-            if weights is not None:
-                w_t = weights.get(row["name"])
-                if w_t is None:
-                    w_t = weights[row["name"]] = input_major(linear.weight)
-            else:  # one copy: the Linear views W^T while swapped out
-                w_t = input_major(linear.weight)
+            w_t = input_major_of(row["name"], linear.weight, weights)
+            if weights is None:  # one copy: the Linear views W^T while swapped out (its row-major storage is freed)
                 linear.weight.data = w_t.t()
             keep = float(cpu_gemv.threshold_in_dtype(t, linear.weight.dtype)) if mode == "threshold" else int(k)
             slot = group.add(w_t, keep, bias=linear.bias, norms=norms)

@@ -51,7 +51,7 @@ from ...core.models import iter_projections
 from ..topk import resolve_allocation, topk_mask
 from ..wina import column_norms, wina_mask
 from .dispatch import choose_backend, sparse_gemv
-from .reference import input_major
+from .reference import input_major, input_major_of
 
 MODES = ("topk", "threshold", "wina")
 
@@ -167,12 +167,8 @@ def sparse_decoding(model: nn.Module, allocation, backend: str = "auto", mode: s
                 continue
             parent, attr = _parent(model, row["name"])
             norms = column_norms(linear.weight) if mode == "wina" else None
-            if weights is not None:
-                w_t = weights.get(row["name"])
-                if w_t is None:
-                    w_t = weights[row["name"]] = input_major(linear.weight)
-            else:  # one copy: the Linear views W^T while swapped out (its row-major storage is freed)
-                w_t = input_major(linear.weight)
+            w_t = input_major_of(row["name"], linear.weight, weights)
+            if weights is None:  # one copy: the Linear views W^T while swapped out (its row-major storage is freed)
                 linear.weight.data = w_t.t()
             sparse = SparseLinear(linear, k=None if mode == "threshold" else int(k), threshold=t,
                                   backend=chosen, name=row["name"], w_t=w_t, norms=norms)

@@ -32,6 +32,16 @@ def input_major(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().t().contiguous()
 
 
+def input_major_of(name: str, weight: torch.Tensor, weights: dict | None = None) -> torch.Tensor:
+    """``W^T`` of projection ``name`` for a decoding context: from ``weights`` (made there once and kept, so
+    repeated contexts share it) when given, else one fresh copy (the Linear views it while swapped out)."""
+    if weights is None:
+        return input_major(weight)
+    if weights.get(name) is None:
+        weights[name] = input_major(weight)
+    return weights[name]
+
+
 def check_inputs(x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[int, int]:
     """Validate a sparse GEMV call; return ``(d_in, d_out)``.
 
