@@ -83,7 +83,7 @@ class SelectionGroup:
         self.dtypes.append(w_t.dtype)
         self.biases.append(None if bias is None else bias.detach().float())
         self.keep.append(keep)
-        self.scales.append(None if norms is None else norms.detach().float().contiguous().numpy())
+        self.scales.append(None if norms is None else norms.detach().float().contiguous().cpu().numpy())
         self.row_bytes.append(w_t.shape[1] * w_t.element_size())
         self._plan()
         return len(self.weights) - 1
@@ -227,7 +227,8 @@ class CpuDecoding:
             plans.setdefault(id(module.group), [module.group, {}])[1][module.slot] = (keep, norms)
         for group, slots in plans.values():
             keep = [slots[i][0] for i in range(len(slots))]
-            scales = [None if slots[i][1] is None else slots[i][1].contiguous().numpy() for i in range(len(slots))]
+            scales = [None if slots[i][1] is None else slots[i][1].contiguous().cpu().numpy()
+                      for i in range(len(slots))]
             group.configure(mode, keep, scales)
         return table.assign(mode=mode)
 

@@ -89,14 +89,14 @@ def weight_array(w_t: torch.Tensor) -> np.ndarray:
     if w_t.device.type != "cpu" or w_t.dim() != 2 or not w_t.is_contiguous():
         raise KernelInputError("The numba kernel needs a C-contiguous input-major CPU weight [d_in, d_out]. "
                                "Fix: w_t = kernels.input_major(linear.weight).")
-    t = w_t.detach()
-    return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy().view(np.uint16)
+    t = w_t.detach().cpu()  # checked above: already on the CPU, so no copy
+    return t.numpy() if t.dtype == torch.float32 else t.view(torch.int16).numpy().view(np.uint16)  # cpu view
 
 
 def activation_row(x: torch.Tensor) -> np.ndarray:
     """One token's activations as a float32 numpy row (bf16 widened exactly; float32 not copied)."""
     x = x.detach().reshape(-1)
-    return (x if x.dtype == torch.float32 else x.float()).contiguous().numpy()
+    return (x if x.dtype == torch.float32 else x.float()).contiguous().cpu().numpy()
 
 
 def threshold_in_dtype(threshold: float, dtype: torch.dtype) -> np.float32:
