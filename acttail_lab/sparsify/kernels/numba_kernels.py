@@ -20,7 +20,7 @@ numba's threads (``numba.set_num_threads``).
 
 Selection (exact TopK, same set as :func:`acttail_lab.sparsify.topk.topk_mask` on
 CPU): magnitudes are compared as the int32 bit patterns of ``|x|`` (same order
-as the values; NaN above inf), the k-th largest key is found by a 4096-bin
+as the values; NaN above inf), the k-th largest key is found by a 2048-bin
 histogram of bits 30-20 (2048 bins) and a partition of the keys in its bin, and ties at
 the cut keep the first positions. Threshold selection keeps ``|x| > t``
 (float32 comparison; NaN never kept, as in torch).
