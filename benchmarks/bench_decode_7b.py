@@ -32,6 +32,13 @@ norms, LM head, module calls). Needs a quiet machine (refuses above ``--max-load
     python benchmarks/bench_decode_7b.py                         # data/results/decode_7b_cpu.csv (+ .json)
     python benchmarks/bench_decode_7b.py --dtype bf16 --out data/results/decode_7b_cpu_bf16.csv
     python benchmarks/bench_decode_7b.py --smoke --out /tmp/decode_smoke.csv   # tiny model: NOT a measurement
+
+``--model NAME`` decodes a real built-in model instead (e.g. ``smollm2-135m``, ``qwen2.5-coder-1.5b``; float32 or
+bf16 cast after loading): the allocations then come from that model's committed peak-rule spectra
+(``data/results/<model>_spectra_peak.csv``), and ``teal-greedy-fine`` from ``--greedy-path`` or, where one is
+committed, the model's own (coarse) greedy path, labelled ``teal-greedy``:
+
+    python benchmarks/bench_decode_7b.py --model smollm2-135m --out data/results/decode_smollm2-135m_cpu.csv
 """
 from __future__ import annotations
 
@@ -78,8 +85,13 @@ def layers_for(mem_gb: float, itemsize: int) -> int:
     return max(1, min(32, int((mem_gb * 1e9 - fixed) // per_layer)))
 
 
-def build_model(dtype: torch.dtype, layers: int, smoke: bool):
-    """The random-weight model (made directly in ``dtype``: no float32 copy of a bf16 model)."""
+def build_model(dtype: torch.dtype, layers: int, smoke: bool, name: str | None = None):
+    """The random-weight model (made directly in ``dtype``: no float32 copy of a bf16 model), or built-in ``name``."""
+    if name is not None:
+        from acttail_lab.core.models import load_model
+
+        model = load_model(name).model.to(dtype).eval()
+        return model, f"{name} (real weights, {len(projection_table(model)['layer'].unique())} layers)"
     if smoke:
         return random_model("llama-tiny", seed=0, dtype=dtype), "llama-tiny (smoke)"
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -104,11 +116,32 @@ def greedy_proxy(table: pd.DataFrame, target: float, path: pd.DataFrame) -> dict
     return dict(zip(table["name"], solve_scale(ratios, table["n_params"], target, s_max=0.99)))
 
 
-def configurations(model, strategies, targets, modes, greedy_path, calib_ids) -> list[dict]:
-    """One dict per (strategy, target, mode): the allocation and, for thresholds, calibrated thresholds."""
+def alphas_for(model, name: str | None) -> pd.DataFrame:
+    """The alphas the allocations read: a real model's committed peak-rule spectra, else LLaMA-2-7B's published
+    alphas of the first layers (the random model has LLaMA-2-7B's shapes)."""
+    if name is not None:
+        return pd.read_csv(f"data/results/{name}_spectra_peak.csv")
     table = projection_table(model)
     alphas = published_alphas("llama2-7b")
-    alphas = alphas[alphas["layer"] <= table["layer"].max()].reset_index(drop=True)
+    return alphas[alphas["layer"] <= table["layer"].max()].reset_index(drop=True)
+
+
+def greedy_source(name: str | None, greedy_path: str | None) -> tuple[str | None, str]:
+    """(path CSV or None, label) of the greedy allocation: a given path, a real model's committed coarse path,
+    or None (the SmolLM2 proxy)."""
+    if greedy_path:
+        return greedy_path, "teal-greedy-fine"
+    own = f"data/results/{name}_teal_greedy_path.csv" if name else None
+    if own and os.path.exists(own):
+        return own, "teal-greedy"
+    return None, "teal-greedy-proxy"
+
+
+def configurations(model, strategies, targets, modes, greedy_path, calib_ids, name=None) -> list[dict]:
+    """One dict per (strategy, target, mode): the allocation and, for thresholds, calibrated thresholds."""
+    table = projection_table(model)
+    alphas = alphas_for(model, name)
+    greedy_path, greedy_label = greedy_source(name, greedy_path)
     path = pd.read_csv(greedy_path or SMOLLM2_PATH)
     configs = []
     for strategy in strategies:
@@ -116,9 +149,10 @@ def configurations(model, strategies, targets, modes, greedy_path, calib_ids) ->
             if strategy == "wina":
                 label, alloc, cfg_modes = "wina", allocate(alphas, "uniform", target), ["wina"]
             elif strategy == "teal-greedy-fine" and greedy_path is None:
-                label, alloc, cfg_modes = "teal-greedy-proxy", greedy_proxy(table, target, path), modes
+                label, alloc, cfg_modes = greedy_label, greedy_proxy(table, target, path), modes
             elif strategy == "teal-greedy-fine":
-                label, alloc, cfg_modes = strategy, allocate(alphas, strategy, target, greedy_path=path), modes
+                preset = "teal-greedy-fine" if greedy_label == "teal-greedy-fine" else "teal-greedy"
+                label, alloc, cfg_modes = greedy_label, allocate(alphas, preset, target, greedy_path=path), modes
             else:
                 label, alloc, cfg_modes = strategy, allocate(alphas, strategy, target), modes
             for mode in cfg_modes:
@@ -211,10 +245,14 @@ def main(argv=None) -> int:
     parser.add_argument("--targets", default=",".join(map(str, TARGETS)))
     parser.add_argument("--modes", default="topk", help="topk and / or threshold (wina always uses its scores)")
     parser.add_argument("--greedy-path", default=None, help="a teal_greedy.greedy_path CSV of this model")
+    parser.add_argument("--model", default=None, help="a built-in model with committed spectra (real weights)")
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     add_quiet_options(parser, "tiny model, 1 round, 3 tokens: NOT a measurement", OUT)
     args = parser.parse_args(argv)
+    # before numba is first imported (numba_available): its pool size is read once, and a later change of the
+    # variable fails at the next compilation ("Cannot set NUMBA_NUM_THREADS ... once the threads have been launched")
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     if not cpu_gemv.numba_available():
         print("numba is not installed: kernel configurations run on the PyTorch kernel. " + cpu_gemv.NUMBA_FIX,
               file=sys.stderr)
@@ -223,28 +261,29 @@ def main(argv=None) -> int:
     if args.smoke:
         args.tokens, args.rounds = 3, 1
     dtype = DTYPES[args.dtype]
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     layers = args.layers or layers_for(args.mem_gb, dtype.itemsize)
-    model, label = build_model(dtype, layers, args.smoke)
+    model, label = build_model(dtype, layers, args.smoke, args.model)
     print(f"{describe_device('cpu')}; {label}, {args.dtype}, {args.threads} thread(s); {args.tokens} tokens x "
           f"{args.rounds} rounds; model built in {time.perf_counter() - start:.0f} s", flush=True)
     calib = torch.randint(0, model.config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
     configs = [dict(strategy="dense", target=0.0, mode="dense"),
                dict(strategy="dense-kernel", target=0.0, mode="topk", allocation=0.0, thresholds=None)]
     configs += configurations(model, args.strategies.split(","), [float(t) for t in args.targets.split(",")],
-                              args.modes.split(","), args.greedy_path, calib)
+                              args.modes.split(","), args.greedy_path, calib, args.model)
     for cfg in configs:
         cfg.update(seconds=[], stats=[])
     run_rounds(model, configs, args, args.threads)
     table = pd.DataFrame(rows_of(configs, model, args, label, args.dtype, args.threads))
     record = load_record(load)
     write_results(table, check_output(out, args.smoke), device=torch.device("cpu"), seed=0, model=label,
-                  weights="random (speed only)", layers=layers, threads=args.threads,
-                  allocation_source="published alphas of LLaMA-2-7B (AlphaPruning), first layers; "
-                  + ("greedy path " + args.greedy_path if args.greedy_path else
-                     "teal-greedy-proxy: SmolLM2-135M's greedy path mapped by depth and kind"),
+                  weights="random (speed only)" if args.model is None else "real (built-in model)",
+                  layers=None if args.model else layers, threads=args.threads,
+                  allocation_source=("published alphas of LLaMA-2-7B (AlphaPruning), first layers; "
+                                     if args.model is None else f"committed peak-rule spectra of {args.model}; ")
+                  + "greedy: " + (greedy_source(args.model, args.greedy_path)[0]
+                                  or "teal-greedy-proxy: SmolLM2-135M's greedy path mapped by depth and kind"),
                   timing="eager StaticDecoder, wall clock (perf_counter), interleaved rounds", load=record,
                   smoke=args.smoke, numba=cpu_gemv.numba_available(), seconds=round(time.perf_counter() - start, 1),
                   note=(SMOKE_NOTE if args.smoke else "quiet machine" if record["quiet"] else

@@ -212,6 +212,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cycle-mib", type=int, default=256, help="weight MiB per layout cycled per call")
     add_quiet_options(parser, "tiny shapes, one round: NOT a measurement", OUT)
     args = parser.parse_args(argv)
+    threads_list = [int(t) for t in args.threads.split(",")]
+    # before numba is first imported (numba_available): its pool size is read once (see bench_decode_7b.py)
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(threads_list)))
     if not cpu_gemv.numba_available():
         print("numba is not installed: the numba candidates are skipped, the PyTorch kernel is measured alone. "
               + cpu_gemv.NUMBA_FIX, file=sys.stderr)
@@ -221,8 +224,6 @@ def main(argv=None) -> int:
     rounds, cycle = (1, 1) if args.smoke else (args.rounds, args.cycle_mib)
     candidates = [c for c in args.candidates.split(",") + [f"numba-b{b}" for b in args.blocks.split(",") if b]
                   if cpu_gemv.numba_available() or "numba" not in c]
-    threads_list = [int(t) for t in args.threads.split(",")]
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(max(threads_list)))
     start, rows = time.perf_counter(), []
     for d_in, d_out in shapes:
         for dname in args.dtypes.split(","):
