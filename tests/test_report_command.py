@@ -116,3 +116,11 @@ def test_the_summary_gives_every_verdict_computed_from_the_tables(results, tmp_p
 def test_a_missing_zeroshot_or_sensitivity_table_is_said_not_measured(tmp_path):
     plan = plan_for(tmp_path)
     assert "Not measured" in zeroshot_section(plan, tmp_path) and "Not measured" in sensitivity_section(plan, tmp_path)
+
+
+def test_without_the_repositorys_notebooks_the_report_says_to_run_from_a_clone(tmp_path):
+    from acttail_lab.cli.report_plan import check_notebooks
+
+    with pytest.raises(ActTailError, match="Fix: run it from a clone"):
+        check_notebooks(SIZES["quick"], tmp_path / "nowhere")
+    assert [p.name[:2] for p in check_notebooks(SIZES["standard"])] == list(SIZES["standard"].notebooks)

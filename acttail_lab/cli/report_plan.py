@@ -157,6 +157,21 @@ def check_out(out: Path, model: str, size: ReportSize) -> None:
         raise ActTailError(f"--out {out} is not empty and holds no report. Fix: choose a new or empty folder.")
 
 
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+"""The repository's notebooks, which a report executes (an installed wheel has none)."""
+
+
+def check_notebooks(size: ReportSize, folder: Path = NOTEBOOKS) -> list[Path]:
+    """The notebooks ``size`` executes; an error naming the fix when the repository's notebooks are not there."""
+    found = [next(iter(sorted(folder.glob(f"{number}_*.ipynb"))), None) for number in size.notebooks]
+    if not folder.is_dir() or None in found:
+        missing = [n for n, f in zip(size.notebooks, found) if f is None]
+        raise ActTailError(f"The report executes notebooks {', '.join(size.notebooks)} from {folder}, and "
+                           f"{', '.join(missing) or 'they'} are not there (a pip-installed package has no notebooks). "
+                           "Fix: run it from a clone of the repository (pip install -e .).")
+    return found
+
+
 def measured_flops(seconds: float = 0.2) -> float:
     """Float32 FLOP/s of one thread of this machine: a 512 x 1024 by 1024 x 1024 matrix product, best of a few."""
     import torch
@@ -183,6 +198,7 @@ def plan_report(model: str, corpus: str, size: str, out: str | os.PathLike) -> R
     if size not in SIZES:
         raise ActTailError(f"Unknown --size {size!r}. Fix: choose one of {', '.join(SIZES)}.")
     chosen = SIZES[size]
+    check_notebooks(chosen)
     model = check_model(model)
     check_corpus_length(corpus, chosen)
     out = Path(out)

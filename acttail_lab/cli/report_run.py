@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.cache import atomic_write_text
-from .report_plan import MANIFEST, ReportPlan
+from .report_plan import MANIFEST, ReportPlan, check_notebooks
 
 PARTS = ("spectra", "perplexity", "sensitivity", "zero-shot", "notebooks", "summary")
 ZEROSHOT_TARGET = 0.5
@@ -28,7 +28,6 @@ RULES = ("ks", "peak", "median")
 LOSS_EVERY, LOSS_SETTINGS = 3, dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
 """The loss-increase subset, as scripts/reproduce_sensitivity.py makes the committed one: every third layer, all kinds,
 two levels, 512 calibration tokens."""
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class Manifest:
@@ -154,10 +153,9 @@ def execute_notebooks(plan: ReportPlan, results: Path, manifest: Manifest) -> li
     pages.mkdir(exist_ok=True)
     written = []
     with manifest.part("notebooks"):
-        for number in plan.size.notebooks:
-            source = next(NOTEBOOKS.glob(f"{number}_*.ipynb"))
+        for number, source in zip(plan.size.notebooks, check_notebooks(plan.size)):
             target = executed / source.name
-            papermill.execute_notebook(str(source), str(target), cwd=str(NOTEBOOKS), progress_bar=False,
+            papermill.execute_notebook(str(source), str(target), cwd=str(source.parent), progress_bar=False,
                                        parameters=notebook_parameters(plan, number, results))
             exporter = HTMLExporter()
             body, _ = exporter.from_filename(str(target))
