@@ -124,3 +124,11 @@ def test_without_the_repositorys_notebooks_the_report_says_to_run_from_a_clone(t
     with pytest.raises(ActTailError, match="Fix: run it from a clone"):
         check_notebooks(SIZES["quick"], tmp_path / "nowhere")
     assert [p.name[:2] for p in check_notebooks(SIZES["standard"])] == list(SIZES["standard"].notebooks)
+
+
+def test_a_relative_output_folder_is_made_absolute_for_the_notebooks(tmp_path, monkeypatch):
+    from acttail_lab.cli.report_plan import plan_report
+
+    monkeypatch.chdir(tmp_path)
+    plan = plan_report("smollm2-135m", "austen", "quick", "build/rep")  # papermill runs in notebooks/: a relative
+    assert plan.out.is_absolute() and plan.out == tmp_path / "build" / "rep"  # RESULTS_DIR would not resolve there

@@ -201,7 +201,7 @@ def plan_report(model: str, corpus: str, size: str, out: str | os.PathLike) -> R
     check_notebooks(chosen)
     model = check_model(model)
     check_corpus_length(corpus, chosen)
-    out = Path(out)
+    out = Path(out).expanduser().resolve()  # absolute: the notebooks run in their own folder
     check_out(out, model, chosen)
     shapes = tensor_shapes(model)
     known = shapes is not None
