@@ -52,16 +52,15 @@ from acttail_lab.core.models import load_model, projection_table  # noqa: E402
 from acttail_lab.core.provenance import write_sidecar  # noqa: E402
 from acttail_lab.measure import sensitivity
 from acttail_lab.report import correlations as correlations_report
+from acttail_lab.report.correlations import LOSS_EVERY, LOSS_SETTINGS, SENSITIVITY_VALUES, loss_subset
 from acttail_lab.spectral import spectra
+from acttail_lab.spectral.tails import XMIN_RULES
 
 MODEL = "smollm2-135m"
 CORPUS = "austen"
 SEED = 0
-XMIN_RULES = ("ks", "peak", "median")
 COST_SETTINGS = dict(sparsities=sensitivity.DEFAULT_SPARSITIES, max_tokens=2048, window=512, n_tokens=2048)
 """cost_table's defaults (also used by measure.grid.evaluate_grid for surrogate-optimal / hybrid); token sample seed = SEED."""
-LOSS_SETTINGS = dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
-CORRELATION_VALUES = ("rel_error", "rel_error_token")
 FLOAT_FORMAT = "%.6g"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,11 +77,6 @@ def write_csv(frame: pd.DataFrame, path: Path, started: float, model: str = MODE
                   seconds=round(time.perf_counter() - started, 1), **settings)
     log(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
         f"({len(frame)} rows, {path.stat().st_size / 1024:.0f} KiB)")
-
-
-def loss_subset(table: pd.DataFrame, every: int) -> list[str]:
-    """Names of every projection in layers 0, every, 2 * every, ..."""
-    return table.loc[table["layer"] % every == 0, "name"].tolist()
 
 
 def spectra_tables(lm, out: Path, cache: bool, model: str = MODEL) -> dict[str, pd.DataFrame]:
@@ -130,14 +124,10 @@ def run(out: Path, loss_every: int, skip_loss: bool, cache: bool, model: str = M
                               "projection TopK-sparsified, minus the dense NLL")
 
     started = time.perf_counter()
-    parts = [correlations_report.spectral_correlations(tables, cost, value=value) for value in CORRELATION_VALUES]
-    if loss is not None:
-        parts.append(correlations_report.spectral_correlations(tables, loss, value="loss_increase",
-                                                       at=LOSS_SETTINGS["sparsities"], auc=False))
-    correlations = pd.concat(parts, ignore_index=True)
+    correlations = correlations_report.sensitivity_correlations(tables, cost, loss)
     write_csv(correlations, out / f"{model}_correlations.csv", started, model,
               metrics=list(correlations_report.SPECTRAL_METRICS), xmin_rules=list(XMIN_RULES),
-              values=list(CORRELATION_VALUES) + ([] if loss is None else ["loss_increase"]),
+              values=list(SENSITIVITY_VALUES) + ([] if loss is None else ["loss_increase"]),
               description="Spearman rho of spectral metrics vs measured sensitivity, grouped all / within "
                           "projection kind (across layers) / within layer (across kinds); lambda_max ranks "
                           "exactly as the spectral norm does")
@@ -150,7 +140,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=MODEL, help="built-in model name (default smollm2-135m)")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "results", help="output folder")
-    parser.add_argument("--loss-every", type=int, default=3, help="loss increase on every N-th layer (default 3)")
+    parser.add_argument("--loss-every", type=int, default=LOSS_EVERY,
+                        help=f"loss increase on every N-th layer (default {LOSS_EVERY})")
     parser.add_argument("--skip-loss", action="store_true", help="skip the (slow) loss-increase table")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the caches")
     args = parser.parse_args(argv)

@@ -31,7 +31,6 @@ SHAPES = {"q": (576, 576), "k": (192, 576), "v": (192, 576), "o": (576, 576), "g
 """(d_out, d_in) of SmolLM2-135M: hidden 576, 9 heads / 3 kv heads of 64, intermediate 1536."""
 FILES = [f"{MODEL}_spectra_{rule}.csv" for rule in RULES] + [
     f"{MODEL}_cost_table.csv", f"{MODEL}_loss_increase.csv", f"{MODEL}_correlations.csv"]
-CORRELATION_VALUES = ("rel_error", "rel_error_token")
 
 
 def read(name: str) -> pd.DataFrame:
@@ -159,9 +158,7 @@ def test_loss_increase_subset(loss, cost):
 def test_correlations_are_recomputed_exactly_from_the_committed_tables(cost, tables, loss):
     committed = read(f"{MODEL}_correlations.csv")
     assert list(committed.columns) == ["rule", "metric", "sensitivity", "group_by", "group", "rho", "p_value", "n"]
-    parts = [correlations.spectral_correlations(tables, cost, value=v) for v in CORRELATION_VALUES]
-    parts.append(correlations.spectral_correlations(tables, loss, value="loss_increase", at=(0.5, 0.8), auc=False))
-    fresh = pd.concat(parts, ignore_index=True)
+    fresh = correlations.sensitivity_correlations(tables, cost, loss, loss_at=(0.5, 0.8))
     assert len(committed) == len(fresh)
     keys = ["rule", "metric", "sensitivity", "group_by", "group"]
     assert committed[keys].astype(str).equals(fresh[keys].astype(str))

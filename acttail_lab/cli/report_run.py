@@ -24,10 +24,6 @@ from .report_plan import MANIFEST, ReportPlan, check_notebooks
 PARTS = ("spectra", "perplexity", "sensitivity", "zero-shot", "notebooks", "summary")
 ZEROSHOT_TARGET = 0.5
 """The target of the zero-shot runs (dense, and each strategy at 50%)."""
-RULES = ("ks", "peak", "median")
-LOSS_EVERY, LOSS_SETTINGS = 3, dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
-"""The loss-increase subset, as scripts/reproduce_sensitivity.py makes the committed one: every third layer, all kinds,
-two levels, 512 calibration tokens."""
 
 
 class Manifest:
@@ -68,7 +64,6 @@ def run_settings(plan: ReportPlan, lm, progress: bool):
 
 def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path:
     """Every measured table of the report into ``OUT/results``; returns that folder."""
-    import pandas as pd
     import torch
 
     from ..core.models import load_model
@@ -77,6 +72,7 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
     from ..core.results_io import write_results
     from ..measure.grid import evaluate_grid, write_grid
     from ..spectral import spectra
+    from ..spectral.tails import XMIN_RULES
 
     size, results = plan.size, plan.out / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -84,7 +80,7 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
     lm = load_model(plan.model)
     with manifest.part("spectra"):
         tables = {}
-        for rule in RULES:
+        for rule in XMIN_RULES:
             tables[rule] = spectra.analyze(lm, xmin=rule, progress=progress)
             path = results / f"{plan.model_key}_spectra_{rule}.csv"
             write_results(tables[rule], path, seed=0, device="cpu", model=plan.model, xmin_rule=rule)
@@ -94,27 +90,21 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
         write_grid(runs.drop(columns=["cached"]), result_path("perplexity", plan.model_key, results), settings,
                    device=next(lm.model.parameters()).device, command=plan.command, model=plan.model)
     if size.cost_table:
-        with manifest.part("sensitivity"):
-            from ..measure.sensitivity import cost_table
-            from ..report.correlations import spectral_correlations
-
+        with manifest.part("sensitivity"):  # the committed tables' settings (scripts/reproduce_sensitivity.py)
             from ..core.models import projection_table
-            from ..measure.sensitivity import loss_increase_table
+            from ..measure.sensitivity import cost_table, loss_increase_table
+            from ..report.correlations import LOSS_EVERY, LOSS_SETTINGS, loss_subset, sensitivity_correlations
 
             cost = cost_table(lm, seed=0, progress=progress)
             write_results(cost, results / f"{plan.model_key}_cost_table.csv", seed=0, device="cpu",
                           model=plan.model, split="calibration")
-            names = projection_table(lm.model).query(f"layer % {LOSS_EVERY} == 0")["name"].tolist()
-            loss = loss_increase_table(lm, names=names, progress=progress, **LOSS_SETTINGS)
+            loss = loss_increase_table(lm, names=loss_subset(projection_table(lm.model)), progress=progress,
+                                       **LOSS_SETTINGS)
             write_results(loss, results / f"{plan.model_key}_loss_increase.csv", seed=0, device="cpu",
                           model=plan.model, split="calibration", subset=f"every {LOSS_EVERY}th layer, all kinds")
-            correlations = pd.concat([spectral_correlations(tables, cost, value=value)
-                                      for value in ("rel_error", "rel_error_token")]
-                                     + [spectral_correlations(tables, loss, value="loss_increase",
-                                                              at=LOSS_SETTINGS["sparsities"], auc=False)],
-                                     ignore_index=True)
+            correlations = sensitivity_correlations(tables, cost, loss)
             write_results(correlations, results / f"{plan.model_key}_correlations.csv", seed=0, device="cpu",
-                          model=plan.model, xmin_rules=list(RULES))
+                          model=plan.model, xmin_rules=list(XMIN_RULES))
     with manifest.part("zero-shot"):
         from ..measure.zeroshot import evaluate_zeroshot
 

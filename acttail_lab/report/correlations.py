@@ -170,3 +170,29 @@ def interval_sign(result: dict) -> str:
     if result["high"] < 0:
         return "negative"
     return "indistinguishable from 0"
+
+
+# --------------------------------------------------------------------------- the committed correlation tables
+SENSITIVITY_VALUES = ("rel_error", "rel_error_token")
+"""The cost-table columns every committed ``<model>_correlations.csv`` correlates (TopK output error, pooled and
+per token)."""
+LOSS_EVERY = 3
+LOSS_SETTINGS = dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
+"""The loss-increase subset of the committed tables (``measure.sensitivity.loss_increase_table`` keywords): every
+:data:`LOSS_EVERY`-th layer, all kinds, two levels, 512 calibration tokens."""
+
+
+def loss_subset(table: pd.DataFrame, every: int = LOSS_EVERY) -> list[str]:
+    """Names of the projections of ``table`` (``core.models.projection_table``) in layers 0, every, 2 every, ..."""
+    return table.loc[table["layer"] % every == 0, "name"].tolist()
+
+
+def sensitivity_correlations(spectra: Mapping, cost: pd.DataFrame, loss: pd.DataFrame | None = None,
+                             loss_at=LOSS_SETTINGS["sparsities"]) -> pd.DataFrame:
+    """The rows of a ``<model>_correlations.csv``: :func:`spectral_correlations` of ``spectra`` (one table per xmin
+    rule) with each of :data:`SENSITIVITY_VALUES` of ``cost``, then with the loss increase at ``loss_at`` when a
+    ``loss`` table is given."""
+    parts = [spectral_correlations(spectra, cost, value=value) for value in SENSITIVITY_VALUES]
+    if loss is not None:
+        parts.append(spectral_correlations(spectra, loss, value="loss_increase", at=loss_at, auc=False))
+    return pd.concat(parts, ignore_index=True)
