@@ -87,10 +87,8 @@ def sensitivity_section(plan: ReportPlan, results: Path) -> str:
 
 
 def headline_figure(plan: ReportPlan, results: Path, folder: Path) -> str:
-    """The headline figure as ``OUT/figures/headline.png``; its ``<img>`` tag."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The headline figure as ``OUT/figures/headline.png``; its ``<img>`` tag (a pyplot-free Figure, as every plot
+    helper returns: nothing to close)."""
     from ..core.paths import result_path
     from ..plots.perplexity import plot_headline
     from ..report.bootstrap import load_windows
@@ -101,9 +99,6 @@ def headline_figure(plan: ReportPlan, results: Path, folder: Path) -> str:
     folder.mkdir(exist_ok=True)
     path = folder / "headline.png"
     ax.figure.savefig(path, dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(ax.figure)
     return f"<img src='figures/{path.name}' alt='perplexity against target sparsity' style='max-width:100%'>"
 
 
