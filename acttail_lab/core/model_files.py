@@ -91,13 +91,13 @@ def _enough(path: Path, needed: int, n_tensors: int, size: int) -> int:
     return needed
 
 
-def check_gguf(path: str | os.PathLike) -> int:
-    """Bytes a GGUF file's header accounts for (data start + the end of its last tensor); raises
-    :class:`CorruptModelFileError` when the file is not GGUF or is shorter than that."""
+def gguf_tensors(path: str | os.PathLike) -> tuple[list[tuple[str, list[int], int, int]], int]:
+    """A GGUF file's tensor infos ``[(name, shape, ggml type, offset)]`` and where its data starts (bytes), read
+    from the header alone; raises :class:`CorruptModelFileError` when the file is not GGUF v2/v3 or its header
+    is cut."""
     path = Path(path)
-    size = path.stat().st_size
     with open(path, "rb") as handle:
-        reader = _Reader(handle, path, size)
+        reader = _Reader(handle, path, path.stat().st_size)
         if handle.read(4) != GGUF_MAGIC:
             raise CorruptModelFileError(f"{path} is not a GGUF file (it does not start with 'GGUF'). {_FIX}")
         version = reader.unpack("I")
@@ -111,19 +111,27 @@ def check_gguf(path: str | os.PathLike) -> int:
             value = reader.value(reader.unpack("I"))
             if key == "general.alignment" and isinstance(value, int) and value > 0:
                 alignment = value
-        end = 0
+        tensors = []
         for _ in range(n_tensors):
-            reader.string()
+            name = reader.string()
             shape = [reader.unpack("Q") for _ in range(reader.unpack("I"))]
-            ggml_type, offset = reader.unpack("I"), reader.unpack("Q")
-            end = max(end, offset + _tensor_bytes(shape, ggml_type, path))
+            tensors.append((name, shape, reader.unpack("I"), reader.unpack("Q")))
         data_start = -(-handle.tell() // alignment) * alignment
-    return _enough(path, data_start + end, n_tensors, size)
+    return tensors, data_start
 
 
-def check_safetensors(path: str | os.PathLike) -> int:
-    """Bytes a safetensors file's header accounts for; raises :class:`CorruptModelFileError` when the header is
-    unreadable or the file is shorter than its tensors' ``data_offsets``."""
+def check_gguf(path: str | os.PathLike) -> int:
+    """Bytes a GGUF file's header accounts for (data start + the end of its last tensor); raises
+    :class:`CorruptModelFileError` when the file is not GGUF or is shorter than that."""
+    path = Path(path)
+    tensors, data_start = gguf_tensors(path)
+    end = max((offset + _tensor_bytes(shape, ggml_type, path) for _, shape, ggml_type, offset in tensors), default=0)
+    return _enough(path, data_start + end, len(tensors), path.stat().st_size)
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
+    """A safetensors file's JSON header and its length in bytes; raises :class:`CorruptModelFileError` when the
+    header is unreadable."""
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as handle:
@@ -138,6 +146,15 @@ def check_safetensors(path: str | os.PathLike) -> int:
             header = json.loads(handle.read(length))
         except ValueError:
             raise CorruptModelFileError(f"{path} has an unreadable safetensors header: it is corrupt. {_FIX}") from None
+    return header, length
+
+
+def check_safetensors(path: str | os.PathLike) -> int:
+    """Bytes a safetensors file's header accounts for; raises :class:`CorruptModelFileError` when the header is
+    unreadable or the file is shorter than its tensors' ``data_offsets``."""
+    path = Path(path)
+    header, length = safetensors_header(path)
+    size = path.stat().st_size
     ends = [entry["data_offsets"][1] for name, entry in header.items()
             if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
     return _enough(path, 8 + length + max(ends, default=0), len(ends), size)

@@ -12,40 +12,21 @@ included, as the files store them), each None when no local file tells.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import struct
 from pathlib import Path
 
-from .model_files import GGUF_MAGIC, _Reader
+from .model_files import gguf_tensors, safetensors_header
 
 
 def gguf_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every tensor in a GGUF file (from its header; GGUF lists the fastest dimension first)."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        reader = _Reader(handle, path, path.stat().st_size)
-        if handle.read(4) != GGUF_MAGIC:
-            raise ValueError(f"{path} is not a GGUF file.")
-        reader.unpack("I")  # version
-        n_tensors, n_kv = reader.unpack("Q"), reader.unpack("Q")
-        for _ in range(n_kv):
-            reader.string()
-            reader.value(reader.unpack("I"))
-        shapes = {}
-        for _ in range(n_tensors):
-            name = reader.string()
-            shapes[name] = tuple(reader.unpack("Q") for _ in range(reader.unpack("I")))
-            reader.unpack("I"), reader.unpack("Q")  # type, offset
-    return shapes
+    return {name: tuple(shape) for name, shape, _, _ in gguf_tensors(path)[0]}
 
 
 def safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every tensor in one ``.safetensors`` file (from its JSON header)."""
-    with open(path, "rb") as handle:
-        length = struct.unpack("<Q", handle.read(8))[0]
-        header = json.loads(handle.read(length))
+    header, _ = safetensors_header(path)
     return {name: tuple(int(d) for d in entry["shape"]) for name, entry in header.items()
             if name != "__metadata__" and isinstance(entry, dict) and "shape" in entry}
 
