@@ -35,11 +35,11 @@ from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
 from ..core.results_io import write_results
 from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
-from .memory_checks import check_rotation_memory
 from ..sparsify.registry import get_method
-from ..sparsify.topk import PROTOCOLS, weighted_sparsity
+from ..sparsify.topk import weighted_sparsity
+from .memory_checks import check_rotation_memory
 from .perplexity import input_device, perplexity
-from .settings import RunSettings, merged_fields
+from .settings import RunSettings, check_positive_int, check_protocol, merged_fields
 
 CACHE_VERSION = 2
 """Bump when the cached row format or the scoring changes (old rows are then ignored)."""
@@ -170,11 +170,9 @@ def check_grid_inputs(strategies, sparsities, protocol: str, window: int, tokens
     strategies = list(strategies)
     targets = _check_sparsities(sparsities, len(strategies))
     specs = _resolve_specs(strategies)
-    if protocol not in PROTOCOLS:
-        raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
+    check_protocol(protocol)
     check_window(window, tokens)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise AllocationError(f"batch_size={batch_size!r} must be a positive integer. Fix: pass e.g. batch_size=4.")
+    check_positive_int(batch_size, "batch_size", 4)
     calibrated = sorted({spec.method for spec in specs if get_method(spec.method).needs})
     if calibrated and calibration_tokens is not None and (
             isinstance(calibration_tokens, bool) or not isinstance(calibration_tokens, numbers.Integral)

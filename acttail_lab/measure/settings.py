@@ -32,9 +32,16 @@ PERPLEXITY_FIELDS = ("split", "tokens", "window", "protocol")
 calibration only, from the calibration split)."""
 
 
-def _positive_int(value, name: str, example: int) -> None:
+def check_positive_int(value, name: str, example: int) -> None:
+    """An AllocationError naming the fix unless ``value`` is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise AllocationError(f"{name}={value!r} must be a positive integer. Fix: pass e.g. {name}={example}.")
+
+
+def check_protocol(protocol) -> None:
+    """An AllocationError naming the fix unless ``protocol`` is one of ``sparsify.topk.PROTOCOLS``."""
+    if protocol not in PROTOCOLS:
+        raise AllocationError(f"Unknown protocol {protocol!r}. Fix: choose one of {PROTOCOLS}.")
 
 
 def dtype_name(dtype) -> str:
@@ -90,10 +97,9 @@ class RunSettings:
                                f"{DEFAULT_MODEL!r}), a Hugging Face id, a folder, a .gguf file or a LoadedModel.")
         if isinstance(self.corpus, os.PathLike):
             object.__setattr__(self, "corpus", os.fspath(self.corpus))
-        if self.protocol not in PROTOCOLS:
-            raise AllocationError(f"Unknown protocol {self.protocol!r}. Fix: choose one of {PROTOCOLS}.")
+        check_protocol(self.protocol)
         check_window(self.window, self.tokens)
-        _positive_int(self.batch_size, "batch_size", 4)
+        check_positive_int(self.batch_size, "batch_size", 4)
         if self.calibration_tokens is not None and (isinstance(self.calibration_tokens, bool) or not isinstance(
                 self.calibration_tokens, numbers.Integral) or self.calibration_tokens < 1):
             raise CalibrationError(f"calibration_tokens={self.calibration_tokens!r} must be a positive integer or "
