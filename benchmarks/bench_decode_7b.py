@@ -60,9 +60,11 @@ from acttail_lab.allocation import allocate  # noqa: E402
 from acttail_lab.allocation.greedy_path import teal_greedy_allocation  # noqa: E402
 from acttail_lab.allocation.solver import solve_scale  # noqa: E402
 from acttail_lab.core.models import projection_table, random_model  # noqa: E402
+from acttail_lab.core.paths import result_path  # noqa: E402
 from acttail_lab.core.provenance import describe_device  # noqa: E402
 from acttail_lab.core.reference import published_alphas  # noqa: E402
 from acttail_lab.core.results_io import write_results  # noqa: E402
+from acttail_lab.report.explorer_sources import load_spectra  # noqa: E402
 from acttail_lab.sparsify.kernels import cpu_gemv  # noqa: E402
 from acttail_lab.sparsify.kernels.cpu_decode import cpu_sparse_decoding  # noqa: E402
 from acttail_lab.sparsify.kernels.decode import calibrate_thresholds  # noqa: E402
@@ -120,7 +122,7 @@ def alphas_for(model, name: str | None) -> pd.DataFrame:
     """The alphas the allocations read: a real model's committed peak-rule spectra, else LLaMA-2-7B's published
     alphas of the first layers (the random model has LLaMA-2-7B's shapes)."""
     if name is not None:
-        return pd.read_csv(f"data/results/{name}_spectra_peak.csv")
+        return load_spectra(name, "peak", compute=False)
     table = projection_table(model)
     alphas = published_alphas("llama2-7b")
     return alphas[alphas["layer"] <= table["layer"].max()].reset_index(drop=True)
@@ -131,9 +133,9 @@ def greedy_source(name: str | None, greedy_path: str | None) -> tuple[str | None
     or None (the SmolLM2 proxy)."""
     if greedy_path:
         return greedy_path, "teal-greedy-fine"
-    own = f"data/results/{name}_teal_greedy_path.csv" if name else None
-    if own and os.path.exists(own):
-        return own, "teal-greedy"
+    own = result_path("teal_greedy_path", name) if name else None
+    if own and own.exists():
+        return str(own), "teal-greedy"
     return None, "teal-greedy-proxy"
 
 
