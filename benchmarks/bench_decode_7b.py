@@ -22,7 +22,8 @@ Configurations (interleaved in every round; the order rotates):
 
 Each round: the dense path, then (one transpose of every weight) all kernel
 configurations via ``CpuDecoding.reconfigure``; the next round starts with the
-kernel block. Per configuration: tokens/s (median over rounds), speedup against
+kernel block. Per configuration: tokens/s (median over rounds; ``tokens_per_s_min`` / ``_max``: the
+slowest and fastest round; ``dense_tokens_per_s``: the dense path's median), speedup against
 ``dense`` and against ``dense-kernel`` (medians of per-round ratios),
 ``limit = 1/(1-target)``, ``bytes_limit`` (weight bytes per token dense / as
 read, LM head included), and the time per token in the GEMVs, the selection,
@@ -221,7 +222,9 @@ def rows_of(configs, model, args, label, dtype_name, threads) -> list[dict]:
         rows.append(dict(
             device=describe_device("cpu"), model=label, dtype=dtype_name, threads=threads,
             strategy=cfg["strategy"], target=cfg["target"], mode=cfg["mode"],
-            tokens_per_s=1.0 / per_token, speedup=statistics.median(d / x for d, x in zip(dense_s, s)),
+            tokens_per_s=1.0 / per_token, tokens_per_s_min=args.tokens / max(s), tokens_per_s_max=args.tokens / min(s),
+            dense_tokens_per_s=args.tokens / statistics.median(dense_s),
+            speedup=statistics.median(d / x for d, x in zip(dense_s, s)),
             speedup_vs_kernel_dense=statistics.median(d / x for d, x in zip(kernel_s, s)),
             limit=1.0 / (1.0 - cfg["target"]),
             bytes_limit=(proj + head) / (st.get("read_bytes", np.nan) + head) if st else np.nan,
