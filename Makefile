@@ -18,7 +18,7 @@ ifeq ($(CI),true)
 export ACTTAIL_REQUIRE_BROWSER ?= 1
 endif
 
-.PHONY: lab test setup fetch browser unit notebooks report-quick bench bench-gpu gpu-check strip clean figures lock verify
+.PHONY: lab test setup fetch browser unit notebooks report-quick bench bench-cpu-speed bench-gpu gpu-check strip clean figures lock verify
 
 # Server options for `make lab`, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8888 --no-browser".
 # As root (most GPU containers) --allow-root is added, since Jupyter refuses root without it.
@@ -83,9 +83,16 @@ bench: setup
 	$(BIN)/python benchmarks/bench_zeroshot_overhead.py
 	$(BIN)/python benchmarks/bench_cost_table.py
 	$(BIN)/python benchmarks/bench_explorer.py
-	$(BIN)/python benchmarks/bench_gemv.py --device cpu
-	$(BIN)/python benchmarks/bench_decode.py --device cpu
 	$(BIN)/python benchmarks/bench_memory_7b.py --layers 2
+
+# CPU decode speed on LLaMA-2-7B shapes (data/results/gemv_7b_cpu.csv, decode_7b_cpu_*_t1.csv and the real default
+# model's decode table). Each benchmark refuses to start above a 1-minute load of 0.5: run this alone, on a quiet
+# machine; `sleep 90` lets the load of the previous one decay.
+bench-cpu-speed: setup
+	$(BIN)/python benchmarks/bench_gemv_7b.py --blocks 2048,8192
+	sleep 90; $(BIN)/python benchmarks/bench_decode_7b.py --dtype fp32 --modes topk,threshold --out data/results/decode_7b_cpu_fp32_t1.csv
+	sleep 90; $(BIN)/python benchmarks/bench_decode_7b.py --dtype bf16 --modes topk,threshold --out data/results/decode_7b_cpu_bf16_t1.csv
+	sleep 90; $(BIN)/python benchmarks/bench_decode_7b.py --model smollm2-135m --out data/results/decode_smollm2-135m_cpu.csv
 
 # On a GPU machine: per-GEMV and end-to-end decode speed (writes data/results/*_gpu.csv).
 bench-gpu: setup

@@ -36,8 +36,11 @@ NUMBA_FIX = ("Fix: pip install 'acttail-lab[cpu-kernels]' (numba 0.68.1 with llv
              "locked numpy), or use the PyTorch kernel (backend='torch').")
 NUMBA_DTYPES = (torch.float32, torch.bfloat16)
 """Weight / activation dtypes of the numba kernel (float16: use the PyTorch kernel)."""
-DEFAULT_BLOCK = 2048
-"""Output columns per block: 2048 float32 accumulators (8 KiB) stay in L1 while kept rows stream past."""
+DEFAULT_BLOCK = 4096
+"""Output columns per block: 4096 float32 accumulators (16 KiB) stay in a 32 KiB L1 while kept rows stream past.
+Chosen from a sweep of ``bench_gemv_7b.py --blocks`` on this project's 2-core AVX2 CPU: on LLaMA-2-7B's shapes
+4096 was the fastest of 1024, 2048 and 4096 in 30 of the 32 shape x dtype x thread-count cells at sparsity 0.5
+and 0.8 (2048 in the other two, by 1% and 16%); the committed ``gemv_7b_cpu.csv`` sweeps 2048 and 8192 beside it."""
 _ALIGN = 32  # block widths of the parallel kernel are rounded up to whole 64-byte lines (bf16: 32 columns)
 
 
