@@ -36,11 +36,12 @@ NUMBA_FIX = ("Fix: pip install 'acttail-lab[cpu-kernels]' (numba 0.68.1 with llv
              "locked numpy), or use the PyTorch kernel (backend='torch').")
 NUMBA_DTYPES = (torch.float32, torch.bfloat16)
 """Weight / activation dtypes of the numba kernel (float16: use the PyTorch kernel)."""
-DEFAULT_BLOCK = 4096
-"""Output columns per block: 4096 float32 accumulators (16 KiB) stay in a 32 KiB L1 while kept rows stream past.
-Chosen from a sweep of ``bench_gemv_7b.py --blocks`` on this project's 2-core AVX2 CPU: on LLaMA-2-7B's shapes
-4096 was the fastest of 1024, 2048 and 4096 in 30 of the 32 shape x dtype x thread-count cells at sparsity 0.5
-and 0.8 (2048 in the other two, by 1% and 16%); the committed ``gemv_7b_cpu.csv`` sweeps 2048 and 8192 beside it."""
+DEFAULT_BLOCK = 8192
+"""Output columns per block (float32 accumulators: 32 KiB; the kept rows stream from memory past them).
+Chosen from quiet-machine sweeps of ``bench_gemv_7b.py --blocks`` on this project's 2-core AVX2 CPU, LLaMA-2-7B's
+shapes, sparsity 0.5 and 0.8: 4096 beat 1024 and 2048 in 30 of 32 shape x dtype x thread-count cells; then 8192
+beat 4096 in 31 of 32 (on one thread by 4-10% of the limit in float32). The committed ``gemv_7b_cpu.csv`` sweeps
+4096 and 16384 beside it. With more threads each thread's share of the columns caps the block."""
 _ALIGN = 32  # block widths of the parallel kernel are rounded up to whole 64-byte lines (bf16: 32 columns)
 
 
