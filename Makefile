@@ -89,7 +89,7 @@ bench: setup
 # model's decode table). Each benchmark refuses to start above a 1-minute load of 0.5: run this alone, on a quiet
 # machine; `sleep 90` lets the load of the previous one decay.
 bench-cpu-speed: setup
-	$(BIN)/python benchmarks/bench_gemv_7b.py --blocks 4096,16384
+	$(BIN)/python benchmarks/bench_gemv_7b.py --blocks 4096,8192
 	sleep 90; $(BIN)/python benchmarks/bench_decode_7b.py --dtype fp32 --modes topk,threshold --out data/results/decode_7b_cpu_fp32_t1.csv
 	sleep 90; $(BIN)/python benchmarks/bench_decode_7b.py --dtype bf16 --modes topk,threshold --out data/results/decode_7b_cpu_bf16_t1.csv
 	sleep 90; $(BIN)/python benchmarks/bench_decode_7b.py --model smollm2-135m --out data/results/decode_smollm2-135m_cpu.csv

@@ -36,12 +36,15 @@ NUMBA_FIX = ("Fix: pip install 'acttail-lab[cpu-kernels]' (numba 0.68.1 with llv
              "locked numpy), or use the PyTorch kernel (backend='torch').")
 NUMBA_DTYPES = (torch.float32, torch.bfloat16)
 """Weight / activation dtypes of the numba kernel (float16: use the PyTorch kernel)."""
-DEFAULT_BLOCK = 8192
-"""Output columns per block (float32 accumulators: 32 KiB; the kept rows stream from memory past them).
-Chosen from quiet-machine sweeps of ``bench_gemv_7b.py --blocks`` on this project's 2-core AVX2 CPU, LLaMA-2-7B's
-shapes, sparsity 0.5 and 0.8: 4096 beat 1024 and 2048 in 30 of 32 shape x dtype x thread-count cells; then 8192
-beat 4096 in 31 of 32 (on one thread by 4-10% of the limit in float32). The committed ``gemv_7b_cpu.csv`` sweeps
-4096 and 16384 beside it. With more threads each thread's share of the columns caps the block."""
+DEFAULT_BLOCK = 32768
+"""Output columns per block: wider than any LLaMA projection's output up to 70B (28,672), so on one thread each
+kept row of W^T is read once, start to end, into one accumulator row (at most 128 KiB of float32: L2-resident;
+the weight rows stream from memory past it). Chosen from three quiet-machine sweeps of ``bench_gemv_7b.py --blocks``
+on this project's 2-core AVX2 CPU (LLaMA-2-7B shapes and 8192x28672, sparsity 0.5 and 0.8): 4096 beat 1024 and
+2048 in 30 of 32 shape x dtype x thread-count cells, 8192 beat 4096 in 31 of 32, and 16384 beat 8192 on every
+matrix wider than 8192 columns (the others are one block either way): fewer passes over the kept positions win.
+With more threads each thread's share of the columns caps the block. The committed ``gemv_7b_cpu.csv`` sweeps
+4096 and 8192 beside it."""
 _ALIGN = 32  # block widths of the parallel kernel are rounded up to whole 64-byte lines (bf16: 32 columns)
 
 

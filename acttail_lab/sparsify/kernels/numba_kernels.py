@@ -14,7 +14,7 @@ increasing order, so the kept rows are read front to back). The sum is taken in
 float32, one kept row after another in the order of ``idx`` (no reassociation,
 no FMA contraction: ``fastmath`` is off), so the result does not depend on the
 column blocking or on the number of threads. Columns are cut into blocks of
-``block`` columns (the accumulators of a block stay in L1); four kept rows are
+``block`` columns (``cpu_gemv.DEFAULT_BLOCK``: the whole width on one thread); four kept rows are
 read per pass over a block. The parallel variant spreads the blocks over
 numba's threads (``numba.set_num_threads``).
 
