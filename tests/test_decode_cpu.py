@@ -11,7 +11,7 @@ import torch
 from threshold_masking import threshold_logits
 from torch import nn
 
-from acttail_lab.core.errors import DeviceError
+from acttail_lab.core.errors import DeviceError, UnsupportedArchitectureError
 from acttail_lab.core.models import iter_projections, projection_table, random_model
 from acttail_lab.sparsify.kernels.decode import calibrate_thresholds
 from acttail_lab.sparsify.kernels.graph_decode import StaticDecoder
@@ -101,6 +101,37 @@ def test_dense_through_the_kernel_and_the_static_decoder(tiny):
             greedy = model(torch.tensor([[5] + tokens])).logits[0, :-1].argmax(-1)
     cpu_gemv.set_threads(1)
     assert greedy.tolist() == tokens  # the static decoder feeds back the kernel path's argmax
+
+
+def test_qwen2_with_qkv_biases_through_the_static_decoder():
+    """Qwen2 (q/k/v biases, grouped KV heads): the static decoder gives the model's own logits, and through the
+    kernel path the TopK hooks' logits."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(2)
+    model = Qwen2ForCausalLM(Qwen2Config(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=256)).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)  # non-zero biases, so a kernel that drops them fails
+    allocation = _allocation(model)
+    ids = torch.randint(0, 256, (1, 8), generator=torch.Generator().manual_seed(0))
+    positions = range(ids.shape[1])
+    with torch.no_grad():
+        dense = model(ids).logits[0]
+        with TopKSparsifier(model, allocation):
+            masked = model(ids).logits[0]
+        decoder = StaticDecoder(model, max_len=8)
+        got = torch.cat([decoder.step(ids[0, t:t + 1], torch.tensor([t])) for t in positions])
+        with cpu_sparse_decoding(model, allocation, backend="numba"):
+            decoder = StaticDecoder(model, max_len=8)
+            sparse = torch.cat([decoder.step(ids[0, t:t + 1], torch.tensor([t])) for t in positions])
+    assert (got - dense).abs().max() < 1e-5
+    assert (sparse - masked).abs().max() < 1e-5 and (masked - dense).abs().max() > 0.05
+    with pytest.raises(UnsupportedArchitectureError, match="sliding-window"):
+        model.config.use_sliding_window = True
+        StaticDecoder(model)
 
 
 def test_bfloat16_model_within_the_stated_tolerance():

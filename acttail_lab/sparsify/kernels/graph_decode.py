@@ -1,4 +1,4 @@
-"""A static, CUDA-graph-capturable batch-1 decoding step for LLaMA models (speed measurements).
+"""A static, CUDA-graph-capturable batch-1 decoding step for LLaMA and Qwen2 models (speed measurements).
 
 Hugging Face's ``generate`` spends far more time in Python per token than a
 7B model spends reading its weights on a GPU, which would hide any kernel
@@ -25,21 +25,31 @@ from ...core.errors import DeviceError, UnsupportedArchitectureError
 from ...core.models import decoder_layers
 
 
+DECODABLE_TYPES = ("llama", "qwen2")
+"""Model types whose decoder layer is LLaMA's step (pre-norm attention with RoPE, then the gated MLP): Qwen2 adds
+q/k/v biases, which its projections (or their sparse replacements) apply themselves."""
+
+
 class StaticDecoder:
-    """One-token decoding steps of a LLaMA ``*ForCausalLM`` with a static KV cache.
+    """One-token decoding steps of a LLaMA or Qwen2 ``*ForCausalLM`` with a static KV cache.
 
     Args:
-        model: a Hugging Face LLaMA causal LM (``config.model_type == "llama"``),
-            possibly inside ``sparse_decoding``.
+        model: a Hugging Face causal LM whose ``config.model_type`` is in :data:`DECODABLE_TYPES` (Qwen2 without
+            sliding-window attention), possibly inside ``sparse_decoding`` / ``cpu_sparse_decoding``.
         max_len: KV cache positions (the longest sequence it can decode).
     """
 
     def __init__(self, model: nn.Module, max_len: int = 256):
         config = model.config
-        if getattr(config, "model_type", None) != "llama":
+        kind = getattr(config, "model_type", type(model).__name__)
+        if kind not in DECODABLE_TYPES:
             raise UnsupportedArchitectureError(
-                f"StaticDecoder supports LLaMA models, not {getattr(config, 'model_type', type(model).__name__)!r}."
-                " Fix: measure with a LLaMA-shaped model (models.random_model('llama2-7b')).")
+                f"StaticDecoder supports {', '.join(DECODABLE_TYPES)} models, not {kind!r}. Fix: measure with one of "
+                "those (a LLaMA-shaped random model: models.random_model('llama2-7b')).")
+        if getattr(config, "use_sliding_window", False):
+            raise UnsupportedArchitectureError(
+                "StaticDecoder attends over the whole cache; this model uses sliding-window attention. Fix: load it "
+                "with use_sliding_window=False, or decode fewer tokens than its window with the model's own forward.")
         self.model = model
         self.layers = decoder_layers(model)
         inner = model.model
