@@ -45,6 +45,9 @@ RESULT_FILES = {
     "depth_variance": "{model}_depth_variance.csv",
     "gemv": "gemv_{kind}.csv",
     "decode": "decode_{kind}.csv",
+    "gemv_7b": "gemv_7b_cpu.csv",
+    "decode_7b": "decode_7b_cpu_{dtype}_t{threads}.csv",
+    "decode_model": "decode_{model}_cpu.csv",
     "zeroshot": "zeroshot_{model}.csv",
 }
 """Every committed result table, by name: a file-name pattern under :data:`RESULTS_DIR`."""

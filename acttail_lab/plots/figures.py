@@ -174,6 +174,23 @@ def size_figure(results_dir: Path) -> Figure:
     return plot_size(size.size_table(size.load_size_grids(results_dir)), size.claimed_points())[0].figure
 
 
+def speed_quality_figure(results_dir: Path) -> Figure:
+    """Tokens/s against perplexity of the default model on this CPU, one point per strategy x sparsity, with the
+    Pareto front; the title names the front and the fastest strategy at uniform@50%'s perplexity
+    (``report.speed_cpu``)."""
+    from ..report import speed_cpu
+    from ..report.results import load_results
+    from .speed_cpu import plot_speed_quality
+
+    decode = speed_cpu.load_decode(model=DEFAULT_MODEL, results_dir=results_dir)
+    runs = pd.concat([load_results(result_path(t, DEFAULT_MODEL, results_dir)) for t in ("perplexity", "wina_farms")],
+                     ignore_index=True)
+    table = speed_cpu.speed_quality(decode, runs)
+    lines = speed_cpu.equal_quality_sentences(table)
+    title = speed_cpu.pareto_title(table, decode["model"].iloc[0]) + (f". {lines[0]}" if lines else "")
+    return plot_speed_quality(table, title=_wrap(title, 95)).figure
+
+
 FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
     "headline": (headline_figure, "perplexity against target sparsity per allocation strategy; collapsed runs "
                  "marked at the top", "02_perplexity_by_allocation"),
@@ -194,6 +211,9 @@ FIGURES: dict[str, tuple[Callable[[Path], Figure], str, str]] = {
                                  "sensitivity", "07_does_alpha_predict_sensitivity"),
     "kind_budgets": (kind_budgets_figure, "ActTail's per-kind budgets for LLaMA-2-7B/13B/70B beside TEAL's "
                      "per-kind means at 50%", "02_perplexity_by_allocation"),
+    "speed_quality": (speed_quality_figure, "tokens/s of batch-1 CPU decoding (numba sparse GEMV) against "
+                      "perplexity on the default model, one point per strategy x sparsity, with the Pareto front",
+                      "04_decode_speed"),
     "downstream_accuracy": (downstream_figure, "zero-shot accuracy per task against target sparsity, with "
                             "standard errors, the dense band and chance", "08_downstream_accuracy"),
 }

@@ -100,7 +100,7 @@ def plot_decode_speedup(decode: pd.DataFrame, ax: Axes | None = None, modes: Seq
                         capsize=2, lw=0.8)
     _limit_line(ax, float(body["target"].min()), float(body["target"].max()))
     if "bytes_limit" in body:
-        first = body[body["mode"] == modes[0]]
+        first = body[(body["mode"] == modes[0]) & (body["strategy"] != "dense-kernel")]  # not the k = d_in point
         first = first[first["strategy"] == first["strategy"].iloc[0]].sort_values("target")
         ax.plot(first["target"], first["bytes_limit"], color="0.6", ls=":", lw=1.2,
                 label="weight-bytes limit (LM head dense)")
@@ -108,7 +108,7 @@ def plot_decode_speedup(decode: pd.DataFrame, ax: Axes | None = None, modes: Seq
     ax.set_xlabel("target sparsity (parameter-weighted)")
     ax.set_ylabel("speedup = tokens/s / dense tokens/s (x)")
     ax.set_title(title or _device_title(decode, "Batch-1 decoding speedup"), fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over data
     return ax
 
 
@@ -136,7 +136,7 @@ def plot_tokens_per_s(decode: pd.DataFrame, ax: Axes | None = None, mode: str = 
     ax.set_xlabel("target sparsity (parameter-weighted)")
     ax.set_ylabel("tokens / s (batch 1)")
     ax.set_title(title or _device_title(decode, f"Decoding throughput ({mode})"), fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over data
     return ax
 
 

@@ -1,8 +1,11 @@
 """Decode-speed results: where they live, how to load them, and per-kind speedups.
 
 Two tables per device kind (``"cpu"`` or ``"gpu"``), made by the benchmarks
-and committed under ``data/results/`` with a provenance sidecar (``.json``)
-naming the device:
+with a provenance sidecar (``.json``) naming the device. The GPU tables are the
+ones ``make bench-gpu`` commits; on CPU the committed tables are those of
+``report.speed_cpu`` (LLaMA-2-7B's real shapes, the numba kernel), and the
+quarter-width CPU tables below are only written when a user runs
+``bench_gemv.py`` / ``bench_decode.py --device cpu``:
 
 * ``gemv_<kind>.csv`` (``benchmarks/bench_gemv.py``): one row per weight shape x
   dtype x sparsity x method; ``time_us`` per call, ``dense_us`` (the dense

@@ -48,9 +48,13 @@ def run_gpu_benchmarks(fast: bool = False, run: Callable = subprocess.run,
 
 
 def decode_path_check(preset: str = "llama-tiny", seed: int = 0, n_tokens: int = 8, low: float = 0.2,
-                      high: float = 0.9) -> dict:
-    """Decode ``n_tokens`` random token ids one at a time (KV cache) through ``sparse_decoding`` on a random
+                      high: float = 0.9, path: str = "auto") -> dict:
+    """Decode ``n_tokens`` random token ids one at a time (KV cache) through a sparse decoding path on a random
     ``preset`` model, each projection at a random sparsity in [low, high) (seeded).
+
+    ``path``: ``"auto"`` (``kernels.decode.sparse_decoding``: Triton on a GPU, the PyTorch kernel otherwise) or
+    ``"cpu"`` (``kernels.cpu_decode.cpu_sparse_decoding``: the numba kernel with one selection per shared input,
+    the PyTorch kernel when numba is missing).
 
     Output: backend (the GEMV backend used), sparse_vs_masked (max |logit difference| between the sparse
     path and the full-sequence forward under ``TopKSparsifier`` with the same allocation: summation order
@@ -75,13 +79,22 @@ def decode_path_check(preset: str = "llama-tiny", seed: int = 0, n_tokens: int =
             masked = model(ids).logits[0]
         # transformers >= 5.x names the KV cache ``cache`` (``past_key_values`` is deprecated there)
         key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        with sparse_decoding(model, allocation) as used:
+        if path == "cpu":
+            from ..sparsify.kernels.cpu_decode import cpu_sparse_decoding
+
+            context = cpu_sparse_decoding(model, allocation)
+        elif path == "auto":
+            context = sparse_decoding(model, allocation)
+        else:
+            raise ValueError(f"path={path!r} is not 'auto' or 'cpu'.")
+        with context as used:
             past, steps = None, []
             for t in range(n_tokens):
                 out = model(ids[:, t:t + 1], use_cache=True, **{key: past})
                 past, steps = out[key], steps + [out.logits[0, -1]]
     decoded = torch.stack(steps)
-    return dict(backend=str(used["backend"].iloc[0]), sparse_vs_masked=float((decoded - masked).abs().max()),
+    backend = used.backend if path == "cpu" else str(used["backend"].iloc[0])
+    return dict(backend=backend, sparse_vs_masked=float((decoded - masked).abs().max()),
                 masked_vs_dense=float((masked - dense).abs().max()))
 
 
