@@ -196,6 +196,7 @@ def test_committed_cpu_tables_were_made_on_a_quiet_machine_and_agree_with_themse
         kernel = table[~table["strategy"].isin(["dense"])]
         parts = kernel[list(sc.BREAKDOWN)].sum(axis=1)
         assert np.allclose(parts, kernel["ms_per_token"], rtol=1e-6)
-    quality = sc.speed_quality(committed["real"], pd.concat(
-        [load_results(result_path(t, "smollm2-135m")) for t in ("perplexity", "wina_farms")], ignore_index=True))
+    runs = sc.quality_runs("smollm2-135m")
+    assert len(runs) == sum(len(load_results(result_path(t, "smollm2-135m"))) for t in sc.QUALITY_TABLES)
+    quality = sc.speed_quality(committed["real"], runs)
     assert {"uniform", "acttail", "dense"} <= set(quality["strategy"]) and quality["pareto"].any()

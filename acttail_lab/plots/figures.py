@@ -179,13 +179,10 @@ def speed_quality_figure(results_dir: Path) -> Figure:
     Pareto front; the title names the front and the fastest strategy at uniform@50%'s perplexity
     (``report.speed_cpu``)."""
     from ..report import speed_cpu
-    from ..report.results import load_results
     from .speed_cpu import plot_speed_quality
 
     decode = speed_cpu.load_decode(model=DEFAULT_MODEL, results_dir=results_dir)
-    runs = pd.concat([load_results(result_path(t, DEFAULT_MODEL, results_dir)) for t in ("perplexity", "wina_farms")],
-                     ignore_index=True)
-    table = speed_cpu.speed_quality(decode, runs)
+    table = speed_cpu.speed_quality(decode, speed_cpu.quality_runs(DEFAULT_MODEL, results_dir))
     lines = speed_cpu.equal_quality_sentences(table)
     title = speed_cpu.pareto_title(table, decode["model"].iloc[0]) + (f". {lines[0]}" if lines else "")
     return plot_speed_quality(table, title=_wrap(title, 95)).figure

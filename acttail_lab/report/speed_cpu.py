@@ -54,12 +54,13 @@ def decode_command(dtype: str | None = None, model: str | None = None) -> str:
 
 
 def _load(path, command: str) -> pd.DataFrame:
-    from ..core.results_io import read_sidecar
+    """``core.results_io.load_table`` (the CSV, its sidecar in ``attrs``), with the command that makes it."""
+    from ..core.results_io import load_table
 
     if not os.path.exists(path):
         raise ModelNotFoundError(f"No CPU speed table at {path}. Fix: on a quiet machine run `{command}`.")
-    df = pd.read_csv(path)
-    df.attrs.update(path=str(path), provenance=read_sidecar(path), command=command)
+    df = load_table(path)
+    df.attrs["command"] = command
     return df
 
 
@@ -181,6 +182,20 @@ def pareto_mask(tokens_per_s, perplexity) -> np.ndarray:
     dominated = ((t[None, :] >= t[:, None]) & (p[None, :] <= p[:, None])
                  & ((t[None, :] > t[:, None]) | (p[None, :] < p[:, None]))).any(axis=1)
     return ~dominated
+
+
+QUALITY_TABLES = ("perplexity", "wina_farms")
+"""The committed perplexity grids whose rows :func:`speed_quality` pairs with a real model's decode rows (the
+TopK allocations, and WINA)."""
+
+
+def quality_runs(model: str, results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """``model``'s committed perplexity runs of :data:`QUALITY_TABLES`, concatenated (the ``runs`` of
+    :func:`speed_quality`)."""
+    from .results import load_results
+
+    return pd.concat([load_results(paths.result_path(t, model, results_dir)) for t in QUALITY_TABLES],
+                     ignore_index=True)
 
 
 def speed_quality(decode: pd.DataFrame, runs: pd.DataFrame, mode: str = "topk") -> pd.DataFrame:
