@@ -9,10 +9,13 @@ Writes ``data/results/<model>_stage_costs.csv`` (+ ``.json`` sidecar), one row p
   read every 0.5 s (``os.wait4``'s ``ru_maxrss`` where there is no ``/proc``);
 * ``load_before``, ``load_after``: the 1-minute load average around it. Above ~1 another job shared the
   cores, and ``wall_s`` is inflated by up to that factor; ``cpu_s`` is not;
-* ``returncode``, ``finished`` (UTC), ``dtype``, ``threads``.
+* ``returncode``, ``finished`` (UTC), ``dtype``, ``threads``;
+* ``attempts``: processes the stage took. A stage interrupted (killed at the end of a session, or failed) and
+  run again resumes from the row caches; its row then sums the wall and CPU seconds of every attempt and keeps
+  the largest peak RSS, so a stage that took three sessions says what it cost in all.
 
-A stage recorded with return code 0 is skipped on the next run (resumable), unless ``--redo`` names it.
-A stage that fails stops the run and is recorded with its return code.
+A stage recorded with return code 0 is skipped on the next run (resumable), unless ``--redo`` names it (then
+its cost is measured afresh, one attempt). A stage that fails stops the run and is recorded with its return code.
 
 Usage (repository root)::
 
@@ -39,17 +42,27 @@ from acttail_lab.core.provenance import write_sidecar  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("stage", "command", "wall_s", "cpu_s", "peak_rss_gb", "load_before", "load_after", "returncode",
-           "finished", "dtype", "threads")
+           "finished", "dtype", "threads", "attempts")
 _LOAD = "from acttail_lab.core.models import load_model; load_model({model!r})"
 _SPECTRA = ("from acttail_lab.core.models import load_model; from acttail_lab.spectral import spectra; "
             "lm = load_model({model!r}); [spectra.analyze(lm, xmin=r, progress=True) for r in ('ks', 'peak', 'median')]")
 _CLI = "import sys; from acttail_lab.cli import main; sys.exit(main())"
+_ENCYCLOPEDIC_TOPK = ("import torch; from acttail_lab.measure.grid import evaluate_grid; torch.manual_seed(0); "
+                      "evaluate_grid({model!r}, strategies=('uniform', 'acttail', 'acttail-block'), sparsities=(0.5, 0.7), "
+                      "tokens=8192, window=512, corpus='encyclopedic', seed=0, xmin='peak', include_dense=True, "
+                      "log_rows=True)")
 
 
 def stages(model: str) -> dict[str, list[str]]:
     """Stage name -> argv (run with this interpreter from the repository root), in the order they run."""
     py = sys.executable
     grid = [py, "scripts/reproduce_perplexity.py", "--model", model, "--tiers"]
+
+    def zeroshot(strategies: str, out: str) -> list[str]:
+        return [py, "-c", _CLI, "zeroshot", "--model", model, "--strategies", strategies, "--sparsities", "0.5",
+                "--tasks", "piqa,arc_easy", "--limit", "200", "--data", "local", "--xmin", "peak", "--device", "cpu",
+                "--dtype", "float32", "--out", out]
+
     return {
         "load": [py, "-c", _LOAD.format(model=model)],  # first time: fetch + dequantise into the prepared folder
         "spectra": [py, "-c", _SPECTRA.format(model=model)],  # ESDs of every projection, three xmin rules
@@ -58,12 +71,13 @@ def stages(model: str) -> dict[str, list[str]]:
         "wina": grid + ["2"],
         "greedy-fine": grid + ["3"],  # TEAL's fine greedy path on calibration text, then its rows
         "rotation": grid + ["4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
+        # the encyclopedic grid and zero-shot in two pieces each: the rows that need no greedy path first (they can
+        # run beside the greedy-fine stage), then the whole command, which replays those rows from the cache
+        "encyclopedic-topk": [py, "-c", _ENCYCLOPEDIC_TOPK.format(model=model)],
         "encyclopedic": [py, "scripts/reproduce_encyclopedic.py", "--model", model],  # + its own greedy path
-        "zeroshot": [py, "-c", _CLI, "zeroshot", "--model", model, "--strategies",
-                     "uniform,acttail,teal-greedy-fine", "--sparsities", "0.5", "--tasks", "piqa,arc_easy",
-                     "--limit", "200", "--data", "local", "--xmin", "peak", "--device", "cpu", "--dtype", "float32",
-                     "--out", f"data/results/zeroshot_{model}.csv"],  # after greedy-fine: it reads that path
-    }
+        "zeroshot-topk": zeroshot("uniform,acttail", f"data/results/zeroshot_{model}.csv"),
+        "zeroshot": zeroshot("uniform,acttail,teal-greedy-fine", f"data/results/zeroshot_{model}.csv"),
+    }  # zeroshot after greedy-fine: it reads that path
 
 
 def _high_water_kb(pid: int) -> int:
@@ -109,6 +123,22 @@ def run_stage(name: str, argv: list[str]) -> dict:
     return row
 
 
+def with_earlier_attempts(row: dict, earlier: pd.DataFrame) -> dict:
+    """``row`` (a finished attempt) with the cost of an earlier, unfinished attempt of the same stage added:
+    wall and CPU seconds summed, the larger peak RSS, ``attempts`` counted. ``earlier`` holds the stage's
+    recorded row (or none); a recorded success is not an earlier attempt (``--redo`` measures afresh)."""
+    row = dict(row, attempts=1)
+    if len(earlier) != 1 or int(earlier["returncode"].iloc[0]) == 0:
+        return row
+    before = earlier.iloc[0]
+    attempts = before.get("attempts")
+    row["attempts"] = 1 + (1 if pd.isna(attempts) else int(attempts))
+    row["wall_s"] = round(row["wall_s"] + float(before["wall_s"]), 1)
+    row["cpu_s"] = round(row["cpu_s"] + float(before["cpu_s"]), 1)
+    row["peak_rss_gb"] = max(row["peak_rss_gb"], float(before["peak_rss_gb"]))
+    return row
+
+
 def write_table(table: pd.DataFrame, out: Path, model: str) -> None:
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
@@ -131,13 +161,15 @@ def main(argv=None) -> int:
         parser.error(f"unknown stages {unknown}; the stages are {list(table_of)}")
     out = args.out or REPO / "data" / "results" / f"{args.model}_stage_costs.csv"
     table = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=list(COLUMNS))
+    if "attempts" not in table:  # tables written before the column existed: one attempt each
+        table["attempts"] = 1
     redo = set(filter(None, args.redo.split(",")))
     for name in chosen:
         done = table[(table["stage"] == name) & (table["returncode"] == 0)]
         if len(done) and name not in redo:
             print(f"[stage_costs] {name}: recorded, skipped (--redo {name} runs it again)", flush=True)
             continue
-        row = run_stage(name, table_of[name])
+        row = with_earlier_attempts(run_stage(name, table_of[name]), table[table["stage"] == name])
         table = pd.concat([table[table["stage"] != name], pd.DataFrame([row])], ignore_index=True)
         order = {stage: i for i, stage in enumerate(table_of)}
         table = table.sort_values("stage", key=lambda s: s.map(order)).reset_index(drop=True)

@@ -47,3 +47,29 @@ def test_the_stages_cover_the_issue_list_in_order():
     names = list(stage_costs.stages("qwen2.5-coder-1.5b"))
     assert names[:3] == ["load", "spectra", "cost-table"]
     assert names.index("greedy-fine") < names.index("zeroshot")  # zero-shot reads the greedy path
+    assert names.index("encyclopedic-topk") < names.index("encyclopedic")
+    assert names.index("zeroshot-topk") < names.index("zeroshot")
+
+
+def test_an_interrupted_stage_run_again_sums_the_cost_of_every_attempt(tmp_path, monkeypatch):
+    monkeypatch.setattr(stage_costs, "stages", fake_stages)
+    out = tmp_path / "costs.csv"
+    assert stage_costs.main(["--model", "m", "--stages", "fails", "--out", str(out)]) == 3
+    first = pd.read_csv(out).set_index("stage").loc["fails"]
+    assert first["attempts"] == 1
+    # the stage now succeeds (its caches let it resume): its row counts both processes
+    monkeypatch.setattr(stage_costs, "stages", lambda model: {"fails": [sys.executable, "-c", "import time; time.sleep(0.3)"]})
+    assert stage_costs.main(["--model", "m", "--stages", "fails", "--out", str(out)]) == 0
+    second = pd.read_csv(out).set_index("stage").loc["fails"]
+    assert second["attempts"] == 2 and second["returncode"] == 0
+    assert second["wall_s"] >= first["wall_s"] + 0.3 - 0.05
+    assert second["cpu_s"] >= first["cpu_s"] and second["peak_rss_gb"] >= first["peak_rss_gb"]
+    # --redo of a recorded success measures afresh: one attempt
+    assert stage_costs.main(["--model", "m", "--stages", "fails", "--redo", "fails", "--out", str(out)]) == 0
+    assert pd.read_csv(out).set_index("stage").loc["fails", "attempts"] == 1
+
+
+def test_a_table_written_before_the_attempts_column_reads_as_one_attempt_each():
+    earlier = pd.DataFrame([dict(stage="s", wall_s=10.0, cpu_s=5.0, peak_rss_gb=1.0, returncode=-15)])
+    row = stage_costs.with_earlier_attempts(dict(stage="s", wall_s=1.0, cpu_s=1.0, peak_rss_gb=2.0, returncode=0), earlier)
+    assert (row["attempts"], row["wall_s"], row["cpu_s"], row["peak_rss_gb"]) == (2, 11.0, 6.0, 2.0)
