@@ -8,7 +8,10 @@ tokens for SmolLM2, 8192 for Gemma and Qwen2.5-Coder-1.5B (whose rows cost 5-8 C
 the smaller set :data:`STRATEGIES_BY_MODEL` names), 512-token windows, protocol "all", the same windows for every row (so
 the per-window losses pair). The greedy paths are measured on the corpus's own calibration half. Every row
 is cached (content-keyed), so an interrupted run resumes. Usage:
-    python scripts/reproduce_encyclopedic.py [--model smollm2-135m] [--tokens N] [--out FILE]
+    python scripts/reproduce_encyclopedic.py [--model smollm2-135m] [--tokens N] [--strategies a,b] [--out FILE]
+
+``--strategies`` runs a subset (dense always) and writes it as the table: a table committed in pieces (a 1.5B model's
+greedy path takes hours) says which in its sidecar's command; the full command then replays those rows.
 """
 from __future__ import annotations
 
@@ -36,13 +39,16 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=MODEL, help="built-in model name")
     parser.add_argument("--tokens", type=int, default=None, help="default: 16384 (SmolLM2), 8192 (others)")
     parser.add_argument("--window", type=int, default=512)
+    parser.add_argument("--strategies", default=None,
+                        help="comma-separated subset (default: the model's set, STRATEGIES_BY_MODEL or STRATEGIES)")
     parser.add_argument("--out", default=None, help="default: data/results/perplexity_encyclopedic_<model>.csv")
     args = parser.parse_args(argv)
     out = args.out or str(result_path("perplexity_encyclopedic", args.model))
     tokens = args.tokens or TOKENS.get(args.model, 16384)
     torch.manual_seed(0)
     start = time.time()
-    strategies = STRATEGIES_BY_MODEL.get(args.model, STRATEGIES)
+    strategies = (tuple(filter(None, args.strategies.split(","))) if args.strategies
+                  else STRATEGIES_BY_MODEL.get(args.model, STRATEGIES))
     runs = evaluate_grid(args.model, strategies=strategies, sparsities=SPARSITIES, tokens=tokens,
                          window=args.window, corpus=CORPUS, seed=0, xmin="peak", include_dense=True, log_rows=True)
     write_grid(runs.drop(columns=["cached"]), out, seed=0, device="cpu",
