@@ -82,3 +82,19 @@ def test_plots_return_axes():
     assert plot_accuracy_vs_perplexity(_table(), _perplexity()).get_xscale() == "log"
     with pytest.raises(ValueError, match="hellaswag"):
         plot_accuracy_vs_sparsity(_table(), "hellaswag")
+
+
+def test_committed_by_model_reads_every_model_with_a_table_and_names_the_others(tmp_path):
+    import shutil
+
+    from acttail_lab.core.paths import RESULTS_DIR
+
+    for suffix in ("", ".json"):
+        shutil.copy(RESULTS_DIR / f"zeroshot_smollm2-135m.csv{suffix}", tmp_path / f"zeroshot_smollm2-135m.csv{suffix}")
+    tables = rz.committed_by_model(tmp_path, models=("smollm2-135m", "gemma3-270m"))
+    assert list(tables) == ["smollm2-135m"]
+    sentence = rz.coverage_sentence(tables, models=("smollm2-135m", "gemma3-270m"))
+    runs = len(rz.run_order(rz.main_metric_rows(tables["smollm2-135m"])))
+    assert f"smollm2-135m ({runs} runs, 150 examples per task" in sentence
+    assert sentence.endswith("Not yet measured: gemma3-270m.")
+    assert rz.coverage_sentence({}, models=("gemma3-270m",)) == "Zero-shot tables: none. Not yet measured: gemma3-270m."
