@@ -228,3 +228,18 @@ def test_hub_mode_names_unknown_lm_eval_tasks_with_close_matches(monkeypatch):
     setup = task_setup(["mmlu", "lambada"], data="hub")
     assert setup.mode == "hub" and setup.tasks == ["mmlu", "lambada_openai"]
     assert setup.data_keys["mmlu"].startswith("hub:mmlu:lm_eval==")
+
+
+def test_cli_rows_say_the_dtype_the_model_ran_in(monkeypatch, tmp_path, tmp_cache, tiny_lm):
+    from acttail_lab import cli
+    from acttail_lab.core import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: tiny_lm)
+    out = tmp_path / "z.csv"
+    assert cli.main(["zeroshot", "--model", "smollm2-135m", "--strategies", "uniform", "--sparsities", "0.5",
+                     "--tasks", "piqa", "--limit", "2", "--data", "local", "--quiet", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert set(table["strategy"]) == {"dense", "uniform"} and (table["dtype"] == "float32").all()
+    half = LoadedModel(tiny_lm.model.to(dtype=__import__("torch").bfloat16), tiny_lm.tokenizer, "t", "t")
+    from acttail_lab.cli.options import with_dtype
+    assert (with_dtype(table, half)["dtype"] == "bfloat16").all()

@@ -74,6 +74,13 @@ def ran_on(settings) -> str:
     return "cuda" if settings.device_map else str(resolve_device(settings.device))
 
 
+def with_dtype(table, lm):
+    """``table`` with a ``dtype`` column: the dtype the model ran in (its first parameter's, e.g. ``float32``), so
+    every committed row says it (the grid's rows carry it from ``measure.grid``)."""
+    dtype = str(next(lm.model.parameters()).dtype).replace("torch.", "")
+    return table.assign(dtype=dtype)
+
+
 def command_line(args) -> str:
     """The parsed arguments written back as one shell command (for the provenance sidecar)."""
     words = ["acttail-lab", args.command]

@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.cache import atomic_write_text
+from .options import with_dtype
 from .report_plan import MANIFEST, ReportPlan, check_notebooks
+
 
 PARTS = ("spectra", "perplexity", "sensitivity", "zero-shot", "notebooks", "summary")
 ZEROSHOT_TARGET = 0.5
@@ -109,8 +111,8 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
         from ..measure.zeroshot import evaluate_zeroshot
 
         zeroshot = settings.replace(batch_size=16)  # lm-eval's batch: requests, not windows
-        scores = evaluate_zeroshot(lm, size.strategies, (ZEROSHOT_TARGET,), ",".join(size.zeroshot_tasks),
-                                   size.zeroshot_limit, data="local", **zeroshot.zeroshot_options())
+        scores = with_dtype(evaluate_zeroshot(lm, size.strategies, (ZEROSHOT_TARGET,), ",".join(size.zeroshot_tasks),
+                                              size.zeroshot_limit, data="local", **zeroshot.zeroshot_options()), lm)
         fields = {**zeroshot.to_dict(leave_out=PERPLEXITY_FIELDS), "model": plan.model}
         seed, fields["requested_device"] = fields.pop("seed"), fields.pop("device")
         write_results(scores, results / f"zeroshot_{plan.model_key}.csv", seed=seed, device="cpu",

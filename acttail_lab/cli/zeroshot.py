@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..core.paths import DEFAULT_MODEL
-from .options import add_run_options, command_line, floats, ran_on, run_settings, run_specs
+from .options import add_run_options, command_line, floats, ran_on, run_settings, run_specs, with_dtype
 
 HELP = ("Zero-shot accuracy through lm-evaluation-harness (its own prompts and metrics) for each strategy and "
         "target sparsity (plus a dense row); offline on local task copies; writes a CSV and a <csv>.json sidecar. "
@@ -39,8 +39,9 @@ def run(args) -> int:
     # every check that needs no model runs before the model loads
     check_zeroshot_inputs(specs, sparsities, args.tasks, args.limit, args.data, settings.xmin)
     setup = task_setup(args.tasks, args.data)  # with the Hub: unknown lm-eval tasks fail here, before the model
-    df = evaluate_zeroshot(settings.load(), specs, sparsities, args.tasks, args.limit, data=args.data, setup=setup,
-                           **settings.zeroshot_options())
+    lm = settings.load()
+    df = with_dtype(evaluate_zeroshot(lm, specs, sparsities, args.tasks, args.limit, data=args.data, setup=setup,
+                                      **settings.zeroshot_options()), lm)
     fields = settings.to_dict(leave_out=PERPLEXITY_FIELDS)  # its corpus is for calibration only
     fields["requested_device"] = fields.pop("device")
     path = write_results(df, args.out, seed=fields.pop("seed"), device=ran_on(settings), command=command_line(args),
