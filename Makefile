@@ -84,6 +84,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_cost_table.py
 	$(BIN)/python benchmarks/bench_explorer.py
 	$(BIN)/python benchmarks/bench_memory_7b.py --layers 2
+	$(BIN)/acttail-lab fetch --model gemma3-270m
+	$(BIN)/python benchmarks/bench_eval_memory.py --model gemma3-270m --tokens 4096 --target-gb 5
 
 # CPU decode speed on LLaMA-2-7B shapes (data/results/gemv_7b_cpu.csv, decode_7b_cpu_*_t1.csv and the real default
 # model's decode table). Each benchmark refuses to start above a 1-minute load of 0.5: run this alone, on a quiet
