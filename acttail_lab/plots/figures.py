@@ -38,6 +38,9 @@ MAP_STRATEGIES = ("acttail", "acttail-block", "teal-greedy", "surrogate-optimal"
 """Strategies of the sparsity maps (uniform would be one flat colour: white = its budget)."""
 MAP_TARGET = 0.7
 DPI = 150
+MAX_PIXELS = 1600
+"""Longest side of a committed PNG in pixels: a figure larger than MAX_PIXELS / DPI inches is saved at a lower dpi,
+so that the gallery's files stay small (tests/test_figures.py: under 200 KB) as panels are added."""
 """Resolution of the saved PNGs: an 8 x 4.8 inch figure is 1200 x 720 px, sharp on a laptop screen (130 before:
 561-1,271 px wide); saved as optimised palette-free PNG to stay under 200 KB."""
 
@@ -273,14 +276,15 @@ def build(name: str, results_dir: str | os.PathLike | None = None) -> Figure:
 
 def write_figures(out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None,
                   names=None) -> list[Path]:
-    """Save each figure as ``<out_dir>/<name>.png`` (``DPI``) and its plotted arrays as ``<name>.json``.
+    """Save each figure as ``<out_dir>/<name>.png`` (``DPI``, lower where the longest side would pass ``MAX_PIXELS``) and its plotted arrays as ``<name>.json``.
     Returns the PNG paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names or FIGURES:
         fig = build(name, results_dir)
-        fig.savefig(out / f"{name}.png", dpi=DPI, metadata={"Software": None}, pil_kwargs={"optimize": True})
+        dpi = min(DPI, MAX_PIXELS / max(fig.get_size_inches()))
+        fig.savefig(out / f"{name}.png", dpi=dpi, metadata={"Software": None}, pil_kwargs={"optimize": True})
         (out / f"{name}.json").write_text(json.dumps(figure_data(fig), indent=0) + "\n", encoding="utf-8")
         written.append(out / f"{name}.png")
     return written
