@@ -4,8 +4,8 @@ Issue 22's "nothing gets worse": the Gemma 3 270M evaluation of 4,096 tokens sta
 the workbench also runs a 1.5B model. The evaluation runs in a fresh child process (so its peak is its own):
 ``measure.grid.evaluate_grid(model, strategies=("uniform",), sparsities=(0.5,), tokens=N, cache=False)``, dense and
 uniform@50% on the default corpus in 512-token windows, float32, one thread, nothing read from or written to the
-row cache (the model's prepared files are; fetch them first: ``acttail-lab fetch --model M``). The parent reads the
-child's ``VmHWM`` (``/proc/<pid>/status``) every 0.1 s and at exit.
+row cache (the model's prepared files are; fetch them first: ``acttail-lab fetch --model M``). The child is run and
+measured by ``scripts/stage_costs.py``'s ``run_stage`` (the child's own ``VmHWM`` of ``/proc/<pid>/status``).
 
 Prints the peak (GB, 1e9 bytes), the target and their ratio, and exits 1 when the target is missed. Usage::
 
@@ -14,44 +14,32 @@ Prints the peak (GB, 1e9 bytes), the target and their ratio, and exits 1 when th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 _CHILD = ("import torch; torch.set_num_threads(1); from acttail_lab.measure.grid import evaluate_grid; "
           "runs = evaluate_grid({model!r}, strategies=('uniform',), sparsities=(0.5,), tokens={tokens}, cache=False, "
           "progress=False); print(runs[['strategy', 'sparsity', 'perplexity', 'tokens']].to_string(index=False))")
 
 
-def high_water_kb(pid: int) -> int:
-    """``VmHWM`` of ``/proc/<pid>/status`` in kB (0 where it cannot be read)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+def _stage_costs():
+    """``scripts/stage_costs.py`` as a module: its ``run_stage`` runs a child and reads its own peak RSS."""
+    spec = importlib.util.spec_from_file_location("stage_costs", REPO / "scripts" / "stage_costs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def measure(model: str, tokens: int) -> dict:
-    """Run the child evaluation; ``{"peak_gb", "wall_s", "returncode"}``."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(model=model, tokens=tokens)], env=env)
-    peak = 0
-    while True:
-        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-        if pid == child.pid:
-            break
-        peak = max(peak, high_water_kb(child.pid))
-        time.sleep(0.1)
-    if not Path("/proc/self/status").exists():
-        peak = usage.ru_maxrss
-    return dict(peak_gb=peak * 1024 / 1e9, wall_s=time.perf_counter() - started,
-                returncode=os.waitstatus_to_exitcode(status))
+    """Run the child evaluation (one thread); ``{"peak_gb", "wall_s", "returncode"}``."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = "1"
+    row = _stage_costs().run_stage("evaluation", [sys.executable, "-c", _CHILD.format(model=model, tokens=tokens)])
+    return dict(peak_gb=row["peak_rss_gb"], wall_s=row["wall_s"], returncode=row["returncode"])
 
 
 def main(argv=None) -> int:
