@@ -47,16 +47,13 @@ _LOAD = "from acttail_lab.core.models import load_model; load_model({model!r})"
 _SPECTRA = ("from acttail_lab.core.models import load_model; from acttail_lab.spectral import spectra; "
             "lm = load_model({model!r}); [spectra.analyze(lm, xmin=r, progress=True) for r in ('ks', 'peak', 'median')]")
 _CLI = "import sys; from acttail_lab.cli import main; sys.exit(main())"
-_ENCYCLOPEDIC_TOPK = ("import torch; from acttail_lab.measure.grid import evaluate_grid; torch.manual_seed(0); "
-                      "evaluate_grid({model!r}, strategies=('uniform', 'acttail', 'acttail-block'), sparsities=(0.5, 0.7), "
-                      "tokens=8192, window=512, corpus='encyclopedic', seed=0, xmin='peak', include_dense=True, "
-                      "log_rows=True)")
 
 
 def stages(model: str) -> dict[str, list[str]]:
     """Stage name -> argv (run with this interpreter from the repository root), in the order they run."""
     py = sys.executable
     grid = [py, "scripts/reproduce_perplexity.py", "--model", model, "--tiers"]
+    encyclopedic = [py, "scripts/reproduce_encyclopedic.py", "--model", model]
 
     def zeroshot(strategies: str, out: str) -> list[str]:
         return [py, "-c", _CLI, "zeroshot", "--model", model, "--strategies", strategies, "--sparsities", "0.5",
@@ -73,8 +70,8 @@ def stages(model: str) -> dict[str, list[str]]:
         "rotation": grid + ["4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
         # the encyclopedic grid and zero-shot in two pieces each: the rows that need no greedy path first (they can
         # run beside the greedy-fine stage), then the whole command, which replays those rows from the cache
-        "encyclopedic-topk": [py, "-c", _ENCYCLOPEDIC_TOPK.format(model=model)],
-        "encyclopedic": [py, "scripts/reproduce_encyclopedic.py", "--model", model],  # + its own greedy path
+        "encyclopedic-topk": encyclopedic + ["--strategies", "uniform,acttail,acttail-block"],
+        "encyclopedic": encyclopedic,  # + teal-greedy-fine and its own greedy path
         "zeroshot-topk": zeroshot("uniform,acttail", f"data/results/zeroshot_{model}.csv"),
         "zeroshot": zeroshot("uniform,acttail,teal-greedy-fine", f"data/results/zeroshot_{model}.csv"),
     }  # zeroshot after greedy-fine: it reads that path

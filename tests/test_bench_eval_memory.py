@@ -24,6 +24,8 @@ def test_target_met_or_missed_sets_the_exit_code(monkeypatch, capsys):
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
 def test_the_childs_own_peak_is_measured(monkeypatch):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # restored after the test
+        monkeypatch.setenv(name, "4")
     # a child that touches 300 MB and lives a second: its peak, not this process's, is reported
     monkeypatch.setattr(bench, "_CHILD", "b = bytearray(300_000_000); b[::4096] = b'x' * len(b[::4096]); "
                                          "import time; time.sleep(1)  # {model} {tokens}")

@@ -231,7 +231,10 @@ def test_hub_mode_names_unknown_lm_eval_tasks_with_close_matches(monkeypatch):
 
 
 def test_cli_rows_say_the_dtype_the_model_ran_in(monkeypatch, tmp_path, tmp_cache, tiny_lm):
+    import torch
+
     from acttail_lab import cli
+    from acttail_lab.cli.options import with_dtype
     from acttail_lab.core import models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: tiny_lm)
@@ -240,6 +243,5 @@ def test_cli_rows_say_the_dtype_the_model_ran_in(monkeypatch, tmp_path, tmp_cach
                      "--tasks", "piqa", "--limit", "2", "--data", "local", "--quiet", "--out", str(out)]) == 0
     table = pd.read_csv(out)
     assert set(table["strategy"]) == {"dense", "uniform"} and (table["dtype"] == "float32").all()
-    half = LoadedModel(tiny_lm.model.to(dtype=__import__("torch").bfloat16), tiny_lm.tokenizer, "t", "t")
-    from acttail_lab.cli.options import with_dtype
+    half = LoadedModel(tiny_lm.model.to(dtype=torch.bfloat16), tiny_lm.tokenizer, "t", "t")
     assert (with_dtype(table, half)["dtype"] == "bfloat16").all()

@@ -77,8 +77,9 @@ def ran_on(settings) -> str:
 def with_dtype(table, lm):
     """``table`` with a ``dtype`` column: the dtype the model ran in (its first parameter's, e.g. ``float32``), so
     every committed row says it (the grid's rows carry it from ``measure.grid``)."""
-    dtype = str(next(lm.model.parameters()).dtype).replace("torch.", "")
-    return table.assign(dtype=dtype)
+    from ..measure.settings import dtype_name
+
+    return table.assign(dtype=dtype_name(next(lm.model.parameters()).dtype))
 
 
 def command_line(args) -> str:

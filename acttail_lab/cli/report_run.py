@@ -22,7 +22,6 @@ from ..core.cache import atomic_write_text
 from .options import with_dtype
 from .report_plan import MANIFEST, ReportPlan, check_notebooks
 
-
 PARTS = ("spectra", "perplexity", "sensitivity", "zero-shot", "notebooks", "summary")
 ZEROSHOT_TARGET = 0.5
 """The target of the zero-shot runs (dense, and each strategy at 50%)."""

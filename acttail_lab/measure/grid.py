@@ -39,7 +39,7 @@ from ..sparsify.registry import get_method
 from ..sparsify.topk import weighted_sparsity
 from .memory_checks import check_rotation_memory
 from .perplexity import input_device, perplexity
-from .settings import RunSettings, check_positive_int, check_protocol, merged_fields
+from .settings import RunSettings, check_positive_int, check_protocol, dtype_name, merged_fields
 
 CACHE_VERSION = 2
 """Bump when the cached row format or the scoring changes (old rows are then ignored)."""
@@ -254,10 +254,6 @@ def _measured_inputs_for(lm: LoadedModel, specs, corpus: str, progress: bool = F
     return out
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def evaluate_grid(model_name=None, strategies=("uniform", "acttail"), sparsities=(0.5, 0.6, 0.7, 0.8),
                   settings: RunSettings | None = None, **overrides) -> pd.DataFrame:
     """Perplexity for every (strategy, target sparsity) pair, plus a dense row, on the same windows.
@@ -307,10 +303,10 @@ def evaluate_grid(model_name=None, strategies=("uniform", "acttail"), sparsities
     context = {
         "model": lm.source, "weights": weights_fingerprint(model), "corpus": str(run.corpus), "split": run.split,
         "window": run.window, "tokens": run.tokens, "windows": tokens_key(windows),
-        "protocol": run.protocol, "dtype": _dtype_name(model_dtype), "device": dev.type,
+        "protocol": run.protocol, "dtype": dtype_name(model_dtype), "device": dev.type,
     }
     common = dict(protocol=run.protocol, window=run.window, model=lm.name, corpus=str(run.corpus), split=run.split,
-                  dtype=_dtype_name(model_dtype))
+                  dtype=dtype_name(model_dtype))
 
     measured_inputs = _measured_inputs_for(lm, specs, run.corpus, progress)
     check_rotation_memory(model, [spec.method for spec in specs])  # before hours of calibration, not after

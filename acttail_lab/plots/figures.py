@@ -38,11 +38,11 @@ MAP_STRATEGIES = ("acttail", "acttail-block", "teal-greedy", "surrogate-optimal"
 """Strategies of the sparsity maps (uniform would be one flat colour: white = its budget)."""
 MAP_TARGET = 0.7
 DPI = 150
+"""Resolution of the saved PNGs: an 8 x 4.8 inch figure is 1200 x 720 px, sharp on a laptop screen (130 before:
+561-1,271 px wide); saved as optimised palette-free PNG to stay under 200 KB."""
 MAX_PIXELS = 1600
 """Longest side of a committed PNG in pixels: a figure larger than MAX_PIXELS / DPI inches is saved at a lower dpi,
 so that the gallery's files stay small (tests/test_figures.py: under 200 KB) as panels are added."""
-"""Resolution of the saved PNGs: an 8 x 4.8 inch figure is 1200 x 720 px, sharp on a laptop screen (130 before:
-561-1,271 px wide); saved as optimised palette-free PNG to stay under 200 KB."""
 
 
 def _wrap(text: str, width: int = 70) -> str:
@@ -276,8 +276,8 @@ def build(name: str, results_dir: str | os.PathLike | None = None) -> Figure:
 
 def write_figures(out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None,
                   names=None) -> list[Path]:
-    """Save each figure as ``<out_dir>/<name>.png`` (``DPI``, lower where the longest side would pass ``MAX_PIXELS``) and its plotted arrays as ``<name>.json``.
-    Returns the PNG paths."""
+    """Save each figure as ``<out_dir>/<name>.png`` (``DPI``, lower where the longest side would pass
+    ``MAX_PIXELS``) and its plotted arrays as ``<name>.json``. Returns the PNG paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -205,14 +205,19 @@ def conclusions(df: pd.DataFrame, perplexity: pd.DataFrame | None = None, refere
     return lines
 
 
+def _model_names(models) -> tuple[str, ...]:
+    """``models``, or every built-in model (``core.builtin_models.BUILTIN_MODELS``, in their order) when None."""
+    from ..core.builtin_models import BUILTIN_MODELS
+
+    return tuple(BUILTIN_MODELS) if models is None else tuple(models)
+
+
 def committed_by_model(results_dir: str | os.PathLike | None = None, models=None) -> dict[str, pd.DataFrame]:
     """``{model: zero-shot table}`` for every built-in model (``core.builtin_models.BUILTIN_MODELS``, in their
     order, or ``models``) whose ``zeroshot_<model>.csv`` is in ``results_dir`` (default: the committed tables);
     models without one are left out here and named by :func:`coverage_sentence`."""
-    from ..core.builtin_models import BUILTIN_MODELS
-
     out = {}
-    for model in (tuple(BUILTIN_MODELS) if models is None else tuple(models)):
+    for model in _model_names(models):
         path = result_path("zeroshot", model, results_dir)
         if path.exists():
             out[model] = load_zeroshot(model, path)
@@ -221,9 +226,7 @@ def committed_by_model(results_dir: str | os.PathLike | None = None, models=None
 
 def coverage_sentence(tables: dict[str, pd.DataFrame], models=None) -> str:
     """Which models have a zero-shot table (with their runs and examples per task) and which have none yet."""
-    from ..core.builtin_models import BUILTIN_MODELS
-
-    models = tuple(BUILTIN_MODELS) if models is None else tuple(models)
+    models = _model_names(models)
     have = [f"{m} ({len(run_order(main_metric_rows(t)))} runs, {int(t['n'].max())} examples per task of "
             f"{', '.join(dict.fromkeys(t['task']))})" for m, t in tables.items()]
     missing = [m for m in models if m not in tables]
