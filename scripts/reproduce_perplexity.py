@@ -15,8 +15,11 @@ block path on the same text (fine: per-projection steps of at most 0.05).
   earlier tiers from the row cache).
 
 Every row is cached (content-keyed), so an interrupted run resumes where it stopped; the CSV is
-rewritten after each tier. Usage:
-    python scripts/reproduce_perplexity.py [--model smollm2-135m] [--tokens N] [--out FILE]
+rewritten after each tier. ``--tier N`` runs tier N alone and adds its rows to the table already at ``--out``
+(which must hold tiers 1..N-1 on the same tokens and windows; its sidecar's provenance is kept under
+``earlier_tiers``), so a costly tier can be made in a later session without remaking the earlier rows; from an
+empty cache ``--tiers N`` makes every row. Usage:
+    python scripts/reproduce_perplexity.py [--model smollm2-135m] [--tokens N] [--out FILE] [--tiers N | --tier N]
 """
 from __future__ import annotations
 
@@ -24,12 +27,15 @@ import argparse
 import sys
 import time
 
+from pathlib import Path
+
 import pandas as pd
 import torch
 
 from acttail_lab.core.models import load_model
 from acttail_lab.core.paths import result_path
-from acttail_lab.measure.grid import evaluate_grid, write_grid
+from acttail_lab.core.results_io import load_table
+from acttail_lab.measure.grid import WINDOW_COLUMN, evaluate_grid, windows_path, write_grid
 
 CROSS_MODEL = ("uniform", "acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "shuffled",
                "acttail-rev", "teal-greedy", "teal-greedy-fine", "rotated-uniform")
@@ -57,34 +63,81 @@ TIERS = {
 TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192, "qwen2.5-coder-1.5b": 8192}
 
 
+def earlier_tiers(out, tier: int, tokens: int, window: int) -> pd.DataFrame:
+    """The rows of tiers 1..``tier``-1 from the table at ``out`` (with their per-window losses in
+    :data:`WINDOW_COLUMN`, in window order), for ``--tier``; its sidecar in ``attrs["provenance"]``.
+
+    Raises SystemExit naming the fix when the table is missing, holds fewer tiers, or was scored on other
+    tokens or windows (its rows would not pair with the new ones).
+    """
+    path = Path(out)
+    if not path.exists() or not windows_path(path).exists():
+        raise SystemExit(f"--tier {tier} adds to {path} and its _windows table, which are missing. Fix: run "
+                         f"--tiers {tier} (every tier from the cache) or restore the committed table.")
+    runs, windows = load_table(path), load_table(windows_path(path))
+    settings = (runs.attrs["provenance"] or {}).get("settings", {})
+    done = int(settings.get("tiers_done", 0))
+    if done < tier - 1 or settings.get("tokens") != tokens or settings.get("window") != window:
+        raise SystemExit(f"{path} holds tiers 1..{done} on {settings.get('tokens')} tokens in windows of "
+                         f"{settings.get('window')}; --tier {tier} needs tiers 1..{tier - 1} on {tokens} in {window}. "
+                         f"Fix: run --tiers {tier}, or pass the matching --tokens/--window.")
+    keys = ["strategy", "sparsity", "method"]
+    windows = windows.assign(method=windows["method"].fillna("")).sort_values("window_index")
+    losses = windows.groupby(keys, sort=False)["nll"].agg(tuple).rename(WINDOW_COLUMN).reset_index()
+    merged = runs.assign(method=runs["method"].fillna("")).merge(losses, on=keys, how="left", validate="one_to_one")
+    if merged[WINDOW_COLUMN].isna().any():
+        raise SystemExit(f"{windows_path(path)} lacks the per-window losses of some rows of {path}. Fix: run "
+                         f"--tiers {tier}.")
+    merged["method"] = runs["method"]
+    merged.attrs["provenance"] = runs.attrs["provenance"]
+    return merged
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(TIERS))
     parser.add_argument("--tokens", type=int, default=None, help="default: 16384 (SmolLM2), 8192 (Gemma)")
     parser.add_argument("--window", type=int, default=512)
     parser.add_argument("--out", default=None, help="default: data/results/perplexity_<model>.csv")
-    parser.add_argument("--tiers", type=int, default=None, help="run only the first N tiers")
+    tier_options = parser.add_mutually_exclusive_group()
+    tier_options.add_argument("--tiers", type=int, default=None, help="run only the first N tiers")
+    tier_options.add_argument("--tier", type=int, default=None,
+                              help="run only tier N and add its rows to the table at --out (tiers 1..N-1)")
     args = parser.parse_args(argv)
     tokens = args.tokens or TOKENS[args.model]
     out = args.out or str(result_path("perplexity", args.model))
-    tiers = TIERS[args.model][:args.tiers]
+    tiers = list(enumerate(TIERS[args.model][:args.tiers]))
+    parts, earlier = [], {}
+    if args.tier is not None:
+        if not 2 <= args.tier <= len(TIERS[args.model]):
+            parser.error(f"--tier must be 2..{len(TIERS[args.model])} for {args.model} (tier 1 is --tiers 1)")
+        table = earlier_tiers(out, args.tier, tokens, args.window)  # before the model loads
+        provenance = table.attrs["provenance"] or {}
+        earlier = {"earlier_tiers": {key: provenance.get(key) for key in
+                                     ("command", "git_sha", "git_dirty", "timestamp", "cache", "lock")}}
+        parts = [table[table["strategy"].isin(["dense", *_strategies(args.model, args.tier - 1)])]]
+        tiers = [(args.tier - 1, TIERS[args.model][args.tier - 1])]
     torch.manual_seed(0)
     start = time.time()
     lm = load_model(args.model)
-    parts = []
-    for number, (rule, strategies, targets) in enumerate(tiers):
+    for number, (rule, strategies, targets) in tiers:
         part = evaluate_grid(lm, strategies=strategies, sparsities=targets, tokens=tokens, window=args.window,
                              seed=0, xmin=rule, include_dense=number == 0, log_rows=True)
-        parts.append(part)
-        runs = pd.concat(parts, ignore_index=True).drop(columns=["cached"])
+        parts.append(part.drop(columns=["cached"]))
+        runs = pd.concat(parts, ignore_index=True)
         runs = runs.drop_duplicates(["strategy", "sparsity"], keep="first").reset_index(drop=True)
         write_grid(runs, out, seed=0, device="cpu",
                    command="python scripts/reproduce_perplexity.py " + " ".join(argv or sys.argv[1:]),
                    model=args.model, corpus="austen", split="evaluation", tokens=tokens, window=args.window,
-                   protocol="all", tiers_done=number + 1,
+                   protocol="all", tiers_done=number + 1, **earlier,
                    note="alphas: xmin_peak unless the label names another rule ([xmin=ks], acttail-ks)")
         print(f"wrote {out} ({len(runs)} rows, tier {number + 1}) at {time.time() - start:.0f} s", flush=True)
     return 0
+
+
+def _strategies(model: str, tiers: int) -> set[str]:
+    """Every strategy label of the first ``tiers`` tiers of ``model``."""
+    return {strategy for _, strategies, _ in TIERS[model][:tiers] for strategy in strategies}
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ _CLI = "import sys; from acttail_lab.cli import main; sys.exit(main())"
 def stages(model: str) -> dict[str, list[str]]:
     """Stage name -> argv (run with this interpreter from the repository root), in the order they run."""
     py = sys.executable
-    grid = [py, "scripts/reproduce_perplexity.py", "--model", model, "--tiers"]
+    grid = [py, "scripts/reproduce_perplexity.py", "--model", model]
     encyclopedic = [py, "scripts/reproduce_encyclopedic.py", "--model", model]
 
     def zeroshot(strategies: str, out: str) -> list[str]:
@@ -64,10 +64,11 @@ def stages(model: str) -> dict[str, list[str]]:
         "load": [py, "-c", _LOAD.format(model=model)],  # first time: fetch + dequantise into the prepared folder
         "spectra": [py, "-c", _SPECTRA.format(model=model)],  # ESDs of every projection, three xmin rules
         "cost-table": [py, "scripts/reproduce_sensitivity.py", "--model", model, "--skip-loss"],  # TopK error
-        "topk": grid + ["1"],  # dense + TopK rows (uniform, acttail, acttail-ks, acttail-block)
-        "wina": grid + ["2"],
-        "greedy-fine": grid + ["3"],  # TEAL's fine greedy path on calibration text, then its rows
-        "rotation": grid + ["4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
+        "topk": grid + ["--tiers", "1"],  # dense + TopK rows (uniform, acttail, acttail-ks, acttail-block)
+        # each later tier alone, added to the table the earlier ones wrote (so a stage costs only its own rows)
+        "wina": grid + ["--tier", "2"],
+        "greedy-fine": grid + ["--tier", "3"],  # TEAL's fine greedy path on calibration text, then its rows
+        "rotation": grid + ["--tier", "4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
         # the encyclopedic grid and zero-shot in two pieces each: the rows that need no greedy path first (they can
         # run beside the greedy-fine stage), then the whole command, which replays those rows from the cache
         "encyclopedic-topk": encyclopedic + ["--strategies", "uniform,acttail,acttail-block"],
