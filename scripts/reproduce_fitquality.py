@@ -21,7 +21,8 @@ import time
 import torch
 
 from acttail_lab.core.paths import result_path
-from acttail_lab.measure.grid import evaluate_grid, write_grid
+from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.grid_tables import write_grid
 
 MODEL = "smollm2-135m"
 STRATEGIES = ("uniform", "acttail[fit=block-mean]", "acttail-fit", "acttail")  # most informative first

@@ -27,15 +27,13 @@ import argparse
 import sys
 import time
 
-from pathlib import Path
-
 import pandas as pd
 import torch
 
 from acttail_lab.core.models import load_model
 from acttail_lab.core.paths import result_path
-from acttail_lab.core.results_io import load_table
-from acttail_lab.measure.grid import WINDOW_COLUMN, evaluate_grid, windows_path, write_grid
+from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.grid_tables import earlier_provenance, read_grid, write_grid
 
 CROSS_MODEL = ("uniform", "acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "shuffled",
                "acttail-rev", "teal-greedy", "teal-greedy-fine", "rotated-uniform")
@@ -64,33 +62,23 @@ TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192, "qwen2.5-coder-1.5b": 8192
 
 
 def earlier_tiers(out, tier: int, tokens: int, window: int) -> pd.DataFrame:
-    """The rows of tiers 1..``tier``-1 from the table at ``out`` (with their per-window losses in
-    :data:`WINDOW_COLUMN`, in window order), for ``--tier``; its sidecar in ``attrs["provenance"]``.
+    """The rows of the table at ``out`` (:func:`read_grid`: with their per-window losses), for ``--tier``.
 
-    Raises SystemExit naming the fix when the table is missing, holds fewer tiers, or was scored on other
-    tokens or windows (its rows would not pair with the new ones).
+    Raises SystemExit naming the fix when the table is missing, holds fewer than ``tier`` - 1 tiers, or was
+    scored on other tokens or windows (its rows would not pair with the new ones).
     """
-    path = Path(out)
-    if not path.exists() or not windows_path(path).exists():
-        raise SystemExit(f"--tier {tier} adds to {path} and its _windows table, which are missing. Fix: run "
-                         f"--tiers {tier} (every tier from the cache) or restore the committed table.")
-    runs, windows = load_table(path), load_table(windows_path(path))
-    settings = (runs.attrs["provenance"] or {}).get("settings", {})
+    try:
+        table = read_grid(out)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"--tier {tier} adds to the table at {out}: {error} (or run --tiers {tier}, every tier "
+                         "from the cache)") from None
+    settings = (table.attrs["provenance"] or {}).get("settings", {})
     done = int(settings.get("tiers_done", 0))
     if done < tier - 1 or settings.get("tokens") != tokens or settings.get("window") != window:
-        raise SystemExit(f"{path} holds tiers 1..{done} on {settings.get('tokens')} tokens in windows of "
+        raise SystemExit(f"{out} holds tiers 1..{done} on {settings.get('tokens')} tokens in windows of "
                          f"{settings.get('window')}; --tier {tier} needs tiers 1..{tier - 1} on {tokens} in {window}. "
                          f"Fix: run --tiers {tier}, or pass the matching --tokens/--window.")
-    keys = ["strategy", "sparsity", "method"]
-    windows = windows.assign(method=windows["method"].fillna("")).sort_values("window_index")
-    losses = windows.groupby(keys, sort=False)["nll"].agg(tuple).rename(WINDOW_COLUMN).reset_index()
-    merged = runs.assign(method=runs["method"].fillna("")).merge(losses, on=keys, how="left", validate="one_to_one")
-    if merged[WINDOW_COLUMN].isna().any():
-        raise SystemExit(f"{windows_path(path)} lacks the per-window losses of some rows of {path}. Fix: run "
-                         f"--tiers {tier}.")
-    merged["method"] = runs["method"]
-    merged.attrs["provenance"] = runs.attrs["provenance"]
-    return merged
+    return table
 
 
 def main(argv=None) -> int:
@@ -112,9 +100,7 @@ def main(argv=None) -> int:
         if not 2 <= args.tier <= len(TIERS[args.model]):
             parser.error(f"--tier must be 2..{len(TIERS[args.model])} for {args.model} (tier 1 is --tiers 1)")
         table = earlier_tiers(out, args.tier, tokens, args.window)  # before the model loads
-        provenance = table.attrs["provenance"] or {}
-        earlier = {"earlier_tiers": {key: provenance.get(key) for key in
-                                     ("command", "git_sha", "git_dirty", "timestamp", "cache", "lock")}}
+        earlier = {"earlier_tiers": earlier_provenance(table)}
         parts = [table[table["strategy"].isin(["dense", *_strategies(args.model, args.tier - 1)])]]
         tiers = [(args.tier - 1, TIERS[args.model][args.tier - 1])]
     torch.manual_seed(0)

@@ -44,7 +44,8 @@ CALIBRATION_TOKENS = 8192
 
 
 def run_perplexity(lm, args, command: str) -> None:
-    from acttail_lab.measure.grid import evaluate_grid, write_grid
+    from acttail_lab.measure.grid import evaluate_grid
+    from acttail_lab.measure.grid_tables import write_grid
 
     parts = []
     for number, (strategies, sparsities) in enumerate(TIERS[:args.tiers]):

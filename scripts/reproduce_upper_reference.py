@@ -17,7 +17,8 @@ import time
 import torch
 
 from acttail_lab.core.paths import result_path
-from acttail_lab.measure.grid import evaluate_grid, write_grid
+from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.grid_tables import write_grid
 
 STRATEGIES = ("uniform", "teal-greedy", "teal-greedy-fine")
 SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8)

@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from acttail_lab.core.models import load_model
-from acttail_lab.measure.grid import evaluate_grid, write_grid
+from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.grid_tables import write_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("wina", "acttail-wina", "teal-greedy-wina", "acttail-farms", "acttail-block-farms", "rotated-wina")

@@ -70,11 +70,11 @@ def stages(model: str) -> dict[str, list[str]]:
         "greedy-fine": grid + ["--tier", "3"],  # TEAL's fine greedy path on calibration text, then its rows
         "rotation": grid + ["--tier", "4"],  # LaRoSA rotation set-up (calibration moments, eigh), then its rows
         # the encyclopedic grid and zero-shot in two pieces each: the rows that need no greedy path first (they can
-        # run beside the greedy-fine stage), then the whole command, which replays those rows from the cache
+        # run beside the greedy-fine stage), then teal-greedy-fine added to the table they wrote (--add)
         "encyclopedic-topk": encyclopedic + ["--strategies", "uniform,acttail,acttail-block"],
-        "encyclopedic": encyclopedic,  # + teal-greedy-fine and its own greedy path
+        "encyclopedic": encyclopedic + ["--strategies", "teal-greedy-fine", "--add"],  # + its own greedy path
         "zeroshot-topk": zeroshot("uniform,acttail", f"data/results/zeroshot_{model}.csv"),
-        "zeroshot": zeroshot("uniform,acttail,teal-greedy-fine", f"data/results/zeroshot_{model}.csv"),
+        "zeroshot": zeroshot("teal-greedy-fine", f"data/results/zeroshot_{model}.csv") + ["--add", "--no-dense"],
     }  # zeroshot after greedy-fine: it reads that path
 
 

@@ -11,7 +11,8 @@ from acttail_lab.cli import main
 from acttail_lab.core.models import LoadedModel, random_model
 from acttail_lab.core.results_io import write_results
 from acttail_lab.measure import grid as evaluation
-from acttail_lab.measure.grid import GRID_COLUMNS, WINDOW_COLUMN, evaluate_grid, window_table
+from acttail_lab.measure.grid import GRID_COLUMNS, WINDOW_COLUMN, evaluate_grid
+from acttail_lab.measure.grid_tables import window_table
 from acttail_lab.measure.perplexity import perplexity
 
 TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "

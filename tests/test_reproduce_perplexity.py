@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from acttail_lab.measure.grid import WINDOW_COLUMN, write_grid
+from acttail_lab.measure.grid import WINDOW_COLUMN
+from acttail_lab.measure.grid_tables import write_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("reproduce_perplexity", ROOT / "scripts" / "reproduce_perplexity.py")
@@ -70,7 +71,7 @@ def test_tier_refuses_a_table_without_the_earlier_tiers_before_the_model_loads(m
 
 def test_tier_refuses_a_missing_table_and_tier_one(monkeypatch, tmp_path):
     _fake(monkeypatch, [])
-    with pytest.raises(SystemExit, match="missing. Fix: run --tiers 3"):
+    with pytest.raises(SystemExit, match="No grid table.*Fix"):
         script.main(["--model", MODEL, "--tier", "3", "--out", str(tmp_path / "none.csv")])
     with pytest.raises(SystemExit):
         script.main(["--model", MODEL, "--tier", "1", "--out", str(tmp_path / "none.csv")])

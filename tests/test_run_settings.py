@@ -11,7 +11,8 @@ from acttail_lab.cli import main
 from acttail_lab.core.errors import ActTailError, AllocationError, CalibrationError, CorpusError
 from acttail_lab.core.models import LoadedModel, random_model
 from acttail_lab.measure import grid
-from acttail_lab.measure.grid import evaluate_grid, write_grid
+from acttail_lab.measure.grid import evaluate_grid
+from acttail_lab.measure.grid_tables import write_grid
 from acttail_lab.measure.settings import PERPLEXITY_FIELDS, RunSettings, merged_fields, resolve_settings
 
 TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 40

@@ -245,3 +245,35 @@ def test_cli_rows_say_the_dtype_the_model_ran_in(monkeypatch, tmp_path, tmp_cach
     assert set(table["strategy"]) == {"dense", "uniform"} and (table["dtype"] == "float32").all()
     half = LoadedModel(tiny_lm.model.to(dtype=torch.bfloat16), tiny_lm.tokenizer, "t", "t")
     assert (with_dtype(table, half)["dtype"] == "bfloat16").all()
+
+
+def test_cli_add_puts_new_rows_into_the_earlier_table_and_refuses_another_setting(monkeypatch, tmp_path, tmp_cache,
+                                                                                   tiny_lm, capsys):
+    import json
+
+    from acttail_lab import cli
+    from acttail_lab.core import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: tiny_lm)
+    out = tmp_path / "z.csv"
+    common = ["--model", "smollm2-135m", "--sparsities", "0.5", "--tasks", "piqa", "--data", "local", "--quiet",
+              "--out", str(out)]
+    assert cli.main(["zeroshot", "--strategies", "uniform", "--limit", "2", *common]) == 0
+    first = pd.read_csv(out)
+    assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "2", "--add", "--no-dense", *common]) == 0
+    table = pd.read_csv(out)
+    assert sorted(set(table["strategy"])) == ["acttail", "dense", "uniform"]
+    assert len(table) == len(first) + len(first[first["strategy"] == "uniform"])  # one run's rows added
+    pd.testing.assert_frame_equal(table.iloc[:len(first)].drop(columns="cached"), first.drop(columns="cached"))
+    side = json.loads((tmp_path / "z.csv.json").read_text())
+    assert "--strategies uniform" in side["settings"]["earlier_rows"]["command"]
+    # the same run again replaces its rows instead of repeating them
+    assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "2", "--add", "--no-dense", *common]) == 0
+    assert len(pd.read_csv(out)) == len(table)
+    loads = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(1))
+    assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "3", "--add", *common]) == 2
+    assert "Fix: pass the same options" in capsys.readouterr().err and not loads
+    assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "2", "--add", *common[:-1],
+                     str(tmp_path / "none.csv")]) == 2
+    assert not loads

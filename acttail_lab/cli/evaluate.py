@@ -29,7 +29,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..measure.grid import evaluate_grid, windows_path, write_grid
+    from ..measure.grid import evaluate_grid
+    from ..measure.grid_tables import windows_path, write_grid
 
     specs = run_specs(args, "grid.csv")  # every check runs before the model loads (evaluate_grid checks the rest)
     settings = run_settings(args)

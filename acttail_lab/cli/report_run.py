@@ -71,7 +71,8 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
     from ..core.paths import result_path
     from ..measure.settings import PERPLEXITY_FIELDS
     from ..core.results_io import write_results
-    from ..measure.grid import evaluate_grid, write_grid
+    from ..measure.grid import evaluate_grid
+    from ..measure.grid_tables import write_grid
     from ..spectral import spectra
     from ..spectral.tails import XMIN_RULES
 

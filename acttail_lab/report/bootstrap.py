@@ -1,6 +1,6 @@
 """Error bars for perplexity comparisons: a paired bootstrap over evaluation windows.
 
-Every run of one grid scores the same token windows (``measure.grid.window_table``: one row per run and
+Every run of one grid scores the same token windows (``measure.grid_tables.window_table``: one row per run and
 window, ``nll`` = that window's mean NLL in nats per scored token; all windows score the same number of
 tokens). The change of a run against a baseline run (uniform at the same target) is
 
@@ -32,7 +32,7 @@ def _matrix(windows: pd.DataFrame) -> pd.DataFrame:
     missing = {"strategy", "sparsity", "window_index", "nll"} - set(windows.columns)
     if missing:
         raise ActTailError(f"The window table lacks the columns {sorted(missing)}. Fix: pass the per-window "
-                           "losses of a grid (measure.grid.window_table or a committed *_windows.csv).")
+                           "losses of a grid (measure.grid_tables.window_table or a committed *_windows.csv).")
     if windows.duplicated(_KEYS + ["window_index"]).any():
         raise ActTailError("A (strategy, sparsity, window) appears twice in the window table. Fix: pass the "
                            "windows of one grid (one setting, one method per label).")
