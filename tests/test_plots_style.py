@@ -203,3 +203,19 @@ def test_sparsity_maps_in_02_and_07_share_one_colour_scale():
     assert maps.axes[0].images[0].get_cmap().name == side.axes[0].images[0].get_cmap().name
     plain = perplexity.plot_sparsity_map(alloc, colorbar=False)
     assert plain.images[0].get_cmap().name == style.color_scale("sparsity")["cmap"]
+
+
+def test_legend_helpers_put_the_legend_outside_the_axes():
+    from matplotlib.figure import Figure
+
+    from acttail_lab.plots.style import legend_below, legend_beside
+
+    for place in (legend_beside, legend_below):
+        fig = Figure(figsize=(4, 3))
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], label="a line")
+        legend = place(ax, frameon=True)
+        fig.canvas.draw()
+        box, axes = legend.get_window_extent(), ax.get_window_extent()
+        assert box.x0 >= axes.x1 - 1 or box.y1 <= axes.y0 + 1, place.__name__  # right of or below the axes
+        assert legend.get_frame_on() and legend.get_texts()[0].get_text() == "a line"

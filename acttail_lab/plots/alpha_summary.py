@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax, _robust_range
-from .style import kind_color, series_color
+from .style import kind_color, legend_beside, series_color
 
 
 def plot_alpha_depth_panels(table: pd.DataFrame, value: str = "alpha", ncols: int = 4,
@@ -132,7 +132,7 @@ def plot_alpha_kind_dots(tables: Mapping[str, pd.DataFrame], value: str = "alpha
     ax.set_xlabel("projection kind")
     ax.set_ylabel(f"mean {value} (bar: 25-75% of layers)")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax)
     if title:
         ax.set_title(title, fontsize="medium")
     return ax

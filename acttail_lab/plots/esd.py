@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..core.models import PROJECTIONS
-from .style import DARK_GREY, GREY, color_scale, kind_color, series_color
+from .style import DARK_GREY, GREY, color_scale, kind_color, legend_below, legend_beside, series_color
 
 SPECTRUM_COLORS = {"esd": "#A6A6A6", "ks_distance": DARK_GREY, "alpha_curve": GREY}
 """Colours of the spectrum figures (ESD histogram, KS distance curve, alpha at each xmin candidate): greys, so
@@ -146,7 +146,7 @@ def plot_esd(
     ax.set_ylabel("density")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, frameon=False)  # off the bars
+    legend_below(ax, ncols=2)  # off the bars
     return ax
 
 
@@ -297,7 +297,7 @@ def plot_alpha_by_depth(
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("layer")
     ax.set_ylabel(value)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax)
     return ax
 
 

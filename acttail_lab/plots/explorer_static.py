@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..core.models import PROJECTIONS
-from .style import GREY, color_scale, kind_color, strategy_style
+from .style import GREY, color_scale, kind_color, legend_below, strategy_style
 
 _ACTTAIL = strategy_style("acttail")
 _UNIFORM = strategy_style("uniform")["color"]
@@ -45,8 +45,8 @@ def plot_explorer_view(view) -> Figure:
     mapping.set_ylabel("sparsity")
     kinds = [k for k in PROJECTIONS if k in set(alloc["projection"])]
     handles = [Line2D([], [], ls="", marker="o", color=kind_color(k), label=k) for k in kinds]
-    mapping.legend(handles=mapping.get_legend_handles_labels()[0] + handles, fontsize="x-small", ncols=5,
-                   loc="upper center", bbox_to_anchor=(0.5, -0.16))  # below the axes: never over the dots
+    legend_below(mapping, "x-small", handles=mapping.get_legend_handles_labels()[0] + handles, ncols=5,
+                 frameon=True)  # below the axes: never over the dots
     mapping.set_title(f"alpha -> sparsity ({s.mapping} mapping, {s.direction})", fontsize="medium")
 
     image = heat.imshow(view.heatmap.to_numpy(dtype=float), aspect="auto", interpolation="nearest",

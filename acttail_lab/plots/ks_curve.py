@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from .esd import SPECTRUM_COLORS, _new_ax, _positive, _tidy_log_axis, rule_style
+from .style import legend_below
 
 
 def plot_ks_curve(
@@ -78,5 +79,5 @@ def plot_ks_curve(
         ax.set_title((f"{what}\n" if what else "") + finding, fontsize="medium")
     elif what:
         ax.set_title(what, fontsize="medium")
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=1, frameon=False)
+    legend_below(ax)
     return ax

@@ -36,7 +36,7 @@ from ..core.paths import DEFAULT_MODEL
 from ..core.reference import TEAL_LLAMA2_7B_50, published_alphas
 from ..report import headline
 from ..report.results import LLAMA2_MODELS, load_perplexity, run_labels
-from .style import kind_color, series_color, strategy_style
+from .style import kind_color, legend_beside, series_color, strategy_style
 
 MODEL_LABEL = "SmolLM2-135M"
 ALPHAPRUNING_TARGET = 0.7
@@ -252,7 +252,7 @@ def teal_perplexity_figure(results_dir: Path) -> Figure:
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set(xlabel="sparsity (model-wide target)", ylabel="perplexity (log scale)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax, "x-small")
     body = runs[runs["strategy"] != DENSE]
     highest = float(body["sparsity"].max())
     at = {label: y[x.index(highest)] for label, (x, y) in lines.items() if highest in x}

@@ -25,7 +25,7 @@ from ..report.results import (
     run_labels,
 )
 from .esd import _new_ax, alpha_matrix
-from .style import STRATEGY_STYLES, color_scale, series_color, sparsity_scale, strategy_style
+from .style import STRATEGY_STYLES, color_scale, legend_beside, series_color, sparsity_scale, strategy_style
 
 def line_style(label: str) -> dict:
     """Matplotlib line keywords of a run label: :func:`plots.style.strategy_style` (colour and marker by
@@ -89,7 +89,7 @@ def plot_perplexity_vs_sparsity(runs: pd.DataFrame, ax: Axes | None = None, stra
     ax.set_ylabel("perplexity" + (" (log scale)" if logy else ""))
     ax.set_title(title if title is not None else _setting_title(runs))
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax)
     return ax
 
 
@@ -220,7 +220,7 @@ def plot_relative_change(runs: pd.DataFrame, ax: Axes | None = None, strategies:
     ax.set_xlabel("target sparsity")
     ax.set_ylabel("perplexity vs uniform (%)\n< 0: better than uniform")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax)
     return ax
 
 
@@ -361,7 +361,7 @@ def plot_kind_budgets(budgets: pd.DataFrame, ax: Axes | None = None, labels: Seq
     if title:
         ax.set_title(_fill(title, 75), fontsize="medium")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax)
     return ax
 
 

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 
 from ..spectral.rmt import count_above_mp, mp_density, mp_edges
 from .esd import SPECTRUM_COLORS, _new_ax
-from .style import GREY, OKABE_ITO
+from .style import GREY, OKABE_ITO, legend_below
 
 MP_COLOR = "black"
 """The Marchenko-Pastur density."""
@@ -71,7 +71,7 @@ def plot_mp_fit(
     ax.set_xlim(0.0, right)
     ax.set_xlabel("eigenvalue of $W^T W / N$")
     ax.set_ylabel("density")
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, frameon=False)
+    legend_below(ax, y=-0.14, ncols=2)
     return ax
 
 

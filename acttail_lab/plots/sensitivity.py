@@ -28,7 +28,7 @@ from ..core.models import PROJECTIONS
 from .esd import _new_ax, _tidy_log_axis, alpha_matrix
 from ..report.explorer_costs import fisher_interval
 from ..report.sensitivity import RULE_FREE  # noqa: F401  (re-exported: metrics that do not depend on xmin)
-from .style import KIND_COLORS, color_scale, kind_color, sparsity_scale  # noqa: F401  (KIND_COLORS re-exported)
+from .style import KIND_COLORS, color_scale, kind_color, legend_beside, sparsity_scale  # noqa: F401  (KIND_COLORS re-exported)
 
 GROUPING_LABELS = {"all": "all", "projection": "projection\n(within kind)", "layer": "layer\n(within layer)"}
 """Tick labels of the correlation table's groupings (see :func:`plot_correlation_table`): the grouping's name,
@@ -80,8 +80,7 @@ def plot_cost_curves(cost: pd.DataFrame, names: Sequence[str] | None = None, ax:
             ax.plot(part["sparsity"], part[value], marker="o", ms=3, lw=1.5, label=name)
     if names is None:
         handles = [Line2D([], [], color=kind_color(k), lw=2, label=k) for k in _kinds(cost)]
-        ax.legend(handles=handles, fontsize="small", title="projection", loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the panel: 210 lines leave no free corner
+        legend_beside(ax, handles=handles, title="projection", borderaxespad=0, frameon=True)  # 210 lines: no free corner
     else:
         ax.legend(fontsize="x-small")
     if logy:
@@ -148,7 +147,7 @@ def plot_metric_vs_sensitivity(spectra: pd.DataFrame, summary: pd.DataFrame, met
     ax.set_xlabel(metric)
     ax.set_ylabel(column)
     if symlog is not None:  # the dots fill the panel: the legend goes beside it
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        legend_beside(ax, borderaxespad=0, frameon=True)
     else:
         ax.legend(fontsize="small", ncols=2)
     return ax

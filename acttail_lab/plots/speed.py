@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax
-from .style import GREY, kind_color, series_color, strategy_style
+from .style import GREY, kind_color, legend_beside, series_color, strategy_style
 
 LIMIT_STYLE = dict(color=GREY, ls="--", lw=1.2, label="limit 1/(1-s)")
 MODE_STYLES = {"topk": dict(ls="-", marker="o"), "threshold": dict(ls=":", marker="^")}
@@ -108,7 +108,7 @@ def plot_decode_speedup(decode: pd.DataFrame, ax: Axes | None = None, modes: Seq
     ax.set_xlabel("target sparsity (parameter-weighted)")
     ax.set_ylabel("speedup = tokens/s / dense tokens/s (x)")
     ax.set_title(title or _device_title(decode, "Batch-1 decoding speedup"), fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over data
+    legend_beside(ax, 8)  # outside: never over data
     return ax
 
 
@@ -136,7 +136,7 @@ def plot_tokens_per_s(decode: pd.DataFrame, ax: Axes | None = None, mode: str = 
     ax.set_xlabel("target sparsity (parameter-weighted)")
     ax.set_ylabel("tokens / s (batch 1)")
     ax.set_title(title or _device_title(decode, f"Decoding throughput ({mode})"), fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never over data
+    legend_beside(ax, 8)  # outside: never over data
     return ax
 
 

@@ -12,17 +12,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from .esd import _new_ax
-from .style import DARK_GREY, GREY, kind_color, strategy_style
+from .style import DARK_GREY, GREY, kind_color, legend_beside, strategy_style
 
 SHAPE_KINDS = {"4096x4096": "q", "4096x11008": "gate", "11008x4096": "down", "8192x28672": "up"}
 """Colour of each LLaMA shape (d_in x d_out): the projection kind that has it (8192x28672 is a 70B gate/up)."""
 PART_COLORS = {"gemv_ms": "#0072B2", "select_ms": "#D55E00", "wrap_ms": "#CC79A7", "other_ms": GREY}
 PART_LABELS = {"gemv_ms": "GEMV", "select_ms": "selection", "wrap_ms": "wrapper (casts, outputs)",
                "other_ms": "everything else (attention, norms, LM head, calls)"}
-
-
-def _legend_right(ax: Axes, **kw) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, **kw)
 
 
 def plot_gemv_fraction(gemv: pd.DataFrame, ax: Axes | None = None, dtype: str = "fp32", threads: int = 1,
@@ -52,7 +48,7 @@ def plot_gemv_fraction(gemv: pd.DataFrame, ax: Axes | None = None, dtype: str = 
     ax.set_xlabel("sparsity s (fraction of input rows skipped)")
     ax.set_ylabel("fraction of the limit 1/(1-s)")
     ax.set_title(title or f"{candidate} GEMV, {dtype}, {threads} thread(s)", fontsize=9)
-    _legend_right(ax)
+    legend_beside(ax, 8)
     return ax
 
 
@@ -81,7 +77,7 @@ def plot_decode_breakdown(breakdown: pd.DataFrame, ax: Axes | None = None, targe
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("milliseconds per token")
     ax.set_title(title or f"Where the time per token goes at {target:.0%}", fontsize=9)
-    _legend_right(ax)
+    legend_beside(ax, 8)
     return ax
 
 
@@ -113,5 +109,5 @@ def plot_speed_quality(table: pd.DataFrame, ax: Axes | None = None, title: str |
     ax.set_xlabel("perplexity (log scale; lower is better)")
     ax.set_ylabel("tokens/s (batch 1, greedy)")
     ax.set_title(title or "Speed beside quality", fontsize=9)
-    _legend_right(ax)
+    legend_beside(ax, 8)
     return ax

@@ -311,3 +311,17 @@ XMIN_RULE_COLORS = {"ks": _C["vermillion"], "peak": _C["bluish_green"], "median"
 """Colour of the xmin line of each rule (ESD and KS-curve figures)."""
 ESD_COLOR = _C["sky_blue"]
 """Histogram colour of a spectrum (fits are drawn black)."""
+
+
+def legend_beside(ax, fontsize="small", **kwargs):
+    """``ax``'s legend outside the axes, to the right, top-aligned (never over data); returns the Legend.
+
+    ``kwargs`` go to ``Axes.legend`` (e.g. ``handles``, ``ncols``, ``frameon=True``)."""
+    return ax.legend(**{"fontsize": fontsize, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "frameon": False,
+                        **kwargs})
+
+
+def legend_below(ax, fontsize="small", y: float = -0.16, **kwargs):
+    """``ax``'s legend outside the axes, centred below them at axes height ``y`` (never over data); returns it."""
+    return ax.legend(**{"fontsize": fontsize, "loc": "upper center", "bbox_to_anchor": (0.5, y), "frameon": False,
+                        **kwargs})

@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 
 from ..report.wina_runs import COUNTERPART
 from .esd import _new_ax
-from .style import kind_color, strategy_style
+from .style import kind_color, legend_beside, strategy_style
 
 
 def plot_alpha_shift(kinds: pd.DataFrame, source: str = "smollm2-135m", stat: str = "alpha_median",
@@ -67,7 +67,7 @@ def plot_runs_vs_topk(comparison: pd.DataFrame, strategies: Sequence[str] | None
     ax.set_ylabel("perplexity (log scale)")
     ax.set_title("WINA / FARMS runs (filled) beside their TopK counterparts (open); line style = method",
                  fontsize="medium")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax, 8)
     return ax
 
 
@@ -133,7 +133,7 @@ def plot_estimator_correlations(summary: pd.DataFrame, ax: Axes | None = None) -
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, targets, rotation=20, fontsize=8)
     ax.set_ylabel("Spearman rho(alpha, sensitivity)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax, 7)
     values = [c for c in ("rho_all", "rho_within_kind_median", "rho_all_low", "rho_all_high") if c in summary]
     wide = summary.pivot(index="sensitivity", columns="estimator", values=values)
     if {"plain", "farms"} <= set(summary["estimator"]):

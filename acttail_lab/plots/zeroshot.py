@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 
 from ..report.zeroshot import CHANCE, DENSE, PAPER_METRIC, main_metric_rows, perplexity_join
 from .esd import _new_ax
-from .style import strategy_style
+from .style import legend_beside, strategy_style
 
 
 def plot_accuracy_vs_sparsity(df: pd.DataFrame, task: str, ax: Axes | None = None, strategies=None,
@@ -41,7 +41,7 @@ def plot_accuracy_vs_sparsity(df: pd.DataFrame, task: str, ax: Axes | None = Non
         ax.axhline(CHANCE[task] * 100, color="0.6", linewidth=0.8, label="chance")
     ax.set(xlabel="target sparsity", ylabel=f"{PAPER_METRIC.get(task, 'acc')} (%)", title=task)
     if legend:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        legend_beside(ax)
     return ax
 
 
@@ -81,5 +81,5 @@ def plot_accuracy_vs_perplexity(df: pd.DataFrame, perplexity: pd.DataFrame, ax: 
     ax.set_xscale("log")
     ax.set(xlabel="perplexity (Austen evaluation text)", ylabel="average accuracy (%)",
            title="accuracy vs perplexity, per run (numbers: target sparsity)")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    legend_beside(ax)
     return ax
