@@ -132,3 +132,16 @@ def test_a_relative_output_folder_is_made_absolute_for_the_notebooks(tmp_path, m
     monkeypatch.chdir(tmp_path)
     plan = plan_report("smollm2-135m", "austen", "quick", "build/rep")  # papermill runs in notebooks/: a relative
     assert plan.out.is_absolute() and plan.out == tmp_path / "build" / "rep"  # RESULTS_DIR would not resolve there
+
+
+def test_sparsity_maps_read_each_strategys_own_alpha_rule():
+    """Notebook 02 in a report draws acttail, acttail-ks and acttail-block from a grid whose first rule is peak:
+    acttail-ks reads the ks spectra instead of failing on the peak table (the standard Gemma report did)."""
+    from acttail_lab.report import headline
+
+    peak, ks, block = headline.committed_allocations("gemma3-270m", ["acttail", "acttail-ks", "acttail-block"], 0.7,
+                                                     "peak")
+    assert not peak["sparsity"].equals(ks["sparsity"])  # two alpha tables, two budgets
+    for allocation in (peak, ks, block):
+        mean = (allocation["sparsity"] * allocation["n_params"]).sum() / allocation["n_params"].sum()
+        assert abs(mean - 0.7) < 1e-6

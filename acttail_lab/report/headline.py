@@ -203,18 +203,28 @@ def change_title(change: pd.DataFrame, model_label: str) -> str:
 def committed_allocations(model: str, strategies, target: float, rule: str = "ks",
                           results_dir=None) -> list[pd.DataFrame]:
     """Allocations of ``strategies`` at ``target`` from the committed tables only: the spectra of
-    ``rule`` (alphas), the cost table (``surrogate-optimal``, ``hybrid``) and TEAL's greedy path (``teal-greedy``).
-    A table that is not committed is only an error for a strategy that reads it."""
+    ``rule`` (alphas; a strategy that names its own rule, e.g. ``acttail-ks``, reads that rule's spectra), the
+    cost table (``surrogate-optimal``, ``hybrid``) and TEAL's greedy path (``teal-greedy``). A table that is not
+    committed is only an error for a strategy that reads it."""
     from ..allocation import allocate
+    from ..allocation.options import XMIN_OPTION
+    from ..allocation.presets import make_spec
     from .explorer_sources import load_spectra
 
-    alphas = load_spectra(model, rule, results_dir or RESULTS_DIR, compute=False)
+    spectra = {}
+
+    def alphas(rule_of_spec: str) -> pd.DataFrame:
+        if rule_of_spec not in spectra:
+            spectra[rule_of_spec] = load_spectra(model, rule_of_spec, results_dir or RESULTS_DIR, compute=False)
+        return spectra[rule_of_spec]
+
     inputs = {}
     for key, table in (("cost", "cost_table"), ("greedy_path", "teal_greedy_path")):
         path = result_path(table, model, results_dir)
         if path.exists():
             inputs[key] = pd.read_csv(path)
-    return [allocate(alphas, s, target, **inputs) for s in strategies]
+    specs = [make_spec(s) for s in strategies]
+    return [allocate(alphas(spec.resolved.get(XMIN_OPTION) or rule), spec, target, **inputs) for spec in specs]
 
 
 def spread_title(allocations, model_label: str) -> str:
