@@ -52,15 +52,13 @@ from acttail_lab.core.models import load_model, projection_table  # noqa: E402
 from acttail_lab.core.provenance import write_sidecar  # noqa: E402
 from acttail_lab.measure import sensitivity
 from acttail_lab.report import correlations as correlations_report
-from acttail_lab.report.correlations import LOSS_EVERY, LOSS_SETTINGS, SENSITIVITY_VALUES, loss_subset
+from acttail_lab.report.correlations import COST_SETTINGS, LOSS_EVERY, LOSS_SETTINGS, SENSITIVITY_VALUES, loss_subset
 from acttail_lab.spectral import spectra
 from acttail_lab.spectral.tails import XMIN_RULES
 
 MODEL = "smollm2-135m"
 CORPUS = "austen"
 SEED = 0
-COST_SETTINGS = dict(sparsities=sensitivity.DEFAULT_SPARSITIES, max_tokens=2048, window=512, n_tokens=2048)
-"""cost_table's defaults (also used by measure.grid.evaluate_grid for surrogate-optimal / hybrid); token sample seed = SEED."""
 FLOAT_FORMAT = "%.6g"
 REPO = Path(__file__).resolve().parents[1]
 

@@ -145,3 +145,18 @@ def test_sparsity_maps_read_each_strategys_own_alpha_rule():
     for allocation in (peak, ks, block):
         mean = (allocation["sparsity"] * allocation["n_params"]).sum() / allocation["n_params"].sum()
         assert abs(mean - 0.7) < 1e-6
+
+
+def test_report_sensitivity_settings_are_the_cost_tables_defaults_and_its_sidecars_name_them():
+    """The report's cost table is the committed tables' (COST_SETTINGS = cost_table's defaults), and its sidecars
+    carry what notebook 07 prints (corpus, split, levels, windows): the standard Gemma report failed without."""
+    import inspect
+
+    from acttail_lab.cli import report_run
+    from acttail_lab.measure.sensitivity import cost_table
+    from acttail_lab.report.correlations import COST_SETTINGS
+
+    defaults = {k: p.default for k, p in inspect.signature(cost_table).parameters.items() if k in COST_SETTINGS}
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in COST_SETTINGS.items()} == defaults
+    source = inspect.getsource(report_run.measure)
+    assert source.count("corpus=plan.corpus") >= 4 and "**COST_SETTINGS)" in source and "**LOSS_SETTINGS)" in source

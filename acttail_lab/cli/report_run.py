@@ -95,15 +95,18 @@ def measure(plan: ReportPlan, manifest: Manifest, progress: bool = True) -> Path
         with manifest.part("sensitivity"):  # the committed tables' settings (scripts/reproduce_sensitivity.py)
             from ..core.models import projection_table
             from ..measure.sensitivity import cost_table, loss_increase_table
-            from ..report.correlations import LOSS_EVERY, LOSS_SETTINGS, loss_subset, sensitivity_correlations
+            from ..report.correlations import (COST_SETTINGS, LOSS_EVERY, LOSS_SETTINGS, loss_subset,
+                                               sensitivity_correlations)
 
-            cost = cost_table(lm, seed=0, progress=progress)
+            # the report's corpus (its calibration split), the committed tables' settings, all in the sidecars
+            cost = cost_table(lm, seed=0, corpus=plan.corpus, progress=progress, **COST_SETTINGS)
             write_results(cost, results / f"{plan.model_key}_cost_table.csv", seed=0, device="cpu",
-                          model=plan.model, split="calibration")
-            loss = loss_increase_table(lm, names=loss_subset(projection_table(lm.model)), progress=progress,
-                                       **LOSS_SETTINGS)
+                          model=plan.model, corpus=plan.corpus, split="calibration", rows=len(cost), **COST_SETTINGS)
+            loss = loss_increase_table(lm, names=loss_subset(projection_table(lm.model)), corpus=plan.corpus,
+                                       progress=progress, **LOSS_SETTINGS)
             write_results(loss, results / f"{plan.model_key}_loss_increase.csv", seed=0, device="cpu",
-                          model=plan.model, split="calibration", subset=f"every {LOSS_EVERY}th layer, all kinds")
+                          model=plan.model, corpus=plan.corpus, split="calibration", rows=len(loss),
+                          subset=f"every {LOSS_EVERY}th layer, all kinds", **LOSS_SETTINGS)
             correlations = sensitivity_correlations(tables, cost, loss)
             write_results(correlations, results / f"{plan.model_key}_correlations.csv", seed=0, device="cpu",
                           model=plan.model, xmin_rules=list(XMIN_RULES))

@@ -176,6 +176,10 @@ def interval_sign(result: dict) -> str:
 SENSITIVITY_VALUES = ("rel_error", "rel_error_token")
 """The cost-table columns every committed ``<model>_correlations.csv`` correlates (TopK output error, pooled and
 per token)."""
+COST_SETTINGS = dict(sparsities=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95), max_tokens=2048,
+                     window=512, n_tokens=2048)
+"""The cost table of the committed tables and of a report (``measure.sensitivity.cost_table`` keywords: its
+defaults, which ``measure.grid.evaluate_grid`` also uses for surrogate-optimal / hybrid)."""
 LOSS_EVERY = 3
 LOSS_SETTINGS = dict(sparsities=(0.5, 0.8), window=256, n_tokens=512)
 """The loss-increase subset of the committed tables (``measure.sensitivity.loss_increase_table`` keywords): every
