@@ -160,3 +160,13 @@ def test_report_sensitivity_settings_are_the_cost_tables_defaults_and_its_sideca
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in COST_SETTINGS.items()} == defaults
     source = inspect.getsource(report_run.measure)
     assert source.count("corpus=plan.corpus") >= 4 and "**COST_SETTINGS)" in source and "**LOSS_SETTINGS)" in source
+
+
+def test_notebook_07_lowest_sentence_compares_the_allocations_the_grid_has_and_names_the_rest():
+    """A report's grid holds fewer strategies than notebook 07 allocates: the standard Gemma report failed."""
+    from acttail_lab.report.sensitivity_measured import measured_section
+
+    found = measured_section("gemma3-270m", None, among=["acttail", "acttail-block", "hybrid", "teal-kind"])
+    assert found.lowest_among.endswith("(hybrid, teal-kind: not in this grid)")
+    assert "acttail" in found.lowest_among and found.lowest_all
+    assert measured_section("gemma3-270m", None, among=["hybrid"]).lowest_among is None

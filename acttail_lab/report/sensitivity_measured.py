@@ -132,7 +132,8 @@ class MeasuredSection:
 def measured_section(model: str, results_dir, among: Iterable[str],
                      among_name: str = "the allocations of section 5") -> MeasuredSection:
     """Load ``model``'s committed perplexity grid and windows from ``results_dir`` and judge every run against
-    uniform (:class:`MeasuredSection`); ``among``: the labels the restricted "lowest" sentence compares."""
+    uniform (:class:`MeasuredSection`); ``among``: the labels the restricted "lowest" sentence compares (those
+    the grid lacks are named after it; none present: no such sentence)."""
     from ..core.paths import result_path
     from ..core.results_io import load_table
     from . import verdicts, winners
@@ -143,7 +144,13 @@ def measured_section(model: str, results_dir, among: Iterable[str],
         return MeasuredSection()
     windows = load_windows(model=model, results_dir=results_dir)
     measured = verdicts.perplexity_verdicts(runs, windows)
+    graded = set(measured["label"]) | set(measured["baseline"])
+    present = [label for label in among if label in graded]
+    absent = [label for label in among if label not in graded]
+    lowest_among = None  # a grid that holds none of the allocations (a report's smaller set) has no such sentence
+    if present:
+        lowest_among = winners.lowest_sentence(winners.lowest(runs, windows, among=present, among_name=among_name))
+        lowest_among += f" ({', '.join(absent)}: not in this grid)" if absent else ""
     return MeasuredSection(
         measured=measured, intervals=verdicts.interval_text(measured), count=verdicts.count_sentence(measured),
-        lowest_among=winners.lowest_sentence(winners.lowest(runs, windows, among=list(among), among_name=among_name)),
-        lowest_all=winners.lowest_sentence(winners.lowest(runs, windows)))
+        lowest_among=lowest_among, lowest_all=winners.lowest_sentence(winners.lowest(runs, windows)))
