@@ -27,7 +27,7 @@ import torch
 
 from acttail_lab.core.paths import result_path
 from acttail_lab.measure.grid import evaluate_grid
-from acttail_lab.measure.grid_tables import earlier_provenance, read_grid, write_grid
+from acttail_lab.measure.grid_tables import earlier_provenance, read_grid_scored_on, write_grid
 
 MODEL = "smollm2-135m"
 CORPUS = "encyclopedic"
@@ -44,13 +44,10 @@ def earlier_rows(out, strategies, tokens: int, window: int) -> pd.DataFrame:
 
     Raises SystemExit naming the fix when it is missing or was scored on other tokens or windows."""
     try:
-        table = read_grid(out)
+        table = read_grid_scored_on(out, tokens, window)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"--add adds rows to the table at {out}: {error}") from None
-    settings = (table.attrs["provenance"] or {}).get("settings", {})
-    if settings.get("tokens") != tokens or settings.get("window") != window:
-        raise SystemExit(f"{out} was scored on {settings.get('tokens')} tokens in windows of {settings.get('window')}, "
-                         f"not {tokens} in {window}. Fix: pass the matching --tokens/--window, or drop --add.")
+        raise SystemExit(f"--add adds rows to the table at {out}: {error} Fix: pass the matching --tokens/--window, "
+                         "or drop --add.") from None
     kept = table[~table["strategy"].isin(strategies)].reset_index(drop=True)
     kept.attrs.update(table.attrs)
     return kept

@@ -33,7 +33,7 @@ import torch
 from acttail_lab.core.models import load_model
 from acttail_lab.core.paths import result_path
 from acttail_lab.measure.grid import evaluate_grid
-from acttail_lab.measure.grid_tables import earlier_provenance, read_grid, write_grid
+from acttail_lab.measure.grid_tables import earlier_provenance, read_grid_scored_on, write_grid
 
 CROSS_MODEL = ("uniform", "acttail", "acttail-ks", "acttail-block", "acttail[fit=block-mean]", "shuffled",
                "acttail-rev", "teal-greedy", "teal-greedy-fine", "rotated-uniform")
@@ -62,22 +62,20 @@ TOKENS = {"smollm2-135m": 16384, "gemma3-270m": 8192, "qwen2.5-coder-1.5b": 8192
 
 
 def earlier_tiers(out, tier: int, tokens: int, window: int) -> pd.DataFrame:
-    """The rows of the table at ``out`` (:func:`read_grid`: with their per-window losses), for ``--tier``.
+    """The rows of the table at ``out`` (:func:`read_grid_scored_on`: with their per-window losses), for ``--tier``.
 
     Raises SystemExit naming the fix when the table is missing, holds fewer than ``tier`` - 1 tiers, or was
     scored on other tokens or windows (its rows would not pair with the new ones).
     """
     try:
-        table = read_grid(out)
+        table = read_grid_scored_on(out, tokens, window)
     except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"--tier {tier} adds to the table at {out}: {error} (or run --tiers {tier}, every tier "
-                         "from the cache)") from None
-    settings = (table.attrs["provenance"] or {}).get("settings", {})
-    done = int(settings.get("tiers_done", 0))
-    if done < tier - 1 or settings.get("tokens") != tokens or settings.get("window") != window:
-        raise SystemExit(f"{out} holds tiers 1..{done} on {settings.get('tokens')} tokens in windows of "
-                         f"{settings.get('window')}; --tier {tier} needs tiers 1..{tier - 1} on {tokens} in {window}. "
-                         f"Fix: run --tiers {tier}, or pass the matching --tokens/--window.")
+        raise SystemExit(f"--tier {tier} adds to the table at {out}: {error} Fix: run --tiers {tier} (every tier "
+                         "from the cache), or pass the matching --tokens/--window.") from None
+    done = int((table.attrs["provenance"] or {}).get("settings", {}).get("tiers_done", 0))
+    if done < tier - 1:
+        raise SystemExit(f"{out} holds tiers 1..{done}; --tier {tier} needs tiers 1..{tier - 1}. "
+                         f"Fix: run --tiers {tier}.")
     return table
 
 

@@ -66,6 +66,18 @@ def read_grid(path_csv) -> pd.DataFrame:
     return merged
 
 
+def read_grid_scored_on(path_csv, tokens: int, window: int) -> pd.DataFrame:
+    """:func:`read_grid` of a table that new rows will be added to: raises ValueError naming both settings when
+    its sidecar says it was scored on other ``tokens`` or another ``window`` (its rows would not pair with the new
+    ones), FileNotFoundError as :func:`read_grid`."""
+    table = read_grid(path_csv)
+    settings = (table.attrs.get("provenance") or {}).get("settings", {})
+    if settings.get("tokens") != tokens or settings.get("window") != window:
+        raise ValueError(f"{path_csv} was scored on {settings.get('tokens')} tokens in windows of "
+                         f"{settings.get('window')}, not {tokens} in {window}.")
+    return table
+
+
 def earlier_provenance(table: pd.DataFrame) -> dict:
     """The part of ``table``'s sidecar (a :func:`read_grid` result) that a table adding rows to it keeps: its
     command, commit, time, cache stamps and lock (:data:`EARLIER_PROVENANCE`)."""
