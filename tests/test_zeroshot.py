@@ -276,4 +276,4 @@ def test_cli_add_puts_new_rows_into_the_earlier_table_and_refuses_another_settin
     assert "Fix: pass the same options" in capsys.readouterr().err and not loads
     assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "2", "--add", *common[:-1],
                      str(tmp_path / "none.csv")]) == 2
-    assert not loads
+    assert "Fix: make that table first" in capsys.readouterr().err and not loads

@@ -41,14 +41,15 @@ def earlier_table(args) -> "object":
     try:
         table = load_table(args.out)
     except FileNotFoundError as error:
-        raise ActTailError(f"--add adds rows to the table at {args.out}: {error}") from None
+        raise ActTailError(f"--add adds rows to the table at {args.out}: {error}. Fix: make that table first "
+                           f"(the same command without --add), or point --out at it.") from None
     settings = (table.attrs["provenance"] or {}).get("settings", {})
     asked = {"model": args.model, "tasks": args.tasks, "limit": args.limit}
     made = {key: settings.get(key) for key in asked}
     modes = set(table["data"])
     if made != asked or len(modes) != 1 or args.data not in ("auto", *modes):
         raise ActTailError(f"{args.out} was made with {made} and data {sorted(modes)}, not with {asked} and --data "
-                         f"{args.data}. Fix: pass the same options, or drop --add.")
+                           f"{args.data}. Fix: pass the same options, or drop --add.")
     return table
 
 
