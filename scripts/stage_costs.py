@@ -55,8 +55,8 @@ def stages(model: str) -> dict[str, list[str]]:
     grid = [py, "scripts/reproduce_perplexity.py", "--model", model]
     encyclopedic = [py, "scripts/reproduce_encyclopedic.py", "--model", model]
 
-    def zeroshot(strategies: str, out: str) -> list[str]:
-        return [py, "-c", _CLI, "zeroshot", "--model", model, "--strategies", strategies, "--sparsities", "0.5",
+    def zeroshot(strategies: str, out: str, sparsities: str = "0.5") -> list[str]:
+        return [py, "-c", _CLI, "zeroshot", "--model", model, "--strategies", strategies, "--sparsities", sparsities,
                 "--tasks", "piqa,arc_easy", "--limit", "200", "--data", "local", "--xmin", "peak", "--device", "cpu",
                 "--dtype", "float32", "--out", out]
 
@@ -75,6 +75,9 @@ def stages(model: str) -> dict[str, list[str]]:
         "encyclopedic": encyclopedic + ["--strategies", "teal-greedy-fine", "--add"],  # + its own greedy path
         "zeroshot-topk": zeroshot("uniform,acttail", f"data/results/zeroshot_{model}.csv"),
         "zeroshot": zeroshot("teal-greedy-fine", f"data/results/zeroshot_{model}.csv") + ["--add", "--no-dense"],
+        # the same three allocations at 70% (the "if CPU time allows"), added to the same table
+        "zeroshot-70": zeroshot("uniform,acttail,teal-greedy-fine", f"data/results/zeroshot_{model}.csv",
+                                sparsities="0.7") + ["--add", "--no-dense"],
     }  # zeroshot after greedy-fine: it reads that path
 
 

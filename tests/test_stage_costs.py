@@ -48,7 +48,9 @@ def test_the_stages_cover_the_issue_list_in_order():
     assert names[:3] == ["load", "spectra", "cost-table"]
     assert names.index("greedy-fine") < names.index("zeroshot")  # zero-shot reads the greedy path
     assert names.index("encyclopedic-topk") < names.index("encyclopedic")
-    assert names.index("zeroshot-topk") < names.index("zeroshot")
+    assert names.index("zeroshot-topk") < names.index("zeroshot") < names.index("zeroshot-70")
+    at_70 = stage_costs.stages("qwen2.5-coder-1.5b")["zeroshot-70"]
+    assert at_70[at_70.index("--sparsities") + 1] == "0.7" and "--add" in at_70 and "--no-dense" in at_70
 
 
 def test_an_interrupted_stage_run_again_sums_the_cost_of_every_attempt(tmp_path, monkeypatch):
