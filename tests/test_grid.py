@@ -285,3 +285,20 @@ def test_sidecar_command_line_names_its_own_subcommand(argv):
 
     line = command_line(build_parser().parse_args(argv))
     assert line.startswith(f"acttail-lab {argv[0]} --model ") and line.endswith("--out x.csv")
+
+
+def test_earlier_provenance_keeps_the_chain_of_a_table_added_to_twice():
+    from acttail_lab.measure.grid_tables import earlier_provenance
+
+    first = {"command": "first", "git_sha": "a" * 40, "settings": {}}
+    second = {"command": "second", "git_sha": "b" * 40,
+              "settings": {"earlier_tiers": earlier_provenance(_with_provenance(pd.DataFrame(), first))}}
+    kept = earlier_provenance(_with_provenance(pd.DataFrame(), second))
+    assert kept["command"] == "second" and kept["earlier"]["earlier_tiers"]["command"] == "first"
+    assert "earlier" not in kept["earlier"]["earlier_tiers"]  # the first table had no rows before it
+    assert earlier_provenance(pd.DataFrame())["command"] is None  # no sidecar: nothing to keep, no error
+
+
+def _with_provenance(table: pd.DataFrame, provenance: dict) -> pd.DataFrame:
+    table.attrs["provenance"] = provenance
+    return table

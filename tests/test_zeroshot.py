@@ -267,9 +267,12 @@ def test_cli_add_puts_new_rows_into_the_earlier_table_and_refuses_another_settin
     pd.testing.assert_frame_equal(table.iloc[:len(first)].drop(columns="cached"), first.drop(columns="cached"))
     side = json.loads((tmp_path / "z.csv.json").read_text())
     assert "--strategies uniform" in side["settings"]["earlier_rows"]["command"]
-    # the same run again replaces its rows instead of repeating them
+    # the same run again replaces its rows instead of repeating them, and the first table's provenance stays
     assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "2", "--add", "--no-dense", *common]) == 0
     assert len(pd.read_csv(out)) == len(table)
+    chain = json.loads((tmp_path / "z.csv.json").read_text())["settings"]["earlier_rows"]
+    assert "--strategies acttail" in chain["command"]
+    assert "--strategies uniform" in chain["earlier"]["earlier_rows"]["command"]
     loads = []
     monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(1))
     assert cli.main(["zeroshot", "--strategies", "acttail", "--limit", "3", "--add", *common]) == 2

@@ -37,6 +37,8 @@ def windows_path(path_csv) -> Path:
 
 EARLIER_PROVENANCE = ("command", "git_sha", "git_dirty", "timestamp", "cache", "lock")
 """What :func:`earlier_provenance` keeps of the sidecar of a table that new rows are added to."""
+EARLIER_KEYS = ("earlier_rows", "earlier_tiers")
+"""The sidecar settings under which a table that rows were added to keeps the provenance of the rows before."""
 
 
 def read_grid(path_csv) -> pd.DataFrame:
@@ -80,9 +82,16 @@ def read_grid_scored_on(path_csv, tokens: int, window: int) -> pd.DataFrame:
 
 def earlier_provenance(table: pd.DataFrame) -> dict:
     """The part of ``table``'s sidecar (a :func:`read_grid` result) that a table adding rows to it keeps: its
-    command, commit, time, cache stamps and lock (:data:`EARLIER_PROVENANCE`)."""
+    command, commit, time, cache stamps and lock (:data:`EARLIER_PROVENANCE`), and, when ``table`` itself had
+    rows added to an earlier one, that earlier provenance (its :data:`EARLIER_KEYS` settings) under
+    ``"earlier"``: a chain back to the first table, so every row of a table added to twice keeps its origin."""
     provenance = table.attrs.get("provenance") or {}
-    return {key: provenance.get(key) for key in EARLIER_PROVENANCE}
+    kept = {key: provenance.get(key) for key in EARLIER_PROVENANCE}
+    settings = provenance.get("settings") or {}
+    before = {key: settings[key] for key in EARLIER_KEYS if settings.get(key)}
+    if before:
+        kept["earlier"] = before
+    return kept
 
 
 def write_grid(runs: pd.DataFrame, path_csv, settings: RunSettings | None = None, **provenance) -> Path:
