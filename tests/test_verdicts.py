@@ -149,3 +149,32 @@ def test_rank_correlation_has_an_interval_and_never_prints_p_zero():
     b = V.rank_correlation(x, x + RNG.normal(0, 3, 30), method="bootstrap", n_boot=200)
     assert b.low < b.rho < b.high and b.method == "bootstrap"
     assert math.isnan(V.rank_correlation([1, 2], [2, 1]).rho)
+
+
+def test_few_pairs_get_an_exact_p_not_the_t_approximation():
+    # 3 runs in the same order: 2 of the 3! orderings reach |rho| = 1, so p = 1/3 (scipy's t approximation says 0)
+    c = V.rank_correlation([1.0, 2.0, 3.0], [10.0, 20.0, 30.0])
+    assert c.rho == pytest.approx(1.0) and c.p == pytest.approx(1 / 3)
+    assert "p = 0.333" in c.text() and "p < 0.001" not in c.text() and math.isnan(c.low)
+    # 5 pairs, rho = 0.9: |rho| >= 0.9 in 10 of the 120 orderings (rho = +-1: 2, +-0.9: 8)
+    five = V.rank_correlation([1, 2, 3, 4, 5], [1, 2, 3, 5, 4])
+    assert five.rho == pytest.approx(0.9) and five.p == pytest.approx(10 / 120)
+    # above EXACT_MAX_N the t approximation stays (the 30-pair case above)
+    from scipy.stats import spearmanr
+
+    x = np.arange(12.0)
+    y = x + RNG.normal(0, 4, 12)
+    assert V.rank_correlation(x, y).p == pytest.approx(spearmanr(x, y)[1])
+    # rho = 1 over 5 runs: exact p = 2 / 120, and no interval (Fisher z is infinite there, not [1.00, 1.00])
+    perfect = V.rank_correlation([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
+    assert perfect.p == pytest.approx(2 / 120) and math.isnan(perfect.low) and "[" not in perfect.text()
+
+
+def test_rank_sentences_never_promise_an_interval_they_do_not_give():
+    from acttail_lab.report import zeroshot as rz
+
+    three = V.rank_correlation([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    five = V.rank_correlation([1, 2, 3, 4, 5], [1, 2, 3, 5, 4])
+    text = rz.rank_sentences({"by_level": {0.5: three, 0.7: five}, "pooled": five})
+    assert "p = 0.333), no interval (Fisher z needs 4 runs and |rho| < 1)." in text[0]
+    assert text[1].endswith("95% Fisher-z interval.") and "[" in text[1]

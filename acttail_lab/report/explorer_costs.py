@@ -198,15 +198,11 @@ LEVEL = 0.95
 
 def fisher_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Interval on Spearman's rho from the Fisher z transform, variance 1.06 / (n - 3) (Fieller, Hartley
-    & Pearson 1957), for a rho known only with its n (a committed correlation table); (NaN, NaN) when n < 4
-    or rho is NaN. From the data themselves, ``report.rank_correlation.rank_correlation`` gives the same."""
-    from scipy.stats import norm
+    & Pearson 1957), for a rho known only with its n (a committed correlation table); (NaN, NaN) when n < 4,
+    rho is NaN or |rho| = 1. The verdict engine's (``report.rank_correlation.fisher_interval``)."""
+    from .rank_correlation import fisher_interval as engine
 
-    if n < 4 or not np.isfinite(rho):
-        return math.nan, math.nan
-    z = math.atanh(max(min(rho, 0.999999), -0.999999))
-    half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(1.06 / (n - 3))
-    return math.tanh(z - half), math.tanh(z + half)
+    return engine(rho, n, level)
 
 
 def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measured: str = "perplexity",

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 LEVEL = 0.95
+EXACT_MAX_N = 8
+"""Up to this many pairs, p is exact: over all n! orderings (8! = 40,320). scipy's t approximation is poor for few
+pairs and gives p = 0 at rho = +-1 (3 runs in the same order would read "p < 0.001"; exactly, p = 1/3)."""
 
 
 def format_p(p: float) -> str:
@@ -45,7 +48,8 @@ def rank_correlation(x, y, level: float = LEVEL, method: str = "fisher", n_boot:
     """Spearman rank correlation of ``x`` and ``y`` with an interval.
 
     ``method="fisher"``: atanh(rho) +- z sqrt(1.06 / (n - 3)) (Fieller, Hartley & Pearson 1957; n >= 4);
-    ``"bootstrap"``: percentile interval over ``n_boot`` resamples of the pairs. p is scipy's two-sided p.
+    ``"bootstrap"``: percentile interval over ``n_boot`` resamples of the pairs. p is two-sided: exact
+    (:func:`exact_p`) for n <= :data:`EXACT_MAX_N`, scipy's t approximation above.
     """
     from scipy.stats import norm, spearmanr
 
@@ -57,11 +61,11 @@ def rank_correlation(x, y, level: float = LEVEL, method: str = "fisher", n_boot:
         return Correlation(math.nan, math.nan, math.nan, n, math.nan, level, method)
     rho, p = spearmanr(x, y)
     rho, p = float(rho), float(p)
+    if n <= EXACT_MAX_N and math.isfinite(rho):
+        p = exact_p(x, y)
     low = high = math.nan
-    if method == "fisher" and n >= 4 and math.isfinite(rho):
-        z = math.atanh(max(min(rho, 0.999999), -0.999999))
-        half = norm.ppf(0.5 + level / 2) * math.sqrt(1.06 / (n - 3))
-        low, high = math.tanh(z - half), math.tanh(z + half)
+    if method == "fisher":  # none for n < 4, nor at |rho| = 1 (atanh is infinite there)
+        low, high = fisher_interval(rho, n, level)
     elif method == "bootstrap":
         index = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
         boot = [spearmanr(x[i], y[i])[0] for i in index]
@@ -71,15 +75,33 @@ def rank_correlation(x, y, level: float = LEVEL, method: str = "fisher", n_boot:
     return Correlation(rho, float(low), float(high), n, p, level, "Fisher z" if method == "fisher" else "bootstrap")
 
 
+def exact_p(x, y) -> float:
+    """Two-sided permutation p of Spearman's rho for few pairs: the share of the n! orderings of ``y``'s ranks
+    whose |rho| is at least the observed one (ties keep their average ranks)."""
+    from itertools import permutations
+
+    from scipy.stats import rankdata
+
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    scale = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    if scale == 0:
+        return math.nan
+    observed = abs(float(rx @ ry)) / scale
+    orders = np.asarray(list(permutations(ry)))
+    return float(np.mean(np.abs(orders @ rx) / scale >= observed - 1e-12))
+
+
 def fisher_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """The Fisher-z interval of a Spearman ``rho`` over ``n`` pairs (as :func:`rank_correlation`); NaNs for n < 4."""
+    """The Fisher-z interval of a Spearman ``rho`` over ``n`` pairs (as :func:`rank_correlation`); NaNs for n < 4
+    and for |rho| = 1, where atanh is infinite (clamping it gave a false [1.00, 1.00])."""
     from scipy.stats import norm
 
-    if n is None or n < 4 or not math.isfinite(rho):
+    if n is None or n < 4 or not math.isfinite(rho) or abs(rho) >= 1 - 1e-12:
         return math.nan, math.nan
-    z = math.atanh(max(min(rho, 0.999999), -0.999999))
+    z = math.atanh(rho)
     half = norm.ppf(0.5 + level / 2) * math.sqrt(1.06 / (n - 3))
     return math.tanh(z - half), math.tanh(z + half)
 
 
-__all__ = ["LEVEL", "format_p", "Correlation", "rank_correlation", "fisher_interval"]
+__all__ = ["LEVEL", "EXACT_MAX_N", "format_p", "Correlation", "rank_correlation", "exact_p", "fisher_interval"]

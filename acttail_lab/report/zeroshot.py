@@ -150,7 +150,9 @@ def rank_agreement(df: pd.DataFrame, perplexity: pd.DataFrame) -> dict:
 def rank_sentences(agree: dict) -> list[str]:
     """The rank agreement in words: within each level first (with its interval), then the pooled value."""
     out = [f"Within {s:.0%} sparsity, Spearman rank correlation of -perplexity with average accuracy: "
-           f"{c.text()}, 95% Fisher-z interval." for s, c in agree["by_level"].items()]
+           f"{c.text()}, " + ("95% Fisher-z interval." if math.isfinite(c.low) else
+                              "no interval (Fisher z needs 4 runs and |rho| < 1).")
+           for s, c in agree["by_level"].items()]
     out.append(f"Pooled over dense and every level ({agree['pooled'].text()}), the correlation mostly says that "
                "sparser runs are worse on both measures.")
     return out
