@@ -51,7 +51,7 @@ def rank_correlation(x, y, level: float = LEVEL, method: str = "fisher", n_boot:
     ``"bootstrap"``: percentile interval over ``n_boot`` resamples of the pairs. p is two-sided: exact
     (:func:`exact_p`) for n <= :data:`EXACT_MAX_N`, scipy's t approximation above.
     """
-    from scipy.stats import norm, spearmanr
+    from scipy.stats import spearmanr
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
