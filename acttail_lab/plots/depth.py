@@ -176,7 +176,7 @@ def plot_budget_vs_score(df: pd.DataFrame, x: str = "budget_acttail@0.5", y: str
     crowded dots stay unlabelled); the title gives Spearman's rho over the layers (the same value as
     ``depth.depth_correlations``) with its 95% Fisher-z interval.
     """
-    from ..report.explorer_costs import fisher_interval
+    from ..report.rank_correlation import fisher_interval
 
     _require(df, "layer", x, y)
     ax = _new_ax(ax, figsize=(5.0, 4.0))

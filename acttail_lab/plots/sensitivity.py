@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 
 from ..core.models import PROJECTIONS
 from .esd import _new_ax, _tidy_log_axis, alpha_matrix
-from ..report.explorer_costs import fisher_interval
+from ..report.rank_correlation import fisher_interval
 from ..report.sensitivity import RULE_FREE  # noqa: F401  (re-exported: metrics that do not depend on xmin)
 from .style import KIND_COLORS, color_scale, kind_color, legend_beside, sparsity_scale  # noqa: F401  (KIND_COLORS re-exported)
 

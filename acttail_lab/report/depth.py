@@ -29,10 +29,10 @@ def depth_correlations(df: pd.DataFrame, scores=DEPTH_SCORES, predictors=None) -
 
     ``predictors`` default: alpha_mean, alpha_weighted and every ``budget_*`` column.
     Returns one row per (score, predictor): score, predictor, rho, rho_low, rho_high (95% Fisher-z
-    interval, ``report.explorer_costs.fisher_interval``), p_value, n (layers with both values finite).
+    interval, ``report.rank_correlation.fisher_interval``), p_value, n (layers with both values finite).
     rho is NaN when either column is constant.
     """
-    from .explorer_costs import fisher_interval
+    from .rank_correlation import fisher_interval
     from scipy.stats import spearmanr
 
     if predictors is None:

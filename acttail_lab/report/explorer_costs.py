@@ -25,6 +25,7 @@ from .explorer_sources import (
     cost_csv_path,
     perplexity_csv_path,
 )
+from .rank_correlation import LEVEL
 
 
 class SlicePerplexity:
@@ -192,19 +193,6 @@ def measured_rank_agreement(source: AlphaSource, runs_path: str | Path | None = 
     return out
 
 
-LEVEL = 0.95
-"""Two-sided level of the intervals on Spearman's rho."""
-
-
-def fisher_interval(rho: float, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Interval on Spearman's rho from the Fisher z transform, variance 1.06 / (n - 3) (Fieller, Hartley
-    & Pearson 1957), for a rho known only with its n (a committed correlation table); (NaN, NaN) when n < 4,
-    rho is NaN or |rho| = 1. The verdict engine's (``report.rank_correlation.fisher_interval``)."""
-    from .rank_correlation import fisher_interval as engine
-
-    return engine(rho, n, level)
-
-
 def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measured: str = "perplexity",
                    by: tuple[str, ...] | None = None, level: float = LEVEL) -> pd.DataFrame:
     """How well ``estimate`` ranks runs the way ``measured`` does, within each group.
@@ -212,7 +200,7 @@ def rank_agreement(frame: pd.DataFrame, estimate: str = "estimated_cost", measur
     ``by`` defaults to whichever of sparsity and protocol ``frame`` has (the
     strategies compared are then at one target under one protocol). Output: one
     row per group: the group keys, n, spearman_rho, rho_low, rho_high (its ``level``
-    Fisher-z interval, :func:`fisher_interval`), spearman_p, kendall_tau,
+    Fisher-z interval, ``report.rank_correlation.fisher_interval``), spearman_p, kendall_tau,
     kendall_p (NaN when n < 3 or a column is constant), and the strategies in
     measured order. +1 means the estimate orders the strategies exactly as the
     measured perplexity does.

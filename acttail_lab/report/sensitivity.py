@@ -31,7 +31,7 @@ from scipy.stats import spearmanr
 from ..allocation import allocate
 from ..allocation.cost_model import estimate_cost
 from ..allocation.cost_solvers import CostCurves, hybrid_allocation, optimal_allocation
-from .explorer_costs import LEVEL, fisher_interval
+from .rank_correlation import LEVEL, fisher_interval
 from .sensitivity_measured import (  # noqa: F401  (part of this module's API: notebook 07 imports them here)
     disagreement_line,
     estimate_vs_measurement,
